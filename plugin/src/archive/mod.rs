@@ -1,0 +1,6 @@
+//! The archive side of the journey: decode → walk → understand. Nothing here talks to containerd.
+
+pub mod decode;
+pub mod oci;
+pub mod understand;
+pub mod walk;

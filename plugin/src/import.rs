@@ -1,0 +1,483 @@
+//! Import: one archive, start to finish — ingest under a temporary lease, plan, store the
+//! synthesised blobs, then record labels, the archive's pinned lease and the image records.
+//!
+//! Ordering guarantees: every blob is committed and labelled, and held by the archive lease,
+//! before any image record that refers to it is created or updated; the temporary lease is
+//! released last, so garbage collection can never take content from under a running import.
+
+use crate::archive::understand::{self, Plan, PlanOptions, Problem};
+use crate::containerd::{Containerd, ContainerdError};
+use crate::digest::Digest;
+use crate::ingest::{self, Counters, CountingReader, IngestError};
+use crate::store::{direct::DirectStore, stream::StreamStore, ContentStore, StoreError};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The label airlift sets on images it pins.
+pub const LABEL_PINNED: &str = "airlift.io/pinned";
+/// The label naming the archive an image came from.
+pub const LABEL_ARCHIVE: &str = "airlift.io/archive";
+/// The CRI plugin's pin label, respected by kubelet's image garbage collection.
+pub const LABEL_CRI_PINNED: &str = "io.cri-containerd.pinned";
+/// The CRI plugin's label marking images it manages.
+pub const LABEL_CRI_MANAGED: &str = "io.cri-containerd.image";
+
+/// How blobs reach containerd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Direct when containerd's content root is reachable and writable, else stream.
+    Auto,
+    /// Write into containerd's content root and claim by digest.
+    Direct,
+    /// Stream data through containerd's Content API.
+    Stream,
+}
+
+/// Where the archive comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file.
+    File(PathBuf),
+    /// Standard input.
+    Stdin,
+}
+
+impl Source {
+    /// How the archive is named in messages and labels.
+    pub fn display_name(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Stdin => "<stdin>".to_string(),
+        }
+    }
+}
+
+/// Options of one import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Platforms, names and index options.
+    pub plan: PlanOptions,
+    /// Extra image labels (`--label`).
+    pub labels: BTreeMap<String, String>,
+    /// Pin the images (default).
+    pub pin: bool,
+    /// How blobs travel.
+    pub mode: Mode,
+    /// Expiry of the temporary import lease.
+    pub lease_expiry: Duration,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            plan: PlanOptions::default(),
+            labels: BTreeMap::new(),
+            pin: true,
+            mode: Mode::Auto,
+            lease_expiry: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// An image the import created or updated.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportedImage {
+    /// Its name.
+    pub name: String,
+    /// Target media type.
+    pub media_type: String,
+    /// Target digest.
+    pub digest: String,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The archive.
+    pub archive: String,
+    /// Direct or stream.
+    pub mode: String,
+    /// Images created or updated.
+    pub images: Vec<ImportedImage>,
+    /// Images that failed.
+    pub failed: Vec<String>,
+    /// Images skipped, with the reason.
+    pub skipped: Vec<String>,
+    /// Informational skips (other platforms under the host default).
+    pub not_selected: Vec<String>,
+    /// Blobs written.
+    pub blobs_written: u64,
+    /// Blobs already present.
+    pub blobs_present: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Archive bytes read.
+    pub archive_bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// The archive lease holding its content, if any.
+    pub lease: Option<String>,
+}
+
+impl Report {
+    /// Whether every image of the archive was imported (skips by platform are fine).
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Why an import stopped as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The archive could not be opened.
+    #[error("{archive}: cannot open: {cause}")]
+    Open {
+        /// The archive.
+        archive: String,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// Decoding, walking or storing failed.
+    #[error("{archive}: {cause}")]
+    Ingest {
+        /// The archive.
+        archive: String,
+        /// Why.
+        cause: IngestError,
+    },
+    /// The archive's structure is not understood.
+    #[error("{archive}: {cause}")]
+    Understand {
+        /// The archive.
+        archive: String,
+        /// Why.
+        cause: understand::UnderstandError,
+    },
+    /// containerd failed.
+    #[error("{archive}: {cause}")]
+    Containerd {
+        /// The archive.
+        archive: String,
+        /// Why.
+        cause: ContainerdError,
+    },
+    /// A synthesised blob could not be stored.
+    #[error("{archive}: storing {what}: {cause}")]
+    Store {
+        /// The archive.
+        archive: String,
+        /// Which blob.
+        what: String,
+        /// Why.
+        cause: StoreError,
+    },
+    /// Direct mode was asked for but is impossible.
+    #[error("{archive}: direct mode unavailable: {cause}")]
+    DirectUnavailable {
+        /// The archive.
+        archive: String,
+        /// Why.
+        cause: String,
+    },
+}
+
+/// The archive lease id for an archive path: stable, so a re-import replaces it.
+pub fn archive_lease_id(path: &Path) -> String {
+    let d = Digest::of(path.as_os_str().as_encoded_bytes());
+    format!("airlift-archive-{}", &d.hex()[..32])
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// Chooses and opens the content store for `mode`.
+async fn open_store(
+    client: &Containerd,
+    mode: Mode,
+    archive: &str,
+    prefix: String,
+) -> Result<Arc<dyn ContentStore>, ImportError> {
+    let handle = tokio::runtime::Handle::current();
+    let stream = || {
+        Arc::new(StreamStore::new(
+            client.clone(),
+            handle.clone(),
+            prefix.clone(),
+        )) as Arc<dyn ContentStore>
+    };
+    if mode == Mode::Stream {
+        return Ok(stream());
+    }
+    let root = client
+        .content_root()
+        .await
+        .map_err(|cause| ImportError::Containerd {
+            archive: archive.to_string(),
+            cause,
+        });
+    let direct = match root {
+        Ok(Some(root)) => DirectStore::open(&root, client.clone(), handle.clone(), prefix.clone())
+            .map_err(|e| format!("content root {}: {e}", root.display())),
+        Ok(None) => Err(
+            "containerd does not report a content root (is its content store a proxy plugin?)"
+                .to_string(),
+        ),
+        Err(e) => Err(e.to_string()),
+    };
+    match (direct, mode) {
+        (Ok(d), _) => Ok(Arc::new(d)),
+        (Err(cause), Mode::Direct) => Err(ImportError::DirectUnavailable {
+            archive: archive.to_string(),
+            cause,
+        }),
+        (Err(cause), _) => {
+            tracing::info!(%cause, "direct mode unavailable; streaming blobs through containerd");
+            Ok(stream())
+        }
+    }
+}
+
+/// Imports one archive. `progress` receives the number of archive bytes read so far.
+pub async fn import(
+    client: &Containerd,
+    source: &Source,
+    opts: &ImportOptions,
+    progress: Arc<AtomicU64>,
+) -> Result<Report, ImportError> {
+    let started = Instant::now();
+    let archive = source.display_name();
+    let cd_err = |cause: ContainerdError| ImportError::Containerd {
+        archive: archive.clone(),
+        cause,
+    };
+    let input: Box<dyn Read + Send> = match source {
+        Source::File(p) => Box::new(std::fs::File::open(p).map_err(|cause| ImportError::Open {
+            archive: archive.clone(),
+            cause,
+        })?),
+        Source::Stdin => Box::new(std::io::stdin()),
+    };
+    let suffix = unique_suffix();
+    let lease = format!("airlift-import-{suffix}");
+    let mut lease_labels = HashMap::new();
+    lease_labels.insert(LABEL_ARCHIVE.to_string(), archive.clone());
+    client
+        .create_lease(&lease, lease_labels, Some(opts.lease_expiry))
+        .await
+        .map_err(cd_err)?;
+    let leased = client.with_lease(Some(&lease));
+    let result = async {
+        let store = open_store(&leased, opts.mode, &archive, format!("airlift-{suffix}")).await?;
+        let (plan, counters) =
+            ingest_and_plan(store.clone(), input, &archive, &opts.plan, progress.clone()).await?;
+        let mut report = record(client, &leased, source, &archive, &plan, opts).await?;
+        report.mode = store.kind().to_string();
+        report.blobs_written = counters.blobs_written;
+        report.blobs_present = counters.blobs_present;
+        report.bytes_written = counters.bytes_written;
+        Ok(report)
+    }
+    .await;
+    if let Err(e) = client.delete_lease(&lease).await {
+        tracing::warn!(%lease, error = %e, "could not release the import lease; it expires by itself");
+    }
+    let mut report = result?;
+    report.archive_bytes = progress.load(std::sync::atomic::Ordering::Relaxed);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Runs ingest and planning on a blocking thread, then stores the synthesised blobs.
+async fn ingest_and_plan(
+    store: Arc<dyn ContentStore>,
+    input: Box<dyn Read + Send>,
+    archive: &str,
+    plan_opts: &PlanOptions,
+    progress: Arc<AtomicU64>,
+) -> Result<(Plan, Counters), ImportError> {
+    let archive = archive.to_string();
+    let plan_opts = plan_opts.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut counters = Counters::default();
+        let counted = CountingReader::new(input, progress);
+        let inv = ingest::ingest(counted, store.as_ref(), &mut counters).map_err(|cause| {
+            ImportError::Ingest {
+                archive: archive.clone(),
+                cause,
+            }
+        })?;
+        let plan = understand::plan(&inv, &plan_opts).map_err(|cause| ImportError::Understand {
+            archive: archive.clone(),
+            cause,
+        })?;
+        let needed: BTreeSet<&Digest> = plan.images.iter().flat_map(|i| i.blobs.iter()).collect();
+        for (digest, bytes) in &plan.synthesized {
+            if !needed.contains(digest) {
+                continue;
+            }
+            let put = store
+                .put(&mut &bytes[..], bytes.len() as u64, Some(digest))
+                .map_err(|cause| ImportError::Store {
+                    archive: archive.clone(),
+                    what: format!("synthesised manifest {digest}"),
+                    cause,
+                })?;
+            if put.written > 0 {
+                counters.blobs_written += 1;
+                counters.bytes_written += put.written;
+            }
+        }
+        Ok((plan, counters))
+    })
+    .await
+    .expect("ingest thread panicked")
+}
+
+/// Labels content, updates the archive lease and creates the image records.
+async fn record(
+    client: &Containerd,
+    leased: &Containerd,
+    source: &Source,
+    archive: &str,
+    plan: &Plan,
+    opts: &ImportOptions,
+) -> Result<Report, ImportError> {
+    let cd_err = |cause: ContainerdError| ImportError::Containerd {
+        archive: archive.to_string(),
+        cause,
+    };
+    let needed: BTreeSet<&Digest> = plan.images.iter().flat_map(|i| i.blobs.iter()).collect();
+
+    // 1. Labels on content: garbage-collection references and distribution sources.
+    for digest in &needed {
+        let Some(labels) = plan.labels.get(*digest) else {
+            continue;
+        };
+        leased
+            .set_blob_labels(digest, labels)
+            .await
+            .map_err(cd_err)?;
+    }
+
+    // 2. The archive's own lease holds everything it brought (a file source only).
+    let lease = match source {
+        Source::File(path) => {
+            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            let id = archive_lease_id(&path);
+            if !needed.is_empty() {
+                let mut labels = HashMap::new();
+                labels.insert(LABEL_ARCHIVE.to_string(), path.display().to_string());
+                client
+                    .create_lease(&id, labels, None)
+                    .await
+                    .map_err(cd_err)?;
+                let held: BTreeSet<String> = client
+                    .lease_content(&id)
+                    .await
+                    .map_err(cd_err)?
+                    .into_iter()
+                    .collect();
+                let want: BTreeSet<String> = needed.iter().map(|d| d.to_string()).collect();
+                for d in want.difference(&held) {
+                    client.lease_resource(&id, d, true).await.map_err(cd_err)?;
+                }
+                for d in held.difference(&want) {
+                    client.lease_resource(&id, d, false).await.map_err(cd_err)?;
+                }
+            }
+            Some(id)
+        }
+        Source::Stdin => None,
+    };
+
+    // 3. Image records, last.
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_CRI_MANAGED.to_string(), "managed".to_string());
+    if opts.pin {
+        labels.insert(LABEL_CRI_PINNED.to_string(), "pinned".to_string());
+        labels.insert(LABEL_PINNED.to_string(), "true".to_string());
+    }
+    if let Source::File(path) = source {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        labels.insert(LABEL_ARCHIVE.to_string(), path.display().to_string());
+    }
+    labels.extend(opts.labels.clone());
+    let mut images = Vec::new();
+    for image in &plan.images {
+        let target = containerd_client::types::Descriptor {
+            media_type: image.target.media_type.clone(),
+            digest: image.target.digest.to_string(),
+            size: image.target.size,
+            annotations: image.target.annotations.clone().into_iter().collect(),
+        };
+        leased
+            .put_image(&image.name, target, &labels)
+            .await
+            .map_err(cd_err)?;
+        tracing::info!(archive, image = %image.name, digest = %image.target.digest, "imported");
+        images.push(ImportedImage {
+            name: image.name.clone(),
+            media_type: image.target.media_type.clone(),
+            digest: image.target.digest.to_string(),
+        });
+    }
+
+    let mut report = Report {
+        archive: archive.to_string(),
+        mode: String::new(),
+        images,
+        failed: Vec::new(),
+        skipped: Vec::new(),
+        not_selected: Vec::new(),
+        blobs_written: 0,
+        blobs_present: 0,
+        bytes_written: 0,
+        archive_bytes: 0,
+        seconds: 0.0,
+        lease: if needed.is_empty() { None } else { lease },
+    };
+    for p in &plan.problems {
+        match p {
+            Problem::Failed {
+                image,
+                entry,
+                cause,
+            } => {
+                let msg = match entry {
+                    Some(e) => format!("{archive}: image {image}: entry {e:?}: {cause}"),
+                    None => format!("{archive}: image {image}: {cause}"),
+                };
+                tracing::error!("{msg}");
+                report.failed.push(msg);
+            }
+            Problem::Skipped {
+                image,
+                reason,
+                informational: true,
+            } => {
+                tracing::info!(archive, image = %image, "skipped: {reason}");
+                report.not_selected.push(format!("{image}: {reason}"));
+            }
+            Problem::Skipped {
+                image,
+                reason,
+                informational: false,
+            } => {
+                tracing::warn!(archive, image = %image, "skipped: {reason}");
+                report.skipped.push(format!("{image}: {reason}"));
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,286 @@
+//! Ingest: drive one archive from bytes on disk to an [`Inventory`], handing every blob to the
+//! content store as it streams past.
+//!
+//! This is where the archive side meets the store: it decodes and walks the archive, stores each
+//! blob (verifying it against the digest its path or name declares) and keeps the small JSON
+//! documents the plan needs. It runs on a blocking thread.
+
+use crate::archive::understand::{FileRecord, Inventory};
+use crate::archive::{decode, walk};
+use crate::digest::Digest;
+use crate::store::{read_full, ContentStore, StoreError};
+use std::io::{self, Cursor, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Largest JSON document (manifest, index, config, layout file) kept in memory, as containerd.
+pub const JSON_LIMIT: u64 = 20 << 20;
+
+/// Bytes inspected at the start of every blob.
+const HEAD: usize = 64 << 10;
+
+/// Counters of one ingest.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Blobs written (to disk or over the socket).
+    pub blobs_written: u64,
+    /// Blobs already present and not written again.
+    pub blobs_present: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+}
+
+/// Why an ingest stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The input could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] decode::DecodeError),
+    /// The tar stream is broken or unsafe.
+    #[error(transparent)]
+    Walk(#[from] walk::WalkError),
+    /// One entry could not be read or stored.
+    #[error("entry {entry:?}: {cause}")]
+    Entry {
+        /// The entry.
+        entry: String,
+        /// Why.
+        cause: StoreError,
+    },
+}
+
+/// Counts bytes read from the raw archive (for progress and the summary).
+pub struct CountingReader<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R> CountingReader<R> {
+    /// Wraps `inner`, adding to `count`.
+    pub fn new(inner: R, count: Arc<AtomicU64>) -> Self {
+        CountingReader { inner, count }
+    }
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn is_layout_file(name: &str) -> bool {
+    matches!(
+        name,
+        "oci-layout" | "index.json" | "manifest.json" | "repositories"
+    )
+}
+
+/// docker save's legacy per-layer metadata (`<id>/json`, `<id>/VERSION`): never content.
+fn is_legacy_metadata(name: &str) -> bool {
+    match name.split_once('/') {
+        Some((dir, file)) => Digest::from_hex(dir).is_some() && matches!(file, "json" | "VERSION"),
+        None => false,
+    }
+}
+
+/// The digest an entry's path declares: `blobs/sha256/<hex>` (OCI), or `<hex>.json` / `<hex>.tar`
+/// (docker save names configs and layers by digest). `Err` for an OCI blob path that is not a
+/// usable digest.
+fn declared_digest(name: &str) -> Result<Option<Digest>, String> {
+    if let Some(rest) = name.strip_prefix("blobs/") {
+        return match rest.split_once('/') {
+            Some(("sha256", hex)) => Digest::from_hex(hex)
+                .map(Some)
+                .ok_or_else(|| format!("blob path does not end in a sha256 digest: {name:?}")),
+            Some((alg, _)) => Err(format!("unsupported digest algorithm {alg:?}")),
+            None => Ok(None),
+        };
+    }
+    if !name.contains('/') {
+        if let Some(hex) = name
+            .strip_suffix(".json")
+            .or_else(|| name.strip_suffix(".tar"))
+        {
+            return Ok(Digest::from_hex(hex));
+        }
+    }
+    Ok(None)
+}
+
+fn looks_like_json(head: &[u8]) -> bool {
+    head.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{' || *b == b'[')
+}
+
+/// Reads the archive from `input` and stores its blobs in `store`.
+pub fn ingest(
+    input: impl Read + Send + 'static,
+    store: &dyn ContentStore,
+    counters: &mut Counters,
+) -> Result<Inventory, IngestError> {
+    let (tar_stream, compression) = decode::open(input)?;
+    tracing::debug!(%compression, "decoding archive");
+    let mut inv = Inventory::default();
+    walk::walk(tar_stream, |entry| -> Result<(), IngestError> {
+        match entry {
+            walk::Entry::Link { name, target } => {
+                inv.links.insert(name, target);
+            }
+            walk::Entry::File {
+                name, size, data, ..
+            } => {
+                let fail = |cause: StoreError| IngestError::Entry {
+                    entry: name.clone(),
+                    cause,
+                };
+                if is_layout_file(&name) {
+                    if size > JSON_LIMIT {
+                        return Err(fail(StoreError::Source(io::Error::other(format!(
+                            "larger than {JSON_LIMIT} bytes"
+                        )))));
+                    }
+                    let mut buf = vec![0; size as usize];
+                    let n = read_full(data, &mut buf).map_err(fail)?;
+                    if n as u64 != size {
+                        return Err(fail(StoreError::Truncated {
+                            expected: size,
+                            actual: n as u64,
+                        }));
+                    }
+                    match name.as_str() {
+                        "oci-layout" => inv.oci_layout = Some(buf),
+                        "index.json" => inv.index_json = Some(buf),
+                        "manifest.json" => inv.manifest_json = Some(buf),
+                        _ => {}
+                    }
+                    return Ok(());
+                }
+                if is_legacy_metadata(&name) {
+                    return Ok(());
+                }
+                let declared = match declared_digest(&name) {
+                    Ok(d) => d,
+                    Err(why) => {
+                        inv.files.insert(
+                            name,
+                            FileRecord {
+                                digest: Err(why),
+                                size,
+                                head: Vec::new(),
+                            },
+                        );
+                        return Ok(());
+                    }
+                };
+                let mut head = vec![0; HEAD.min(size as usize)];
+                let n = read_full(data, &mut head).map_err(fail)?;
+                if n < head.len() {
+                    return Err(fail(StoreError::Truncated {
+                        expected: size,
+                        actual: n as u64,
+                    }));
+                }
+                let json = looks_like_json(&head) && size <= JSON_LIMIT;
+                if json && head.len() as u64 != size {
+                    let mut rest = Vec::with_capacity(size as usize - head.len());
+                    data.read_to_end(&mut rest)
+                        .map_err(|e| fail(StoreError::Source(e)))?;
+                    head.extend_from_slice(&rest);
+                }
+                // Present already? Then the rest of the entry is skipped unread.
+                if let (Some(d), false) = (&declared, json) {
+                    if store.exists(d).map_err(fail)? == Some(size) {
+                        counters.blobs_present += 1;
+                        head.truncate(16);
+                        inv.files.insert(
+                            name,
+                            FileRecord {
+                                digest: Ok(d.clone()),
+                                size,
+                                head,
+                            },
+                        );
+                        return Ok(());
+                    }
+                }
+                let mut reader: Box<dyn Read> = if json {
+                    Box::new(Cursor::new(&head[..]))
+                } else {
+                    Box::new(Cursor::new(&head[..]).chain(data))
+                };
+                let record = match store.put(&mut reader, size, declared.as_ref()) {
+                    Ok(put) => {
+                        if put.written > 0 {
+                            counters.blobs_written += 1;
+                            counters.bytes_written += put.written;
+                        } else {
+                            counters.blobs_present += 1;
+                        }
+                        Ok(put.digest)
+                    }
+                    Err(StoreError::DigestMismatch { expected, actual }) => {
+                        tracing::warn!(entry = %name, %expected, %actual, "blob does not match its digest");
+                        Err(format!(
+                            "content hashes to {actual}, not to {expected} as its name declares"
+                        ))
+                    }
+                    Err(e) => return Err(fail(e)),
+                };
+                drop(reader);
+                if let (true, Ok(d)) = (json, &record) {
+                    inv.json.insert(d.clone(), head.clone());
+                }
+                head.truncate(16);
+                inv.files.insert(
+                    name,
+                    FileRecord {
+                        digest: record,
+                        size,
+                        head,
+                    },
+                );
+            }
+        }
+        Ok(())
+    })?;
+    Ok(inv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_digests() {
+        let hex = "3c63c9c166711109a348b05fd7860edf5355b932eac5e2835313507de144cf40";
+        assert_eq!(
+            declared_digest(&format!("blobs/sha256/{hex}"))
+                .unwrap()
+                .unwrap()
+                .hex(),
+            hex
+        );
+        assert_eq!(
+            declared_digest(&format!("{hex}.json"))
+                .unwrap()
+                .unwrap()
+                .hex(),
+            hex
+        );
+        assert_eq!(
+            declared_digest(&format!("{hex}.tar"))
+                .unwrap()
+                .unwrap()
+                .hex(),
+            hex
+        );
+        assert_eq!(declared_digest(&format!("{hex}/layer.tar")).unwrap(), None);
+        assert!(declared_digest("blobs/sha512/abc").is_err());
+        assert!(declared_digest("blobs/sha256/XYZ").is_err());
+        assert!(is_legacy_metadata(&format!("{hex}/json")));
+        assert!(!is_legacy_metadata(&format!("{hex}/layer.tar")));
+    }
+}

@@ -1,0 +1,31 @@
+//! airlift puts container images into containerd from archives on disk, for nodes that cannot
+//! or should not pull from a registry.
+//!
+//! # Layout
+//!
+//! The modules are the stations of one archive's journey, and imports point one way along it:
+//!
+//! - [`archive`] — the archive side, which never talks to containerd:
+//!   [`archive::decode`] (compression by magic bytes) → [`archive::walk`] (tar entries, refusing
+//!   escapes) → [`archive::understand`] (OCI layout / docker save → a plan of images and labels),
+//!   with the formats themselves in [`archive::oci`];
+//! - [`store`] — the one content-store abstraction and its homes (direct into containerd's
+//!   content root, streamed over the Content API, in memory for tests), with the conformance
+//!   suite every home passes;
+//! - [`ingest`] — drives an archive through decode and walk into the store, producing the
+//!   inventory the plan is made from;
+//! - [`import`] — one import start to finish: leases, plan, then the record step (labels, the
+//!   archive's pinned lease, image records);
+//! - [`containerd`] — the gRPC client, with containerd's error classes mapped in one place;
+//! - [`digest`], [`reference`], [`platform`] — the value types everything shares;
+//! - [`cli`] — the command line, a thin adapter over [`import`].
+
+pub mod archive;
+pub mod cli;
+pub mod containerd;
+pub mod digest;
+pub mod import;
+pub mod ingest;
+pub mod platform;
+pub mod reference;
+pub mod store;

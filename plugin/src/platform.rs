@@ -1,0 +1,241 @@
+//! Platforms (`linux/arm64/v8`): parsing, normalisation and the host's set of runnable
+//! platforms, following containerd's `platforms` package.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An OS/architecture/variant triple as it appears in OCI descriptors and image configs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct Platform {
+    /// CPU architecture (`amd64`, `arm64`, …).
+    pub architecture: String,
+    /// Operating system (`linux`).
+    pub os: String,
+    /// OS version (Windows only, in practice).
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub os_version: String,
+    /// Required OS features.
+    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
+    pub os_features: Vec<String>,
+    /// CPU variant (`v7`, `v8`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub variant: String,
+}
+
+/// Why a `--platform` value cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/arm64/v8")]
+pub struct InvalidPlatform(pub String);
+
+impl Platform {
+    /// Builds a normalised platform.
+    pub fn new(os: &str, arch: &str, variant: &str) -> Platform {
+        Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: variant.to_string(),
+            ..Default::default()
+        }
+        .normalized()
+    }
+
+    /// Parses `os/arch[/variant]` (or a bare `arch`, meaning linux).
+    pub fn parse(s: &str) -> Result<Platform, InvalidPlatform> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &&str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        };
+        if !parts.iter().all(ok) {
+            return Err(InvalidPlatform(s.to_string()));
+        }
+        match parts.as_slice() {
+            [arch] => Ok(Platform::new("linux", arch, "")),
+            [os, arch] => Ok(Platform::new(os, arch, "")),
+            [os, arch, variant] => Ok(Platform::new(os, arch, variant)),
+            _ => Err(InvalidPlatform(s.to_string())),
+        }
+    }
+
+    /// The platform this binary runs on.
+    pub fn host() -> Platform {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "arm" => "arm",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            other => other,
+        };
+        Platform::new("linux", arch, "")
+    }
+
+    /// Normalises like containerd: lowercase, architecture aliases, and default variants
+    /// dropped or filled in (`aarch64` → `arm64`, `arm64/v8` → `arm64`, `arm` → `arm/v7`).
+    pub fn normalized(mut self) -> Platform {
+        self.os = self.os.to_lowercase();
+        if self.os == "macos" {
+            self.os = "darwin".into();
+        }
+        let arch = self.architecture.to_lowercase();
+        let variant = self.variant.to_lowercase();
+        let (arch, variant) = match arch.as_str() {
+            "i386" => ("386".to_string(), String::new()),
+            "x86_64" | "x86-64" | "amd64" => {
+                let v = if variant == "v1" {
+                    String::new()
+                } else {
+                    variant
+                };
+                ("amd64".to_string(), v)
+            }
+            "aarch64" | "arm64" => {
+                let v = match variant.as_str() {
+                    "8" | "v8" | "v8.0" => String::new(),
+                    _ => variant,
+                };
+                ("arm64".to_string(), v)
+            }
+            "armhf" => ("arm".to_string(), "v7".to_string()),
+            "armel" => ("arm".to_string(), "v6".to_string()),
+            "arm" => {
+                let v = match variant.as_str() {
+                    "" | "7" => "v7".to_string(),
+                    "5" | "6" | "8" => format!("v{variant}"),
+                    _ => variant,
+                };
+                ("arm".to_string(), v)
+            }
+            _ => (arch, variant),
+        };
+        self.architecture = arch;
+        self.variant = variant;
+        self
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if !self.variant.is_empty() {
+            write!(f, "/{}", self.variant)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which platforms an import keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformPolicy {
+    /// What the host can run (containerd's `platforms.Only(host)`): the host platform and the
+    /// older variants and 32-bit siblings it executes natively.
+    Host,
+    /// Every platform in the archive.
+    All,
+    /// Exactly these platforms (each matched with its compatible variants, as containerd does).
+    Only(Vec<Platform>),
+}
+
+impl PlatformPolicy {
+    /// Whether content for `p` is wanted.
+    pub fn matches(&self, p: &Platform) -> bool {
+        match self {
+            PlatformPolicy::All => true,
+            PlatformPolicy::Host => runs_on(&Platform::host(), p),
+            PlatformPolicy::Only(list) => list.iter().any(|want| runs_on(want, p)),
+        }
+    }
+
+    /// Whether this is the default host policy (skips are then informational).
+    pub fn is_host_default(&self) -> bool {
+        matches!(self, PlatformPolicy::Host)
+    }
+}
+
+fn variant_number(v: &str) -> Option<u32> {
+    v.strip_prefix('v').unwrap_or(v).parse().ok()
+}
+
+/// Whether a machine of platform `host` runs images built for `image`.
+fn runs_on(host: &Platform, image: &Platform) -> bool {
+    let image = image.clone().normalized();
+    if host.os != image.os {
+        return false;
+    }
+    match (host.architecture.as_str(), image.architecture.as_str()) {
+        (h, i) if h == i => {
+            if host.variant == image.variant || image.variant.is_empty() {
+                return true;
+            }
+            match (
+                variant_number(&host.variant),
+                variant_number(&image.variant),
+            ) {
+                // amd64 v1 is written as "", arm v7 is the arm default.
+                (None, Some(_)) if host.variant.is_empty() && h == "amd64" => false,
+                (Some(hv), Some(iv)) => iv <= hv,
+                _ => false,
+            }
+        }
+        ("amd64", "386") => true,
+        ("arm64", "arm") => {
+            // arm64 hosts run arm v8 and older 32-bit variants.
+            variant_number(&image.variant).is_some_and(|v| v <= 8)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_normalises() {
+        assert_eq!(
+            Platform::parse("linux/arm64/v8").unwrap(),
+            Platform::new("linux", "arm64", "")
+        );
+        assert_eq!(
+            Platform::parse("linux/aarch64").unwrap().to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm").unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(Platform::parse("amd64").unwrap().to_string(), "linux/amd64");
+        assert!(Platform::parse("linux//x").is_err());
+        assert!(Platform::parse("a/b/c/d").is_err());
+    }
+
+    #[test]
+    fn matches_like_containerd() {
+        let amd64 = Platform::new("linux", "amd64", "");
+        let arm64 = Platform::new("linux", "arm64", "");
+        let only_arm64 = PlatformPolicy::Only(vec![arm64.clone()]);
+        assert!(only_arm64.matches(&Platform::new("linux", "arm64", "v8")));
+        assert!(only_arm64.matches(&Platform::new("linux", "arm", "v7")));
+        assert!(!only_arm64.matches(&amd64));
+        let only_amd64 = PlatformPolicy::Only(vec![amd64.clone()]);
+        assert!(only_amd64.matches(&Platform::new("linux", "386", "")));
+        assert!(!only_amd64.matches(&Platform::new("linux", "amd64", "v3")));
+        assert!(!only_amd64.matches(&Platform::new("windows", "amd64", "")));
+        assert!(PlatformPolicy::All.matches(&Platform::new("linux", "s390x", "")));
+        let host = Platform::host();
+        assert!(PlatformPolicy::Host.matches(&host));
+        let other = if host.architecture == "amd64" {
+            arm64
+        } else {
+            amd64
+        };
+        assert!(!PlatformPolicy::Host.matches(&other));
+    }
+}

@@ -1,0 +1,87 @@
+//! An in-memory content store: the fake for unit tests.
+
+use super::{copy_verified, ContentStore, Put, StoreError};
+use crate::digest::Digest;
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+
+/// Blobs in a map.
+#[derive(Default)]
+pub struct MemoryStore {
+    blobs: Mutex<HashMap<Digest, Vec<u8>>>,
+}
+
+impl MemoryStore {
+    /// Number of blobs held.
+    pub fn len(&self) -> usize {
+        self.blobs.lock().unwrap().len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ContentStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .blobs
+            .lock()
+            .unwrap()
+            .get(digest)
+            .map(|b| b.len() as u64))
+    }
+
+    fn put(
+        &self,
+        data: &mut dyn Read,
+        size: u64,
+        expected: Option<&Digest>,
+    ) -> Result<Put, StoreError> {
+        if let Some(d) = expected {
+            if let Some(size) = self.exists(d)? {
+                return Ok(Put {
+                    digest: d.clone(),
+                    size,
+                    written: 0,
+                });
+            }
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        let digest = copy_verified(data, size, expected, |chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        let mut blobs = self.blobs.lock().unwrap();
+        let written = if blobs.contains_key(&digest) { 0 } else { size };
+        blobs.entry(digest.clone()).or_insert(bytes);
+        Ok(Put {
+            digest,
+            size,
+            written,
+        })
+    }
+
+    fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        self.blobs
+            .lock()
+            .unwrap()
+            .get(digest)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(digest.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn conforms() {
+        super::super::conformance::run(&super::MemoryStore::default());
+    }
+}
