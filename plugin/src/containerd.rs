@@ -204,6 +204,17 @@ impl Containerd {
             .map(PathBuf::from))
     }
 
+    /// Whether the namespace has a blob, and its size; a blob found is first added to this
+    /// connection's lease (when it has one), so garbage collection cannot take it between this
+    /// check and the moment an image refers to it.
+    pub async fn exists_leased(&self, digest: &Digest) -> Result<Option<u64>> {
+        if let Some(lease) = &self.lease {
+            self.lease_resource(lease, &digest.to_string(), true)
+                .await?;
+        }
+        Ok(self.info(digest).await?.map(|i| i.size))
+    }
+
     /// Information on a blob, or `None` when the namespace does not have it.
     pub async fn info(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
         match self

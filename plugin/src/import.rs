@@ -458,7 +458,7 @@ async fn record(
                     Some(e) => format!("{archive}: image {image}: entry {e:?}: {cause}"),
                     None => format!("{archive}: image {image}: {cause}"),
                 };
-                tracing::error!("{msg}");
+                tracing::debug!("{msg}");
                 report.failed.push(msg);
             }
             Problem::Skipped {
@@ -466,7 +466,7 @@ async fn record(
                 reason,
                 informational: true,
             } => {
-                tracing::info!(archive, image = %image, "skipped: {reason}");
+                tracing::debug!(archive, image = %image, "skipped: {reason}");
                 report.not_selected.push(format!("{image}: {reason}"));
             }
             Problem::Skipped {
@@ -474,7 +474,7 @@ async fn record(
                 reason,
                 informational: false,
             } => {
-                tracing::warn!(archive, image = %image, "skipped: {reason}");
+                tracing::debug!(archive, image = %image, "skipped: {reason}");
                 report.skipped.push(format!("{image}: {reason}"));
             }
         }

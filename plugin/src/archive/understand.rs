@@ -188,7 +188,7 @@ pub fn plan(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, UnderstandError
             .index_json
             .as_ref()
             .ok_or(UnderstandError::MissingIndex)?;
-        return Ok(OciPlanner { inv, opts }.plan(index)?);
+        return OciPlanner { inv, opts }.plan(index);
     }
     if let Some(manifest) = &inv.manifest_json {
         return DockerPlanner { inv, opts }.plan(manifest);

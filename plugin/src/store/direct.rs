@@ -43,16 +43,19 @@ impl DirectStore {
         handle: Handle,
         prefix: String,
     ) -> io::Result<DirectStore> {
-        let blobs = root.join("blobs").join("sha256");
-        if !blobs.is_dir() {
+        // containerd creates the content root lazily, on its first blob; its parent (containerd's
+        // root) must exist, or this is not the machine containerd runs on.
+        let parent_ok = root.parent().is_some_and(Path::is_dir);
+        if !root.is_dir() && !parent_ok {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
-                    "{} is not a containerd content root (no blobs/sha256)",
+                    "{} does not exist here (containerd runs elsewhere?)",
                     root.display()
                 ),
             ));
         }
+        fs::create_dir_all(root.join("blobs").join("sha256"))?;
         let temp = root.join(TEMP_DIR);
         fs::create_dir_all(&temp)?;
         clean_stale(&temp);

@@ -45,10 +45,7 @@ impl ContentStore for StreamStore {
     }
 
     fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .handle
-            .block_on(self.client.info(digest))?
-            .map(|i| i.size))
+        Ok(self.handle.block_on(self.client.exists_leased(digest))?)
     }
 
     fn put(

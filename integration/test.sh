@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# airlift's whole test suite, from a fresh machine: installs what it needs (Debian packages,
+# containerd 2.x and 1.7 into .cache/), checks formatting and lints, builds, and runs the unit
+# and end-to-end tests against real containerd. Needs root (containerd runs as root).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash integration/provision.sh
+
+if ! command -v cargo >/dev/null; then
+    echo "test: cargo is not installed" >&2
+    exit 1
+fi
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build" >&2
+cargo build --workspace --locked
+echo "== cargo test" >&2
+cargo test --workspace --locked "$@"

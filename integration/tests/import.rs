@@ -1,0 +1,597 @@
+//! End-to-end: `airlift import` against real containerd 2.x and 1.7, in direct and stream mode.
+
+mod common;
+
+use airlift::store::{conformance, direct::DirectStore, stream::StreamStore};
+use airlift_integration::{fixtures_dir, Containerd, Version};
+use common::*;
+use std::process::Command;
+
+fn canonical(p: &std::path::Path) -> String {
+    std::fs::canonicalize(p).unwrap().display().to_string()
+}
+
+/// Every fixture, every compression: names and targets equal containerd's importer's, labels are
+/// set, the archive lease holds the content, and a second import writes no blob.
+fn fixtures_match_containerd(version: Version, mode: &str) {
+    let ctd = Containerd::start(version).unwrap();
+    let rt = rt();
+    for (i, path) in fixtures().iter().enumerate() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let ns = format!("fx{i}");
+        let p = path.to_str().unwrap();
+        let mut args = vec!["--all-platforms", "--mode", mode, p];
+        if name.contains("tagonly") || name.contains("umoci") {
+            args.extend(["--base-name", "example.com/base"]);
+        }
+        let report = import_ok(&ctd, &ns, &args);
+        assert_eq!(report["mode"], mode, "{name}");
+        assert_eq!(
+            image_pairs(&rt, &ctd, &ns),
+            expected(&name),
+            "{name} on containerd {version} ({mode})"
+        );
+        for image in images(&rt, &ctd, &ns) {
+            let l = &image.labels;
+            assert_eq!(
+                l.get("io.cri-containerd.image").map(String::as_str),
+                Some("managed"),
+                "{name}"
+            );
+            assert_eq!(
+                l.get("io.cri-containerd.pinned").map(String::as_str),
+                Some("pinned"),
+                "{name}"
+            );
+            assert_eq!(
+                l.get("airlift.io/pinned").map(String::as_str),
+                Some("true"),
+                "{name}"
+            );
+            assert_eq!(
+                l.get("airlift.io/archive"),
+                Some(&canonical(path)),
+                "{name}"
+            );
+        }
+        // The archive lease holds the target of every image.
+        let lease = report["lease"].as_str().expect("archive lease").to_string();
+        let held = rt
+            .block_on(client(&rt, &ctd, &ns).lease_content(&lease))
+            .unwrap();
+        for (_, digest) in expected(&name) {
+            assert!(
+                held.contains(&digest),
+                "{name}: lease {lease} lacks {digest}"
+            );
+        }
+        // Importing again writes nothing.
+        let again = import_ok(&ctd, &ns, &args);
+        assert_eq!(
+            again["blobs_written"], 0,
+            "{name}: second import wrote blobs: {again}"
+        );
+        assert_eq!(image_pairs(&rt, &ctd, &ns), expected(&name), "{name}");
+    }
+    assert_eq!(
+        leftovers(&ctd),
+        Vec::<std::path::PathBuf>::new(),
+        "temporary files left behind"
+    );
+}
+
+#[test]
+fn fixtures_containerd_2_direct() {
+    fixtures_match_containerd(Version::V2, "direct");
+}
+
+#[test]
+fn fixtures_containerd_2_stream() {
+    fixtures_match_containerd(Version::V2, "stream");
+}
+
+#[test]
+fn fixtures_containerd_17_direct() {
+    fixtures_match_containerd(Version::V17, "direct");
+}
+
+#[test]
+fn fixtures_containerd_17_stream() {
+    fixtures_match_containerd(Version::V17, "stream");
+}
+
+/// GC labels as containerd's importer sets them, distribution sources, and after deleting the
+/// images and leases containerd's garbage collector leaves no blob behind.
+fn gc_labels_and_cleanup(version: Version) {
+    let ctd = Containerd::start(version).unwrap();
+    let rt = rt();
+    let ns = "gc";
+    let docker = fixtures_dir().join("busybox-docker.tar");
+    let multi = fixtures_dir().join("busybox-multiarch-oci.tgz");
+    import_ok(&ctd, ns, &["--all-platforms", docker.to_str().unwrap()]);
+    import_ok(
+        &ctd,
+        ns,
+        &["--all-platforms", "--digest-refs", multi.to_str().unwrap()],
+    );
+
+    let manifest = blob(&rt, &ctd, ns, DOCKER_9C0B).expect("synthesised manifest stored");
+    let l = sorted(&manifest.labels);
+    assert_eq!(
+        l["containerd.io/gc.ref.content.config"],
+        "sha256:3c63c9c166711109a348b05fd7860edf5355b932eac5e2835313507de144cf40"
+    );
+    assert_eq!(
+        l["containerd.io/gc.ref.content.l.0"],
+        "sha256:89af0ba52eb875ee0acd961cfbc8957307183a93e354fa482e56e751d46b0fbd"
+    );
+    assert_eq!(
+        l["containerd.io/distribution.source.docker.io"],
+        "library/busybox"
+    );
+    let layer = blob(
+        &rt,
+        &ctd,
+        ns,
+        "sha256:89af0ba52eb875ee0acd961cfbc8957307183a93e354fa482e56e751d46b0fbd",
+    )
+    .unwrap();
+    assert_eq!(
+        layer.labels["containerd.io/distribution.source.docker.io"],
+        "library/busybox"
+    );
+
+    let index = blob(&rt, &ctd, ns, INDEX_2D8E).unwrap();
+    let il = sorted(&index.labels);
+    assert!(
+        il.contains_key("containerd.io/gc.ref.content.m.0")
+            && il.contains_key("containerd.io/gc.ref.content.m.1"),
+        "{il:?}"
+    );
+    let names: Vec<String> = images(&rt, &ctd, ns).into_iter().map(|i| i.name).collect();
+    assert!(
+        names.contains(&format!("docker.io/library/busybox@{INDEX_2D8E}")),
+        "{names:?}"
+    );
+    assert!(!blobs_on_disk(&ctd).is_empty());
+
+    // Delete the archive leases, then the images with a synchronous garbage collection.
+    let leases = ctd.ctr_output(&["-n", ns, "leases", "ls", "-q"]).unwrap();
+    for lease in leases.lines().filter(|l| l.starts_with("airlift-")) {
+        ctd.ctr_output(&["-n", ns, "leases", "rm", lease]).unwrap();
+    }
+    let mut rm = vec!["-n", ns, "images", "rm", "--sync"];
+    rm.extend(names.iter().map(String::as_str));
+    ctd.ctr_output(&rm).unwrap();
+    let content = ctd.ctr_output(&["-n", ns, "content", "ls", "-q"]).unwrap();
+    assert_eq!(content.trim(), "", "content left in the namespace");
+    assert_eq!(
+        blobs_on_disk(&ctd),
+        Vec::<String>::new(),
+        "blobs left on disk after GC"
+    );
+}
+
+#[test]
+fn gc_labels_and_cleanup_containerd_2() {
+    gc_labels_and_cleanup(Version::V2);
+}
+
+#[test]
+fn gc_labels_and_cleanup_containerd_17() {
+    gc_labels_and_cleanup(Version::V17);
+}
+
+/// Broken archives fail with one clear message naming the archive and the cause, create no
+/// image and leave no temporary file.
+fn broken_archives(version: Version, mode: &str) {
+    let ctd = Containerd::start(version).unwrap();
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases: Vec<(std::path::PathBuf, &str)> = Vec::new();
+
+    let tgz = std::fs::read(fixtures_dir().join("busybox-multiarch-oci.tgz")).unwrap();
+    let truncated = dir.path().join("truncated.tgz");
+    std::fs::write(&truncated, &tgz[..tgz.len() / 2]).unwrap();
+    cases.push((truncated, "incomplete"));
+
+    let amd64_layer =
+        "blobs/sha256/fb42d26c29a4fcd7174ffb08a27c9b41644420f4865ba835bcc10d2dfc0b0692";
+    let mut entries = tar_entries("busybox-multiarch-oci.tar");
+    for (h, data) in &mut entries {
+        if h.path().unwrap().to_str() == Some(amd64_layer) {
+            data[1000] ^= 0x40;
+        }
+    }
+    let flipped = dir.path().join("flipped-oci.tar");
+    write_tar(&flipped, &entries);
+    cases.push((flipped, "fb42d26c29a4"));
+
+    let mut entries = tar_entries("busybox-docker.tar");
+    for (h, data) in &mut entries {
+        if h.path().unwrap().to_string_lossy().starts_with("89af0ba5") {
+            data[5000] ^= 0x01;
+        }
+    }
+    let flipped = dir.path().join("flipped-docker.tar");
+    write_tar(&flipped, &entries);
+    cases.push((flipped, "hashes to"));
+
+    let mut entries = tar_entries("busybox-multiarch-oci.tar");
+    entries.retain(|(h, _)| !h.path().unwrap().to_string_lossy().contains("3c63c9c1667"));
+    let dropped = dir.path().join("dropped.tar");
+    write_tar(&dropped, &entries);
+    cases.push((dropped, "missing from the archive"));
+
+    let mut entries = tar_entries("busybox-docker.tar");
+    entries.insert(
+        0,
+        (
+            raw_header("../evil", tar::EntryType::Regular, None),
+            b"x".to_vec(),
+        ),
+    );
+    let escape = dir.path().join("dotdot.tar");
+    write_tar(&escape, &entries);
+    cases.push((escape, "'..'"));
+
+    let mut entries = tar_entries("busybox-docker.tar");
+    entries.push((
+        raw_header(
+            "abc/layer.tar",
+            tar::EntryType::Symlink,
+            Some("../../etc/passwd"),
+        ),
+        Vec::new(),
+    ));
+    let symlink = dir.path().join("symlink.tar");
+    write_tar(&symlink, &entries);
+    cases.push((symlink, "outside the archive"));
+
+    let text = dir.path().join("notes.tar");
+    std::fs::write(
+        &text,
+        "these are not the images you are looking for\n".repeat(20),
+    )
+    .unwrap();
+    cases.push((text, "not an image archive"));
+
+    let empty = dir.path().join("empty.tar.zst");
+    std::fs::write(&empty, b"").unwrap();
+    cases.push((empty, "empty"));
+
+    let bad_json = dir.path().join("badjson.tar");
+    let mut entries = tar_entries("busybox-docker.tar");
+    for (h, data) in &mut entries {
+        if h.path().unwrap().to_str() == Some("manifest.json") {
+            *data = b"[{\"Config\": ".to_vec();
+        }
+    }
+    write_tar(&bad_json, &entries);
+    cases.push((bad_json, "invalid JSON"));
+
+    for (i, (path, needle)) in cases.iter().enumerate() {
+        let ns = format!("bad{i}");
+        let out = import(
+            &ctd,
+            &ns,
+            &["--all-platforms", "--mode", mode, path.to_str().unwrap()],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{}: import succeeded",
+            path.display()
+        );
+        assert!(
+            stderr.contains(&path.display().to_string()),
+            "{}: message does not name the archive: {stderr}",
+            path.display()
+        );
+        assert!(
+            stderr.contains(needle),
+            "{}: message lacks {needle:?}: {stderr}",
+            path.display()
+        );
+        assert_eq!(
+            image_pairs(&rt, &ctd, &ns),
+            vec![],
+            "{}: images created",
+            path.display()
+        );
+        assert_eq!(
+            leftovers(&ctd),
+            Vec::<std::path::PathBuf>::new(),
+            "{}: temporary files left",
+            path.display()
+        );
+    }
+
+    // One broken image does not stop the intact one beside it.
+    let mut entries = tar_entries("bundle-ctr-export.tar");
+    entries.retain(|(h, _)| !h.path().unwrap().to_string_lossy().contains("61d78c22183e"));
+    let partial = dir.path().join("partial.tar");
+    write_tar(&partial, &entries);
+    let out = import(
+        &ctd,
+        "partial",
+        &[
+            "--platform",
+            "linux/amd64",
+            "--mode",
+            mode,
+            partial.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1 images imported, 2 failed"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        image_pairs(&rt, &ctd, "partial"),
+        vec![(
+            "docker.io/library/busybox:1.35".to_string(),
+            INDEX_2D8E.to_string()
+        )]
+    );
+}
+
+#[test]
+fn broken_archives_containerd_2_direct() {
+    broken_archives(Version::V2, "direct");
+}
+
+#[test]
+fn broken_archives_containerd_2_stream() {
+    broken_archives(Version::V2, "stream");
+}
+
+#[test]
+fn broken_archives_containerd_17_direct() {
+    broken_archives(Version::V17, "direct");
+}
+
+/// Standard input, options, and containerd being away.
+#[test]
+fn stdin_options_and_unreachable_containerd() {
+    let ctd = Containerd::start(Version::V2).unwrap();
+    let rt = rt();
+    let fixture = fixtures_dir().join("bundle-ctr-export.tar.zst");
+    let out = Command::new(airlift_bin())
+        .args([
+            "import",
+            "--json",
+            "--all-platforms",
+            "--no-pin",
+            "--label",
+            "team=edge",
+            "--index-name",
+            "example.com/bundle:all",
+            "--namespace",
+            "stdin",
+            "--address",
+        ])
+        .arg(ctd.address())
+        .arg("-")
+        .stdin(std::fs::File::open(&fixture).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["lease"].is_null(),
+        "no archive lease for standard input: {report}"
+    );
+    let imgs = images(&rt, &ctd, "stdin");
+    let mut want = expected("bundle-ctr-export.tar");
+    want.push(("example.com/bundle:all".into(), String::new()));
+    want.sort();
+    assert_eq!(
+        imgs.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+        want.iter().map(|w| w.0.clone()).collect::<Vec<_>>()
+    );
+    for i in &imgs {
+        assert!(
+            !i.labels.contains_key("io.cri-containerd.pinned"),
+            "{}: pinned despite --no-pin",
+            i.name
+        );
+        assert_eq!(i.labels.get("team").map(String::as_str), Some("edge"));
+    }
+    let index = imgs
+        .iter()
+        .find(|i| i.name == "example.com/bundle:all")
+        .unwrap();
+    assert_eq!(index.media_type, "application/vnd.oci.image.index.v1+json");
+
+    // Tag-only names without --base-name: skipped with a warning, nothing created, success.
+    let tagonly = fixtures_dir().join("busybox-oci-tagonly.tar");
+    let out = import(
+        &ctd,
+        "tagonly",
+        &["--all-platforms", tagonly.to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--base-name"));
+    assert_eq!(image_pairs(&rt, &ctd, "tagonly"), vec![]);
+
+    // containerd not reachable.
+    let out = Command::new(airlift_bin())
+        .args([
+            "import",
+            "--connect-timeout",
+            "2",
+            "--address",
+            "/nonexistent/containerd.sock",
+        ])
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("not reachable") && stderr.contains("bundle-ctr-export.tar.zst"),
+        "{stderr}"
+    );
+}
+
+/// The content-store conformance suite against the direct and streaming stores on real containerd.
+#[test]
+fn store_conformance_on_real_containerd() {
+    for version in [Version::V2, Version::V17] {
+        let ctd = Containerd::start(version).unwrap();
+        let rt = rt();
+        let c = client(&rt, &ctd, "conformance");
+        let handle = rt.handle().clone();
+        let stream = StreamStore::new(c.clone(), handle.clone(), "conf-stream".into());
+        conformance::run(&stream);
+        let direct =
+            DirectStore::open(&ctd.content_root(), c, handle, "conf-direct".into()).unwrap();
+        conformance::run(&direct);
+        assert_eq!(
+            leftovers(&ctd),
+            Vec::<std::path::PathBuf>::new(),
+            "containerd {version}"
+        );
+    }
+}
+
+/// With the CRI plugin, CRI's image service reports the imported images, pinned.
+fn cri_reports_pinned(version: Version) {
+    use k8s_cri::v1::image_service_client::ImageServiceClient;
+    use k8s_cri::v1::{ImageSpec, ImageStatusRequest, ListImagesRequest};
+    let ctd = Containerd::start(version).unwrap();
+    let rt = rt();
+    let docker = fixtures_dir().join("busybox-docker.tar");
+    import_ok(&ctd, "k8s.io", &["--digest-refs", docker.to_str().unwrap()]);
+    let address = ctd.cri_address().to_path_buf();
+    rt.block_on(async move {
+        let channel = tonic::transport::Endpoint::try_from("http://localhost")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let address = address.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(address).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                }
+            }))
+            .await
+            .unwrap();
+        let mut cri = ImageServiceClient::new(channel);
+        // CRI learns of images through events: allow it a moment.
+        let mut found = None;
+        for _ in 0..100 {
+            let list = cri
+                .list_images(ListImagesRequest { filter: None })
+                .await
+                .unwrap()
+                .into_inner()
+                .images;
+            found = list.into_iter().find(|i| {
+                i.repo_tags
+                    .iter()
+                    .any(|t| t == "docker.io/library/busybox:1.35")
+            });
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let image = found.expect("CRI does not list the imported image");
+        assert!(image.pinned, "CRI reports the image unpinned: {image:?}");
+        let status = cri
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: "docker.io/library/busybox:1.35".into(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let image = status.image.expect("ImageStatus finds the image");
+        assert!(image.pinned);
+        assert!(
+            image.repo_digests.iter().any(|d| d.ends_with(DOCKER_9C0B)),
+            "{:?}",
+            image.repo_digests
+        );
+    });
+}
+
+#[test]
+fn cri_reports_pinned_containerd_2() {
+    cri_reports_pinned(Version::V2);
+}
+
+#[test]
+fn cri_reports_pinned_containerd_17() {
+    cri_reports_pinned(Version::V17);
+}
+
+/// A blob found present is added to the import's lease before anything relies on it, so a
+/// garbage collection between the check and the image record cannot take it.
+#[test]
+fn present_blobs_are_protected_by_the_import_lease() {
+    let ctd = Containerd::start(Version::V2).unwrap();
+    let rt = rt();
+    let ns = "protect";
+    let c = client(&rt, &ctd, ns);
+    // An unreferenced blob: committed without any lease or image.
+    let data = conformance::bytes(10_000, 42);
+    let stream = StreamStore::new(c.clone(), rt.handle().clone(), "protect".into());
+    let put = airlift::store::ContentStore::put(&stream, &mut &data[..], data.len() as u64, None)
+        .unwrap();
+    let digest = put.digest.to_string();
+
+    rt.block_on(c.create_lease("import-test", Default::default(), None))
+        .unwrap();
+    let leased = c.with_lease(Some("import-test"));
+    let store = StreamStore::new(leased, rt.handle().clone(), "protect2".into());
+    assert_eq!(
+        airlift::store::ContentStore::exists(&store, &put.digest).unwrap(),
+        Some(10_000)
+    );
+    let held = rt.block_on(c.lease_content("import-test")).unwrap();
+    assert!(held.contains(&digest), "{held:?}");
+    // A synchronous garbage collection (triggered by removing an unrelated image) keeps it.
+    let docker = fixtures_dir().join("busybox-docker.tar");
+    import_ok(&ctd, ns, &["--all-platforms", docker.to_str().unwrap()]);
+    ctd.ctr_output(&[
+        "-n",
+        ns,
+        "images",
+        "rm",
+        "--sync",
+        "docker.io/library/busybox:1.35",
+    ])
+    .unwrap();
+    assert!(
+        blob(&rt, &ctd, ns, &digest).is_some(),
+        "garbage collection took a leased blob"
+    );
+    // Without the lease it goes.
+    rt.block_on(c.delete_lease("import-test")).unwrap();
+    import_ok(&ctd, ns, &["--all-platforms", docker.to_str().unwrap()]);
+    ctd.ctr_output(&[
+        "-n",
+        ns,
+        "images",
+        "rm",
+        "--sync",
+        "docker.io/library/busybox:1.35",
+    ])
+    .unwrap();
+    assert!(
+        blob(&rt, &ctd, ns, &digest).is_none(),
+        "the unleased blob should have been collected"
+    );
+}
