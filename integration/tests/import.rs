@@ -448,7 +448,12 @@ fn store_conformance_on_real_containerd() {
     for version in [Version::V2, Version::V17] {
         let ctd = Containerd::start(version).unwrap();
         let rt = rt();
-        let c = client(&rt, &ctd, "conformance");
+        // As in an import, everything happens under a lease: unreferenced content may be
+        // garbage-collected at any moment otherwise.
+        let plain = client(&rt, &ctd, "conformance");
+        rt.block_on(plain.create_lease("conformance", Default::default(), None))
+            .unwrap();
+        let c = plain.with_lease(Some("conformance"));
         let handle = rt.handle().clone();
         let stream = StreamStore::new(c.clone(), handle.clone(), "conf-stream".into());
         conformance::run(&stream);

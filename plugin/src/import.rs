@@ -322,7 +322,11 @@ async fn ingest_and_plan(
             cause,
         })?;
         let needed: BTreeSet<&Digest> = plan.images.iter().flat_map(|i| i.blobs.iter()).collect();
-        for (digest, bytes) in &plan.synthesized {
+        let deferred = inv
+            .deferred
+            .iter()
+            .filter_map(|d| inv.json.get(d).map(|b| (d, b)));
+        for (digest, bytes) in plan.synthesized.iter().chain(deferred) {
             if !needed.contains(digest) {
                 continue;
             }
@@ -330,12 +334,14 @@ async fn ingest_and_plan(
                 .put(&mut &bytes[..], bytes.len() as u64, Some(digest))
                 .map_err(|cause| ImportError::Store {
                     archive: archive.clone(),
-                    what: format!("synthesised manifest {digest}"),
+                    what: format!("blob {digest}"),
                     cause,
                 })?;
             if put.written > 0 {
                 counters.blobs_written += 1;
                 counters.bytes_written += put.written;
+            } else {
+                counters.blobs_present += 1;
             }
         }
         Ok((plan, counters))

@@ -190,6 +190,31 @@ pub fn ingest(
                         .map_err(|e| fail(StoreError::Source(e)))?;
                     head.extend_from_slice(&rest);
                 }
+                if json {
+                    // Small JSON documents (manifests, indexes, configs) stay in memory and are
+                    // stored only if an image needs them: see `Inventory::deferred`.
+                    let digest = Digest::of(&head);
+                    let record = match &declared {
+                        Some(d) if *d != digest => Err(format!(
+                            "content hashes to {digest}, not to {d} as its name declares"
+                        )),
+                        _ => Ok(digest.clone()),
+                    };
+                    if record.is_ok() {
+                        inv.deferred.insert(digest.clone());
+                        inv.json.insert(digest, head.clone());
+                    }
+                    head.truncate(16);
+                    inv.files.insert(
+                        name,
+                        FileRecord {
+                            digest: record,
+                            size,
+                            head,
+                        },
+                    );
+                    return Ok(());
+                }
                 // Present already? Then the rest of the entry is skipped unread.
                 if let (Some(d), false) = (&declared, json) {
                     if store.exists(d).map_err(fail)? == Some(size) {

@@ -25,7 +25,8 @@ fn run(name: &str, opts: &PlanOptions) -> (Plan, MemoryStore) {
         ingest(file, &store, &mut Counters::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
     let plan = plan(&inv, opts).unwrap_or_else(|e| panic!("{name}: {e}"));
     // Synthesised manifests are stored by the import; do it here so every blob can be checked.
-    for (d, bytes) in &plan.synthesized {
+    let deferred = inv.deferred.iter().map(|d| (d, &inv.json[d]));
+    for (d, bytes) in plan.synthesized.iter().chain(deferred) {
         store
             .put(&mut &bytes[..], bytes.len() as u64, Some(d))
             .unwrap();

@@ -31,6 +31,9 @@ pub struct Inventory {
     pub links: HashMap<String, String>,
     /// Small JSON documents (manifests, indexes, configs) by digest.
     pub json: HashMap<Digest, Vec<u8>>,
+    /// Blobs held only in memory (in `json`), not yet stored: stored after planning, and only
+    /// when an image needs them, so documents no image uses never reach containerd.
+    pub deferred: std::collections::HashSet<Digest>,
     /// `oci-layout`, `index.json` and `manifest.json`, when present.
     pub oci_layout: Option<Vec<u8>>,
     /// `index.json`.

@@ -1,0 +1,216 @@
+//! Configuration of `airlift serve`: a TOML file whose every key is optional, overridden by
+//! command-line flags. Unknown keys and bad values are errors at startup.
+
+use crate::import::Mode;
+use crate::platform::{Platform, PlatformPolicy};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the configuration file is looked for when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/airlift/config.toml";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The daemon's settings. See `config/airlift.toml` for the annotated example.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// containerd's socket.
+    pub address: PathBuf,
+    /// containerd namespace.
+    pub namespace: String,
+    /// Directories watched for archives.
+    pub images_dirs: Vec<PathBuf>,
+    /// Where airlift records what it imported.
+    pub state_dir: PathBuf,
+    /// The API socket.
+    pub socket: PathBuf,
+    /// Prometheus metrics listen address (`host:port`); off when empty.
+    pub metrics_address: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Archives imported at the same time.
+    pub concurrency: usize,
+    /// How long a new or changed file must stay unchanged before it is imported, in milliseconds.
+    pub settle_ms: u64,
+    /// Platforms: empty for what the host runs, `["all"]` for everything, or a list such as
+    /// `["linux/amd64", "linux/arm64/v8"]`.
+    pub platforms: Vec<String>,
+    /// Pin imported images.
+    pub pin: bool,
+    /// Extra labels for every imported image.
+    pub labels: BTreeMap<String, String>,
+    /// Also create `<repository>@sha256:…` names.
+    pub digest_refs: bool,
+    /// How blobs reach containerd.
+    pub mode: Mode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            address: "/run/containerd/containerd.sock".into(),
+            namespace: "k8s.io".into(),
+            images_dirs: vec!["/var/lib/rancher/k3s/agent/images".into()],
+            state_dir: "/var/lib/airlift".into(),
+            socket: "/run/airlift/airlift.sock".into(),
+            metrics_address: String::new(),
+            log_format: LogFormat::Text,
+            concurrency: 2,
+            settle_ms: 1000,
+            platforms: Vec::new(),
+            pin: true,
+            labels: BTreeMap::new(),
+            digest_refs: false,
+            mode: Mode::Auto,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "auto" => Ok(Mode::Auto),
+            "direct" => Ok(Mode::Direct),
+            "stream" => Ok(Mode::Stream),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown mode {other:?}: expected auto, direct or stream"
+            ))),
+        }
+    }
+}
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {cause}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("config {path}: {cause}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        cause: String,
+    },
+    /// A value is out of range.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path`. A missing file at the default path means all defaults; a missing file that
+    /// was named explicitly is an error.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+            Err(cause) => return Err(ConfigError::Read { path, cause }),
+        };
+        Config::parse(&text).map_err(|cause| ConfigError::Parse { path, cause })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
+    /// Checks values that types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.concurrency == 0 {
+            return Err(ConfigError::Invalid("concurrency must be at least 1".into()));
+        }
+        if self.images_dirs.is_empty() {
+            return Err(ConfigError::Invalid("images_dirs is empty".into()));
+        }
+        if self.namespace.is_empty() {
+            return Err(ConfigError::Invalid("namespace is empty".into()));
+        }
+        if !self.metrics_address.is_empty() && self.metrics_address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "metrics_address {:?} is not host:port",
+                self.metrics_address
+            )));
+        }
+        self.platform_policy()?;
+        Ok(())
+    }
+
+    /// The platform policy the `platforms` key describes.
+    pub fn platform_policy(&self) -> Result<PlatformPolicy, ConfigError> {
+        match self.platforms.as_slice() {
+            [] => Ok(PlatformPolicy::Host),
+            [one] if one == "all" => Ok(PlatformPolicy::All),
+            [one] if one == "host" => Ok(PlatformPolicy::Host),
+            list => list
+                .iter()
+                .map(|p| Platform::parse(p).map_err(|e| ConfigError::Invalid(e.to_string())))
+                .collect::<Result<Vec<_>, _>>()
+                .map(PlatformPolicy::Only),
+        }
+    }
+
+    /// The settle interval.
+    pub fn settle(&self) -> Duration {
+        Duration::from_millis(self.settle_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.namespace, "k8s.io");
+        assert_eq!(c.images_dirs, vec![PathBuf::from("/var/lib/rancher/k3s/agent/images")]);
+        let c = Config::parse(
+            "address = \"/run/k3s/containerd/containerd.sock\"\nplatforms = [\"linux/arm64/v8\"]\nmode = \"stream\"\n[labels]\nteam = \"edge\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Stream);
+        assert_eq!(c.labels["team"], "edge");
+        assert!(matches!(c.platform_policy().unwrap(), PlatformPolicy::Only(_)));
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../config/airlift.toml");
+        Config::parse(text).unwrap();
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let e = Config::parse("adress = \"/x\"").unwrap_err();
+        assert!(e.contains("unknown field `adress`"), "{e}");
+        assert!(Config::parse("concurrency = 0").unwrap_err().contains("at least 1"));
+        assert!(Config::parse("mode = \"fast\"").unwrap_err().contains("unknown mode"));
+        assert!(Config::parse("platforms = [\"linux//x\"]").unwrap_err().contains("invalid platform"));
+        assert!(Config::parse("metrics_address = \"nope\"").unwrap_err().contains("host:port"));
+        assert!(Config::parse("log_format = \"xml\"").is_err());
+    }
+}
