@@ -28,6 +28,95 @@ pub struct Cli {
 pub enum Command {
     /// Import an image archive (docker save or OCI layout; tar, gzip, zstd, lz4 or bzip2).
     Import(ImportArgs),
+    /// Run the daemon: import the archives of the images directories, keep them imported and
+    /// pinned while they are there, release them when they go.
+    Serve(ServeArgs),
+    /// Show the daemon's status.
+    Status(SocketArgs),
+    /// List the archives the daemon knows.
+    Ls(LsArgs),
+    /// Wait until the daemon's startup import is done (for ordering kubelet after it).
+    Wait(WaitArgs),
+    /// Unpin an archive's images and release its lease (the daemon forgets the archive).
+    Forget(ForgetArgs),
+}
+
+/// The daemon's API socket.
+#[derive(Args, Debug)]
+pub struct SocketArgs {
+    /// airlift's API socket.
+    #[arg(long, default_value = "/run/airlift/airlift.sock")]
+    pub socket: PathBuf,
+}
+
+/// `airlift ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `airlift wait`.
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Give up after this many seconds (exit status 1); 0 waits forever.
+    #[arg(long, default_value = "0", value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+/// `airlift forget`.
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// The archive's path.
+    pub file: PathBuf,
+}
+
+/// `airlift serve`: flags override the configuration file.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Configuration file [default: /etc/airlift/config.toml, if present].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// containerd's socket.
+    #[arg(long, short = 'a')]
+    pub address: Option<PathBuf>,
+    /// containerd namespace.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Images directory to watch (repeatable; replaces the configured list).
+    #[arg(long = "images-dir", value_name = "DIR")]
+    pub images_dirs: Vec<PathBuf>,
+    /// State directory.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// API socket.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Prometheus metrics address (host:port).
+    #[arg(long)]
+    pub metrics_address: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::config::LogFormat>,
+    /// Archives imported at the same time.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Settle interval in milliseconds.
+    #[arg(long)]
+    pub settle_ms: Option<u64>,
+    /// How blobs reach containerd.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
 }
 
 /// `airlift import`.
@@ -81,29 +170,330 @@ pub struct ImportArgs {
     /// Seconds to wait for containerd's socket.
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     pub connect_timeout: u64,
+    /// Have the running daemon import the file (it then tracks the archive).
+    #[arg(long)]
+    pub daemon: bool,
+    /// The daemon's API socket (with --daemon).
+    #[arg(long, default_value = "/run/airlift/airlift.sock")]
+    pub socket: PathBuf,
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     match cli.command {
-        Command::Import(args) => runtime.block_on(run_import(args)),
+        Command::Import(args) => {
+            init_logging("warn", crate::config::LogFormat::Text);
+            if args.daemon {
+                runtime.block_on(run_daemon_import(args))
+            } else {
+                runtime.block_on(run_import(args))
+            }
+        }
+        Command::Serve(args) => runtime.block_on(run_serve(args)),
+        Command::Status(args) => runtime.block_on(run_status(args)),
+        Command::Ls(args) => runtime.block_on(run_ls(args)),
+        Command::Wait(args) => runtime.block_on(run_wait(args)),
+        Command::Forget(args) => runtime.block_on(run_forget(args)),
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLIFT_LOG")
-        .unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        crate::config::LogFormat::Json => builder.json().init(),
+        crate::config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// The daemon's configuration: the file, then the flags.
+pub fn serve_config(args: &ServeArgs) -> Result<crate::config::Config, String> {
+    let mut cfg = crate::config::Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(v) = &args.address {
+        cfg.address = v.clone();
+    }
+    if let Some(v) = &args.namespace {
+        cfg.namespace = v.clone();
+    }
+    if !args.images_dirs.is_empty() {
+        cfg.images_dirs = args.images_dirs.clone();
+    }
+    if let Some(v) = &args.state_dir {
+        cfg.state_dir = v.clone();
+    }
+    if let Some(v) = &args.socket {
+        cfg.socket = v.clone();
+    }
+    if let Some(v) = &args.metrics_address {
+        cfg.metrics_address = v.clone();
+    }
+    if let Some(v) = args.log_format {
+        cfg.log_format = v;
+    }
+    if let Some(v) = args.concurrency {
+        cfg.concurrency = v;
+    }
+    if let Some(v) = args.settle_ms {
+        cfg.settle_ms = v;
+    }
+    if let Some(v) = args.mode {
+        cfg.mode = v;
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+async fn run_serve(args: ServeArgs) -> ExitCode {
+    let cfg = match serve_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("airlift: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging("info", cfg.log_format);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    match crate::daemon::run(cfg, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("airlift: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type ApiClient =
+    crate::daemon::api::proto::airlift_client::AirliftClient<tonic::transport::Channel>;
+
+async fn api_client(socket: &std::path::Path) -> Result<ApiClient, ExitCode> {
+    crate::daemon::api::connect(socket).await.map_err(|e| {
+        eprintln!("airlift: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn run_status(args: SocketArgs) -> ExitCode {
+    let mut c = match api_client(&args.socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.status(crate::daemon::api::proto::StatusRequest {}).await {
+        Ok(r) => {
+            let s = r.into_inner();
+            println!(
+                "startup import:  {}",
+                if s.startup_done {
+                    "done"
+                } else {
+                    "in progress"
+                }
+            );
+            println!(
+                "containerd:      {}",
+                if s.containerd_connected {
+                    "connected"
+                } else {
+                    "not connected"
+                }
+            );
+            println!("archives:        {}", s.archives);
+            println!("importing:       {}", s.importing);
+            println!("queued:          {}", s.queue_length);
+            println!("bytes read:      {}", s.archive_bytes_read);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("airlift: status: {}", e.message());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn archive_json(a: &crate::daemon::api::proto::Archive) -> serde_json::Value {
+    serde_json::json!({
+        "path": a.path,
+        "state": crate::daemon::api::state_name(a.state),
+        "images": a.images,
+        "bytes": a.bytes,
+        "duration_seconds": a.duration_seconds,
+        "last_error": a.last_error,
+        "imported_at": a.imported_at,
+        "imports": a.imports,
+    })
+}
+
+async fn run_ls(args: LsArgs) -> ExitCode {
+    let mut c = match api_client(&args.socket.socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let list = match c.list(crate::daemon::api::proto::ListRequest {}).await {
+        Ok(r) => r.into_inner().archives,
+        Err(e) => {
+            eprintln!("airlift: ls: {}", e.message());
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        let v: Vec<serde_json::Value> = list.iter().map(archive_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        println!(
+            "{:<10} {:>7} {:>9} {:>8}  PATH",
+            "STATE", "IMAGES", "MB", "SECONDS"
+        );
+        for a in &list {
+            println!(
+                "{:<10} {:>7} {:>9.1} {:>8.2}  {}",
+                crate::daemon::api::state_name(a.state),
+                a.images.len(),
+                a.bytes as f64 / 1e6,
+                a.duration_seconds,
+                a.path
+            );
+            if !a.last_error.is_empty() {
+                println!("           error: {}", a.last_error);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run_wait(args: WaitArgs) -> ExitCode {
+    let deadline = (args.timeout > 0.0)
+        .then(|| std::time::Instant::now() + Duration::from_secs_f64(args.timeout));
+    loop {
+        if let Ok(mut c) = crate::daemon::api::connect(&args.socket.socket).await {
+            if let Ok(r) = c.status(crate::daemon::api::proto::StatusRequest {}).await {
+                if r.into_inner().startup_done {
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            eprintln!(
+                "airlift: wait: the daemon at {} did not finish its startup import within {} s",
+                args.socket.socket.display(),
+                args.timeout
+            );
+            return ExitCode::FAILURE;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn run_forget(args: ForgetArgs) -> ExitCode {
+    let mut c = match api_client(&args.socket.socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let path = std::path::absolute(&args.file).unwrap_or(args.file.clone());
+    let req = crate::daemon::api::proto::ForgetRequest {
+        path: path.display().to_string(),
+    };
+    match c.forget(req).await {
+        Ok(r) => {
+            for name in r.into_inner().unpinned {
+                println!("unpinned {name}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("airlift: forget: {}", e.message());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_daemon_import(args: ImportArgs) -> ExitCode {
+    let path = match std::fs::canonicalize(&args.file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("airlift: {}: {e}", args.file);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut c = match api_client(&args.socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let req = crate::daemon::api::proto::ImportRequest {
+        path: path.display().to_string(),
+    };
+    let mut stream = match c.import(req).await {
+        Ok(s) => s.into_inner(),
+        Err(e) => {
+            eprintln!("airlift: {}", e.message());
+            return ExitCode::FAILURE;
+        }
+    };
+    let bar = (!args.json && std::io::stderr().is_terminal())
+        .then(|| progress_bar(&Source::File(path.clone())));
+    let mut last = None;
+    loop {
+        match stream.message().await {
+            Ok(Some(p)) => {
+                if let Some(bar) = &bar {
+                    bar.set_position(p.bytes_read);
+                }
+                if p.done {
+                    last = p.archive;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("airlift: {}: {}", path.display(), e.message());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let Some(a) = last else {
+        eprintln!(
+            "airlift: {}: the daemon did not report a result",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let state = crate::daemon::api::state_name(a.state);
+    if args.json {
+        println!("{}", archive_json(&a));
+    } else {
+        for i in &a.images {
+            println!("{i}");
+        }
+        println!(
+            "{}: {state}; {} images in {:.2} s",
+            a.path,
+            a.images.len(),
+            a.duration_seconds
+        );
+    }
+    if state == "imported" {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("airlift: {}: {}", a.path, a.last_error);
+        ExitCode::FAILURE
+    }
 }
 
 /// Turns the flags into import options.

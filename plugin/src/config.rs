@@ -125,7 +125,9 @@ impl Config {
         };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default())
+            }
             Err(cause) => return Err(ConfigError::Read { path, cause }),
         };
         Config::parse(&text).map_err(|cause| ConfigError::Parse { path, cause })
@@ -141,7 +143,9 @@ impl Config {
     /// Checks values that types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.concurrency == 0 {
-            return Err(ConfigError::Invalid("concurrency must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "concurrency must be at least 1".into(),
+            ));
         }
         if self.images_dirs.is_empty() {
             return Err(ConfigError::Invalid("images_dirs is empty".into()));
@@ -149,7 +153,12 @@ impl Config {
         if self.namespace.is_empty() {
             return Err(ConfigError::Invalid("namespace is empty".into()));
         }
-        if !self.metrics_address.is_empty() && self.metrics_address.parse::<std::net::SocketAddr>().is_err() {
+        if !self.metrics_address.is_empty()
+            && self
+                .metrics_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
             return Err(ConfigError::Invalid(format!(
                 "metrics_address {:?} is not host:port",
                 self.metrics_address
@@ -187,14 +196,20 @@ mod tests {
     fn defaults_and_overrides() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.namespace, "k8s.io");
-        assert_eq!(c.images_dirs, vec![PathBuf::from("/var/lib/rancher/k3s/agent/images")]);
+        assert_eq!(
+            c.images_dirs,
+            vec![PathBuf::from("/var/lib/rancher/k3s/agent/images")]
+        );
         let c = Config::parse(
             "address = \"/run/k3s/containerd/containerd.sock\"\nplatforms = [\"linux/arm64/v8\"]\nmode = \"stream\"\n[labels]\nteam = \"edge\"\n",
         )
         .unwrap();
         assert_eq!(c.mode, Mode::Stream);
         assert_eq!(c.labels["team"], "edge");
-        assert!(matches!(c.platform_policy().unwrap(), PlatformPolicy::Only(_)));
+        assert!(matches!(
+            c.platform_policy().unwrap(),
+            PlatformPolicy::Only(_)
+        ));
     }
 
     #[test]
@@ -207,10 +222,18 @@ mod tests {
     fn rejects_unknown_keys_and_bad_values() {
         let e = Config::parse("adress = \"/x\"").unwrap_err();
         assert!(e.contains("unknown field `adress`"), "{e}");
-        assert!(Config::parse("concurrency = 0").unwrap_err().contains("at least 1"));
-        assert!(Config::parse("mode = \"fast\"").unwrap_err().contains("unknown mode"));
-        assert!(Config::parse("platforms = [\"linux//x\"]").unwrap_err().contains("invalid platform"));
-        assert!(Config::parse("metrics_address = \"nope\"").unwrap_err().contains("host:port"));
+        assert!(Config::parse("concurrency = 0")
+            .unwrap_err()
+            .contains("at least 1"));
+        assert!(Config::parse("mode = \"fast\"")
+            .unwrap_err()
+            .contains("unknown mode"));
+        assert!(Config::parse("platforms = [\"linux//x\"]")
+            .unwrap_err()
+            .contains("invalid platform"));
+        assert!(Config::parse("metrics_address = \"nope\"")
+            .unwrap_err()
+            .contains("host:port"));
         assert!(Config::parse("log_format = \"xml\"").is_err());
     }
 }

@@ -284,6 +284,19 @@ impl Containerd {
         Ok(out)
     }
 
+    /// The refs of ingests in progress whose ref starts with `airlift-`.
+    pub async fn ingest_refs(&self) -> Result<Vec<String>> {
+        let resp = self
+            .content()
+            .list_statuses(self.request(api::ListStatusesRequest {
+                filters: vec!["ref~=^airlift-".into()],
+            }))
+            .await
+            .map_err(|s| ContainerdError::call("list ingests", s))?
+            .into_inner();
+        Ok(resp.statuses.into_iter().map(|s| s.r#ref).collect())
+    }
+
     /// Abandons an ingest.
     pub async fn abort(&self, reference: &str) -> Result<()> {
         match self
@@ -501,24 +514,33 @@ impl Containerd {
         }
     }
 
-    /// Sets or (with `None` values) removes labels of an existing image.
+    /// Sets or (with `None` values) removes labels of an existing image. The current target is
+    /// sent along: containerd dereferences it even when only labels are updated (an update
+    /// without a target crashes containerd 1.7 and 2.1).
     pub async fn set_image_labels(
         &self,
-        name: &str,
+        image: &ImageRecord,
         labels: &BTreeMap<String, Option<String>>,
     ) -> Result<()> {
-        let image = api::Image {
-            name: name.to_string(),
+        let name = &image.name;
+        let update = api::Image {
+            name: name.clone(),
             labels: labels
                 .iter()
                 .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
                 .collect(),
+            target: Some(containerd_client::types::Descriptor {
+                media_type: image.media_type.clone(),
+                digest: image.digest.clone(),
+                size: image.size,
+                annotations: Default::default(),
+            }),
             ..Default::default()
         };
         let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
         ImagesClient::new(self.channel.clone())
             .update(self.request(api::UpdateImageRequest {
-                image: Some(image),
+                image: Some(update),
                 update_mask: Some(prost_types::FieldMask { paths }),
                 ..Default::default()
             }))

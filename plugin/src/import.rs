@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,8 @@ pub struct ImportOptions {
     pub mode: Mode,
     /// Expiry of the temporary import lease.
     pub lease_expiry: Duration,
+    /// Set to abandon the import: reading stops, temporary files are removed, nothing is recorded.
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl Default for ImportOptions {
@@ -81,6 +83,7 @@ impl Default for ImportOptions {
             pin: true,
             mode: Mode::Auto,
             lease_expiry: Duration::from_secs(3600),
+            cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -94,6 +97,8 @@ pub struct ImportedImage {
     pub media_type: String,
     /// Target digest.
     pub digest: String,
+    /// Target size.
+    pub size: i64,
 }
 
 /// What happened.
@@ -123,6 +128,8 @@ pub struct Report {
     pub seconds: f64,
     /// The archive lease holding its content, if any.
     pub lease: Option<String>,
+    /// Every blob the imported images use.
+    pub blobs: Vec<String>,
 }
 
 impl Report {
@@ -185,6 +192,22 @@ pub enum ImportError {
         /// Why.
         cause: String,
     },
+}
+
+impl ImportError {
+    /// Whether containerd failing (rather than the archive) stopped the import, so trying again
+    /// once containerd answers may succeed.
+    pub fn is_containerd_fault(&self) -> bool {
+        match self {
+            ImportError::Containerd { .. } => true,
+            ImportError::Store { cause, .. } => matches!(cause, StoreError::Containerd(_)),
+            ImportError::Ingest {
+                cause: IngestError::Entry { cause, .. },
+                ..
+            } => matches!(cause, StoreError::Containerd(_)),
+            _ => false,
+        }
+    }
 }
 
 /// The archive lease id for an archive path: stable, so a re-import replaces it.
@@ -279,8 +302,15 @@ pub async fn import(
     let leased = client.with_lease(Some(&lease));
     let result = async {
         let store = open_store(&leased, opts.mode, &archive, format!("airlift-{suffix}")).await?;
-        let (plan, counters) =
-            ingest_and_plan(store.clone(), input, &archive, &opts.plan, progress.clone()).await?;
+        let (plan, counters) = ingest_and_plan(
+            store.clone(),
+            input,
+            &archive,
+            &opts.plan,
+            progress.clone(),
+            opts.cancel.clone(),
+        )
+        .await?;
         let mut report = record(client, &leased, source, &archive, &plan, opts).await?;
         report.mode = store.kind().to_string();
         report.blobs_written = counters.blobs_written;
@@ -305,12 +335,13 @@ async fn ingest_and_plan(
     archive: &str,
     plan_opts: &PlanOptions,
     progress: Arc<AtomicU64>,
+    cancel: Arc<AtomicBool>,
 ) -> Result<(Plan, Counters), ImportError> {
     let archive = archive.to_string();
     let plan_opts = plan_opts.clone();
     tokio::task::spawn_blocking(move || {
         let mut counters = Counters::default();
-        let counted = CountingReader::new(input, progress);
+        let counted = CountingReader::new(input, progress).cancellable(cancel);
         let inv = ingest::ingest(counted, store.as_ref(), &mut counters).map_err(|cause| {
             ImportError::Ingest {
                 archive: archive.clone(),
@@ -436,6 +467,7 @@ async fn record(
             name: image.name.clone(),
             media_type: image.target.media_type.clone(),
             digest: image.target.digest.to_string(),
+            size: image.target.size,
         });
     }
 
@@ -452,6 +484,7 @@ async fn record(
         archive_bytes: 0,
         seconds: 0.0,
         lease: if needed.is_empty() { None } else { lease },
+        blobs: needed.iter().map(|d| d.to_string()).collect(),
     };
     for p in &plan.problems {
         match p {

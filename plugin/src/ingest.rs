@@ -10,7 +10,7 @@ use crate::archive::{decode, walk};
 use crate::digest::Digest;
 use crate::store::{read_full, ContentStore, StoreError};
 use std::io::{self, Cursor, Read};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Largest JSON document (manifest, index, config, layout file) kept in memory, as containerd.
@@ -53,17 +53,35 @@ pub enum IngestError {
 pub struct CountingReader<R> {
     inner: R,
     count: Arc<AtomicU64>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl<R> CountingReader<R> {
     /// Wraps `inner`, adding to `count`.
     pub fn new(inner: R, count: Arc<AtomicU64>) -> Self {
-        CountingReader { inner, count }
+        CountingReader {
+            inner,
+            count,
+            cancel: None,
+        }
+    }
+
+    /// Makes reads fail once `cancel` is set, which abandons the import cleanly.
+    pub fn cancellable(mut self, cancel: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(cancel);
+        self
     }
 }
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(io::Error::other("import cancelled"));
+        }
         let n = self.inner.read(buf)?;
         self.count.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)

@@ -18,11 +18,15 @@
 //!   archive's pinned lease, image records);
 //! - [`containerd`] — the gRPC client, with containerd's error classes mapped in one place;
 //! - [`digest`], [`reference`], [`platform`] — the value types everything shares;
-//! - [`cli`] — the command line, a thin adapter over [`import`].
+//! - [`daemon`] — `airlift serve`: startup reconciliation, the directory watcher, pins and
+//!   leases following the archives, the API socket and metrics; configured by [`config`];
+//! - [`cli`] — the command line, a thin adapter over [`import`] and [`daemon`].
 
 pub mod archive;
 pub mod cli;
+pub mod config;
 pub mod containerd;
+pub mod daemon;
 pub mod digest;
 pub mod import;
 pub mod ingest;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+pub mod daemon;
+
 /// What containerd's own importer makes of each fixture (`--all-platforms`): name → target.
 pub const INDEX_2D8E: &str =
     "sha256:2d8e3c3af836a2e8c6aec90af2c7547315fb88586cb38645e32b1e8657585fbd";
@@ -248,4 +250,42 @@ pub fn raw_header(name: &str, kind: tar::EntryType, link: Option<&str>) -> tar::
 /// Labels as a sorted map.
 pub fn sorted(labels: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
     labels.clone().into_iter().collect()
+}
+
+/// Starts recording opens of files in `dir` (inotify IN_OPEN / IN_ACCESS); the returned function
+/// stops and lists the names opened.
+pub fn inotify_opens(dir: &Path) -> impl FnOnce() -> Vec<String> {
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK) };
+    assert!(fd >= 0);
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN | libc::IN_ACCESS) };
+    assert!(wd >= 0);
+    move || {
+        let mut names = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let mut off = 0usize;
+            while off < n as usize {
+                let ev = unsafe { &*(buf.as_ptr().add(off) as *const libc::inotify_event) };
+                let len = ev.len as usize;
+                let start = off + std::mem::size_of::<libc::inotify_event>();
+                let name = &buf[start..start + len];
+                let name = String::from_utf8_lossy(name)
+                    .trim_end_matches('\0')
+                    .to_string();
+                if ev.mask & libc::IN_ISDIR == 0 && !name.is_empty() {
+                    names.push(name);
+                }
+                off = start + len;
+            }
+        }
+        unsafe { libc::close(fd) };
+        names.sort();
+        names.dedup();
+        names
+    }
 }

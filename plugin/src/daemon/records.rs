@@ -123,8 +123,12 @@ impl Records {
             if p.extension().is_some_and(|x| x == "json") {
                 match fs::read(&p).map(|b| serde_json::from_slice::<Record>(&b)) {
                     Ok(Ok(r)) => out.push(r),
-                    Ok(Err(err)) => tracing::warn!(file = %p.display(), %err, "ignoring an unreadable state record"),
-                    Err(err) => tracing::warn!(file = %p.display(), %err, "ignoring an unreadable state record"),
+                    Ok(Err(err)) => {
+                        tracing::warn!(file = %p.display(), %err, "ignoring an unreadable state record")
+                    }
+                    Err(err) => {
+                        tracing::warn!(file = %p.display(), %err, "ignoring an unreadable state record")
+                    }
                 }
             }
         }

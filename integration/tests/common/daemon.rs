@@ -1,0 +1,215 @@
+//! A running `airlift serve` for the end-to-end tests.
+
+use super::airlift_bin;
+use airlift_integration::Containerd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `airlift serve` in a temporary directory, pointed at a containerd.
+pub struct Daemon {
+    /// Holds images/, state/, the socket and the log.
+    pub dir: tempfile::TempDir,
+    /// The containerd socket.
+    pub address: PathBuf,
+    /// Extra configuration lines.
+    pub config: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Prepares (does not start) a daemon for `ctd` with extra TOML `config`.
+    pub fn new(ctd: &Containerd, config: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("airlift-d")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("images")).unwrap();
+        Daemon {
+            dir,
+            address: ctd.address().to_path_buf(),
+            config: config.to_string(),
+            child: None,
+        }
+    }
+
+    /// The images directory.
+    pub fn images(&self) -> PathBuf {
+        self.dir.path().join("images")
+    }
+
+    /// The API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("airlift.sock")
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("airlift.log")).unwrap_or_default()
+    }
+
+    /// Starts `airlift serve`.
+    pub fn start(&mut self) {
+        let cfg = self.dir.path().join("config.toml");
+        let text = format!(
+            "address = {:?}\nimages_dirs = [{:?}]\nstate_dir = {:?}\nsocket = {:?}\nsettle_ms = 300\n{}\n",
+            self.address,
+            self.images(),
+            self.dir.path().join("state"),
+            self.socket(),
+            self.config
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("airlift.log"))
+            .unwrap();
+        let child = Command::new(airlift_bin())
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("AIRLIFT_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// `airlift wait` with a timeout; panics with the log when it fails.
+    pub fn wait(&self) {
+        let out = self.cli(&["wait", "--timeout", "60"]);
+        assert!(
+            out.status.success(),
+            "airlift wait failed: {}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// Runs an airlift client subcommand against this daemon's socket.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(airlift_bin());
+        cmd.arg(args[0])
+            .arg("--socket")
+            .arg(self.socket())
+            .args(&args[1..]);
+        cmd.output().unwrap()
+    }
+
+    /// `airlift ls --json`.
+    pub fn ls(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["ls", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The `ls` entry of an archive.
+    pub fn archive(&self, path: &Path) -> Option<serde_json::Value> {
+        self.ls()
+            .into_iter()
+            .find(|a| a["path"] == path.display().to_string())
+    }
+
+    /// Polls until `f` holds (10 s at most), panicking with `what` and the log otherwise.
+    pub fn until(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}\nlog:\n{}", self.log());
+    }
+
+    /// `airlift status` parsed into (key, value) lines.
+    pub fn status(&self) -> String {
+        String::from_utf8_lossy(&self.cli(&["status"]).stdout).into_owned()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(st) = child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        panic!("airlift did not stop on SIGTERM\n{}", self.log());
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Writes a docker-save archive with one image `name` whose single layer is `mb` megabytes of
+/// incompressible data, for imports that take a while.
+pub fn big_archive(path: &Path, name: &str, mb: usize, seed: u64) {
+    use std::io::Write;
+    let f = std::fs::File::create(path).unwrap();
+    let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, f));
+    let size = (mb << 20) as u64;
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    struct Noise(u64, u64);
+    impl std::io::Read for Noise {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = (buf.len().min(self.1 as usize)) & !7;
+            let n = if n == 0 {
+                buf.len().min(self.1 as usize)
+            } else {
+                n
+            };
+            for chunk in buf[..n].chunks_mut(8) {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                let bytes = self.0.to_le_bytes();
+                chunk.copy_from_slice(&bytes[..chunk.len()]);
+            }
+            self.1 -= n as u64;
+            Ok(n)
+        }
+    }
+    b.append_data(&mut h, "layer0/layer.tar", Noise(seed | 1, size))
+        .unwrap();
+    let arch = airlift::platform::Platform::host().architecture;
+    let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\",\"config\":{{}}}}");
+    let manifest = format!("[{{\"Config\":\"config.json\",\"RepoTags\":[\"{name}\"],\"Layers\":[\"layer0/layer.tar\"]}}]");
+    for (n, data) in [("config.json", config), ("manifest.json", manifest)] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, n, data.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap().flush().unwrap();
+}

@@ -1,0 +1,207 @@
+//! The daemon's API: gRPC (`proto/airlift/v1/airlift.proto`) on a unix socket, and the client
+//! side used by `airlift status`, `airlift ls`, `airlift wait` and `airlift import --daemon`.
+
+use super::{ArchiveStatus, Daemon, DaemonError, State};
+use proto::airlift_server::{Airlift, AirliftServer};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// Generated from `proto/airlift/v1/airlift.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("airlift.v1");
+}
+
+fn state(s: State) -> proto::ArchiveState {
+    match s {
+        State::Pending => proto::ArchiveState::Pending,
+        State::Importing => proto::ArchiveState::Importing,
+        State::Imported => proto::ArchiveState::Imported,
+        State::Failed => proto::ArchiveState::Failed,
+    }
+}
+
+fn archive(a: &ArchiveStatus) -> proto::Archive {
+    let r = a.record.as_ref();
+    proto::Archive {
+        path: a.path.display().to_string(),
+        state: state(a.state) as i32,
+        images: r
+            .map(|r| r.images.iter().map(|i| i.name.clone()).collect())
+            .unwrap_or_default(),
+        bytes: r.map_or(0, |r| r.bytes),
+        duration_seconds: r.map_or(0.0, |r| r.seconds),
+        last_error: r.map(|r| r.last_error.clone()).unwrap_or_default(),
+        imported_at: r.map_or(0, |r| r.imported_at),
+        imports: r.map_or(0, |r| r.imports),
+    }
+}
+
+struct Service(Arc<Daemon>);
+
+type ProgressStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::ImportProgress, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Airlift for Service {
+    type ImportStream = ProgressStream;
+
+    async fn import(
+        &self,
+        req: Request<proto::ImportRequest>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let path = PathBuf::from(&req.get_ref().path);
+        if !path.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "{}: the path must be absolute",
+                path.display()
+            )));
+        }
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(Status::invalid_argument(format!(
+                "{}: not a regular file",
+                path.display()
+            )));
+        }
+        let daemon = self.0.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let job = {
+                let d = daemon.clone();
+                let p = path.clone();
+                tokio::spawn(async move { d.reconcile(&p, true).await })
+            };
+            let total = meta.len();
+            while !job.is_finished() {
+                let bytes = daemon
+                    .archive(&path)
+                    .map_or(0, |a| a.progress.load(Ordering::Relaxed));
+                let msg = proto::ImportProgress {
+                    bytes_read: bytes,
+                    total_bytes: total,
+                    done: false,
+                    archive: None,
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let result = match job.await {
+                Ok(Some(a)) => Ok(proto::ImportProgress {
+                    bytes_read: a.record.as_ref().map_or(0, |r| r.bytes),
+                    total_bytes: total,
+                    done: true,
+                    archive: Some(archive(&a)),
+                }),
+                Ok(None) => Err(Status::not_found(format!(
+                    "{}: the archive disappeared",
+                    path.display()
+                ))),
+                Err(e) => Err(Status::internal(e.to_string())),
+            };
+            let _ = tx.send(result).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list(
+        &self,
+        _: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
+        Ok(Response::new(proto::ListResponse {
+            archives: self.0.archives().iter().map(archive).collect(),
+        }))
+    }
+
+    async fn forget(
+        &self,
+        req: Request<proto::ForgetRequest>,
+    ) -> Result<Response<proto::ForgetResponse>, Status> {
+        let path = PathBuf::from(&req.get_ref().path);
+        match self.0.forget(&path).await {
+            Some(unpinned) => Ok(Response::new(proto::ForgetResponse { unpinned })),
+            None => Err(Status::not_found(format!(
+                "{}: not a known archive",
+                path.display()
+            ))),
+        }
+    }
+
+    async fn status(
+        &self,
+        _: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
+        let (queued, importing, archives) = self.0.counts();
+        Ok(Response::new(proto::StatusResponse {
+            startup_done: self.0.startup_done(),
+            containerd_connected: self.0.containerd_connected(),
+            queue_length: queued,
+            importing,
+            archives,
+            archive_bytes_read: self.0.bytes_read(),
+        }))
+    }
+}
+
+/// Binds the API socket (mode 0660) and serves it in the background.
+pub async fn listen(daemon: Arc<Daemon>) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let socket = daemon.config().socket.clone();
+    let what = format!("API socket {}", socket.display());
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(super::setup(what.clone()))?;
+    }
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket).map_err(super::setup(what.clone()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
+        .map_err(super::setup(what))?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(AirliftServer::new(Service(daemon)))
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(error = %e, "the API server stopped");
+        }
+    }))
+}
+
+/// A client of the daemon's API socket.
+pub async fn connect(
+    socket: &Path,
+) -> Result<proto::airlift_client::AirliftClient<tonic::transport::Channel>, String> {
+    containerd_client::connect(socket)
+        .await
+        .map(proto::airlift_client::AirliftClient::new)
+        .map_err(|e| {
+            let mut msg = e.to_string();
+            if let Some(src) = std::error::Error::source(&e) {
+                msg = format!("{msg}: {src}");
+            }
+            format!(
+                "cannot reach the airlift daemon at {}: {msg}",
+                socket.display()
+            )
+        })
+}
+
+/// The state name users see.
+pub fn state_name(s: i32) -> &'static str {
+    match proto::ArchiveState::try_from(s).unwrap_or(proto::ArchiveState::Unspecified) {
+        proto::ArchiveState::Pending => "pending",
+        proto::ArchiveState::Importing => "importing",
+        proto::ArchiveState::Imported => "imported",
+        proto::ArchiveState::Failed => "failed",
+        proto::ArchiveState::Unspecified => "unknown",
+    }
+}
