@@ -14,6 +14,8 @@ pub struct Daemon {
     pub address: PathBuf,
     /// Extra configuration lines.
     pub config: String,
+    /// Extra environment for the daemon.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -29,6 +31,7 @@ impl Daemon {
             dir,
             address: ctd.address().to_path_buf(),
             config: config.to_string(),
+            env: Vec::new(),
             child: None,
         }
     }
@@ -69,6 +72,7 @@ impl Daemon {
             .args(["serve", "--config"])
             .arg(&cfg)
             .env("AIRLIFT_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
