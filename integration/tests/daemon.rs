@@ -495,8 +495,11 @@ fn startup_repairs_and_releases() {
     let multitag = copy_fixture("busybox-arm64-multitag-docker.tar", &d.images());
     let notify_path = d.dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    d.env.push(("NOTIFY_SOCKET".into(), notify_path.display().to_string()));
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    d.env
+        .push(("NOTIFY_SOCKET".into(), notify_path.display().to_string()));
     d.start();
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("no readiness notification");
@@ -508,27 +511,62 @@ fn startup_repairs_and_releases() {
     assert_eq!(d.stop().map(|s| s.success()), Some(true));
 
     // Someone removed an image record and the docker archive's lease.
-    ctd.ctr_output(&["-n", "k8s.io", "images", "rm", "docker.io/library/busybox:1.35"]).unwrap();
+    ctd.ctr_output(&[
+        "-n",
+        "k8s.io",
+        "images",
+        "rm",
+        "docker.io/library/busybox:1.35",
+    ])
+    .unwrap();
     let lease = airlift::import::archive_lease_id(&std::fs::canonicalize(&docker).unwrap());
-    ctd.ctr_output(&["-n", "k8s.io", "leases", "rm", &lease]).unwrap();
+    ctd.ctr_output(&["-n", "k8s.io", "leases", "rm", &lease])
+        .unwrap();
     // And the multitag archive was deleted while the daemon was down.
     std::fs::remove_file(&multitag).unwrap();
     d.start();
     d.wait();
-    assert_eq!(pinned(&rt, &ctd, "docker.io/library/busybox:1.35"), Some(true), "{}", d.log());
+    assert_eq!(
+        pinned(&rt, &ctd, "docker.io/library/busybox:1.35"),
+        Some(true),
+        "{}",
+        d.log()
+    );
     assert!(leases(&ctd).contains(&lease), "lease not recreated");
-    assert!(d.status().contains("bytes read:      0"), "the archive was read for a repair: {}", d.status());
-    assert_eq!(pinned(&rt, &ctd, "docker.io/library/busybox:stable"), Some(false), "gone archive still pinned");
+    assert!(
+        d.status().contains("bytes read:      0"),
+        "the archive was read for a repair: {}",
+        d.status()
+    );
+    assert_eq!(
+        pinned(&rt, &ctd, "docker.io/library/busybox:stable"),
+        Some(false),
+        "gone archive still pinned"
+    );
     assert_eq!(leases(&ctd).len(), 1, "{:?}", leases(&ctd));
     assert_eq!(d.stop().map(|s| s.success()), Some(true));
 
     // Content gone entirely (image, lease and blobs): imported again.
-    ctd.ctr_output(&["-n", "k8s.io", "leases", "rm", &lease]).unwrap();
-    ctd.ctr_output(&["-n", "k8s.io", "images", "rm", "--sync", "docker.io/library/busybox:1.35"]).unwrap();
+    ctd.ctr_output(&["-n", "k8s.io", "leases", "rm", &lease])
+        .unwrap();
+    ctd.ctr_output(&[
+        "-n",
+        "k8s.io",
+        "images",
+        "rm",
+        "--sync",
+        "docker.io/library/busybox:1.35",
+    ])
+    .unwrap();
     assert!(blob(&rt, &ctd, "k8s.io", DOCKER_9C0B).is_none());
     d.start();
     d.wait();
-    assert_eq!(pinned(&rt, &ctd, "docker.io/library/busybox:1.35"), Some(true), "{}", d.log());
+    assert_eq!(
+        pinned(&rt, &ctd, "docker.io/library/busybox:1.35"),
+        Some(true),
+        "{}",
+        d.log()
+    );
     assert!(!d.status().contains("bytes read:      0"), "{}", d.status());
     assert_eq!(d.archive(&docker).unwrap()["imports"], 2);
 }
@@ -545,17 +583,39 @@ fn replaced_archive_and_late_directory() {
     d.wait();
     std::fs::create_dir(d.images()).unwrap();
     let path = d.images().join("app.tar");
-    std::fs::copy(fixtures_dir().join("busybox-arm64-multitag-docker.tar"), &path).unwrap();
-    d.until("the archive in the new directory to import", || d.archive(&path).is_some_and(|a| a["state"] == "imported"));
-    assert_eq!(pinned(&rt, &ctd, "docker.io/library/busybox:stable"), Some(true));
+    std::fs::copy(
+        fixtures_dir().join("busybox-arm64-multitag-docker.tar"),
+        &path,
+    )
+    .unwrap();
+    d.until("the archive in the new directory to import", || {
+        d.archive(&path).is_some_and(|a| a["state"] == "imported")
+    });
+    assert_eq!(
+        pinned(&rt, &ctd, "docker.io/library/busybox:stable"),
+        Some(true)
+    );
 
     // Replace it (rename over) with an archive providing a different image.
     let tmp = d.images().join(".app.tar.new");
     std::fs::copy(fixtures_dir().join("busybox-docker.tar"), &tmp).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
-    d.until("the replacement to import", || d.archive(&path).is_some_and(|a| a["imports"] == 2));
-    assert_eq!(pinned(&rt, &ctd, "docker.io/library/busybox:1.35"), Some(true));
-    for gone in ["docker.io/library/busybox:stable", "registry.example.com/tools/busybox:latest"] {
-        assert_eq!(pinned(&rt, &ctd, gone), Some(false), "{gone} still pinned\n{}", d.log());
+    d.until("the replacement to import", || {
+        d.archive(&path).is_some_and(|a| a["imports"] == 2)
+    });
+    assert_eq!(
+        pinned(&rt, &ctd, "docker.io/library/busybox:1.35"),
+        Some(true)
+    );
+    for gone in [
+        "docker.io/library/busybox:stable",
+        "registry.example.com/tools/busybox:latest",
+    ] {
+        assert_eq!(
+            pinned(&rt, &ctd, gone),
+            Some(false),
+            "{gone} still pinned\n{}",
+            d.log()
+        );
     }
 }

@@ -395,7 +395,7 @@ async fn run_wait(args: WaitArgs) -> ExitCode {
             );
             return ExitCode::FAILURE;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

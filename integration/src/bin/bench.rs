@@ -1,0 +1,672 @@
+//! airlift's benchmark: airlift against containerd's own importer and the physical floor, on
+//! workloads generated deterministically, in one run on one throwaway containerd 2.x.
+//!
+//! `bench [--runs N] [--only W1,W3,...] [--out FILE]` — see `integration/bench.sh`, which
+//! provisions containerd and builds everything in release mode first.
+//!
+//! Each contender is measured `--runs` times (default 3) with the namespace reset in between
+//! (images and leases removed, garbage collected); medians are printed, with ratios to
+//! `ctr --local` and to the floor. CPU time and bytes written include containerd's share.
+
+use airlift_integration::{Containerd, Options, Version};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const NS: &str = "bench";
+
+/// One measurement.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    wall: f64,
+    cpu: f64,
+    rss_mib: f64,
+    written_mb: f64,
+    ok: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// containerd's (utime + stime) seconds and bytes written so far.
+fn proc_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0))
+        / tck;
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let written = io
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (cpu, written)
+}
+
+/// Runs a command, measuring wall time, CPU (its own plus containerd's), its peak RSS and the
+/// bytes written (its own plus containerd's).
+fn measure(cmd: &mut Command, ctd_pid: u32) -> Sample {
+    let (cpu0, w0) = proc_usage(ctd_pid);
+    let start = Instant::now();
+    // Reaped below with wait4, which also yields its resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let mut stderr = child.stderr.unwrap();
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut err = String::new();
+    let _ = stderr.read_to_string(&mut err);
+    unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = start.elapsed().as_secs_f64();
+    let (cpu1, w1) = proc_usage(ctd_pid);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if !ok {
+        eprintln!("    failed: {}", err.lines().last().unwrap_or(""));
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Sample {
+        wall,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime) + (cpu1 - cpu0),
+        rss_mib: ru.ru_maxrss as f64 / 1024.0,
+        written_mb: (ru.ru_oublock as f64 * 512.0 + (w1 - w0) as f64) / 1e6,
+        ok,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Layer file contents: incompressible or text-like (compresses about 3-4x).
+#[derive(Clone, Copy)]
+enum Kind {
+    Random,
+    Text,
+}
+
+/// A reader producing a layer tar (one file of `size` bytes) on the fly.
+struct LayerTar {
+    header: Vec<u8>,
+    pos: u64,
+    data: u64,
+    total: u64,
+    rng: Rng,
+    kind: Kind,
+}
+
+const WORDS: [&str; 16] = [
+    "alpha ",
+    "bravo ",
+    "charlie ",
+    "delta ",
+    "echo ",
+    "foxtrot ",
+    "golf ",
+    "hotel ",
+    "india ",
+    "juliet ",
+    "kilo ",
+    "lima ",
+    "mike ",
+    "november ",
+    "oscar ",
+    "papa\n",
+];
+
+impl LayerTar {
+    fn new(size: u64, kind: Kind, seed: u64) -> LayerTar {
+        let mut h = tar::Header::new_ustar();
+        h.set_path("usr/share/data.bin").unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        let padded = size.div_ceil(512) * 512;
+        LayerTar {
+            header: h.as_bytes().to_vec(),
+            pos: 0,
+            data: size,
+            total: 512 + padded + 1024,
+            rng: Rng(seed | 1),
+            kind,
+        }
+    }
+
+    fn size(&self) -> u64 {
+        self.total
+    }
+}
+
+impl Read for LayerTar {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.total - self.pos;
+        let n = (buf.len() as u64).min(left) as usize;
+        // Header bytes, then zeros (data is filled below; padding and end blocks stay zero).
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            let p = self.pos + i as u64;
+            *b = if p < 512 { self.header[p as usize] } else { 0 };
+        }
+        // Fill the data region in bulk.
+        let start = self.pos.max(512);
+        let end = (self.pos + n as u64).min(512 + self.data);
+        if end > start {
+            let off = (start - self.pos) as usize;
+            let region = &mut buf[off..off + (end - start) as usize];
+            match self.kind {
+                Kind::Random => {
+                    for chunk in region.chunks_mut(8) {
+                        let v = self.rng.next().to_le_bytes();
+                        chunk.copy_from_slice(&v[..chunk.len()]);
+                    }
+                }
+                Kind::Text => {
+                    let mut i = 0;
+                    while i < region.len() {
+                        let w = WORDS[(self.rng.next() & 15) as usize].as_bytes();
+                        let k = w.len().min(region.len() - i);
+                        region[i..i + k].copy_from_slice(&w[..k]);
+                        i += k;
+                    }
+                }
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+struct ImageSpec {
+    name: String,
+    layers: Vec<String>,
+}
+
+/// Writes a docker-save archive: `layers` (name, size, kind, seed) then one config and
+/// manifest.json entry per image.
+fn docker_save(path: &Path, layers: &[(String, u64, Kind, u64)], images: &[ImageSpec]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(4 << 20, f));
+    for (name, size, kind, seed) in layers {
+        let layer = LayerTar::new(*size, *kind, *seed);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(layer.size());
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, format!("{name}/layer.tar"), layer)
+            .unwrap();
+    }
+    let arch = airlift::platform::Platform::host().architecture;
+    let mut manifest = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\",\"config\":{{\"Env\":[\"IMAGE={i}\"]}}}}");
+        let cname = format!("config-{i}.json");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(config.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, &cname, config.as_bytes()).unwrap();
+        manifest.push(serde_json::json!({
+            "Config": cname,
+            "RepoTags": [img.name],
+            "Layers": img.layers.iter().map(|l| format!("{l}/layer.tar")).collect::<Vec<_>>(),
+        }));
+    }
+    let m = serde_json::to_vec(&manifest).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(m.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "manifest.json", &m[..]).unwrap();
+    b.into_inner().unwrap().flush().unwrap();
+}
+
+const MB: u64 = 1 << 20;
+
+fn compress(src: &Path, dst: &Path, args: &[&str]) {
+    if dst.exists() {
+        return;
+    }
+    let tmp = dst.with_extension("partial");
+    let status = if args[0] == "gzip" {
+        let out = std::fs::File::create(&tmp).unwrap();
+        Command::new("gzip")
+            .args(&args[1..])
+            .arg("-c")
+            .arg(src)
+            .stdout(out)
+            .status()
+            .unwrap()
+    } else {
+        Command::new(args[0])
+            .args(&args[1..])
+            .arg("-q")
+            .arg("-f")
+            .arg(src)
+            .arg("-o")
+            .arg(&tmp)
+            .status()
+            .unwrap()
+    };
+    assert!(status.success(), "{args:?} failed");
+    std::fs::rename(&tmp, dst).unwrap();
+}
+
+/// Generates (or reuses) the workload files in `dir`.
+fn workloads(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let w1 = dir.join("w1.tar");
+    if !w1.exists() {
+        eprintln!("generating W1 (6 images, ~400 MB) ...");
+        let mut layers = vec![("base".to_string(), 64 * MB, Kind::Text, 1)];
+        let mut images = Vec::new();
+        for i in 0..6u64 {
+            layers.push((format!("bin{i}"), 32 * MB, Kind::Random, 100 + i));
+            layers.push((format!("doc{i}"), 24 * MB, Kind::Text, 200 + i));
+            images.push(ImageSpec {
+                name: format!("bench.example.com/w1/app{i}:1"),
+                layers: vec!["base".into(), format!("bin{i}"), format!("doc{i}")],
+            });
+        }
+        docker_save(&dir.join("w1.tmp"), &layers, &images);
+        std::fs::rename(dir.join("w1.tmp"), &w1).unwrap();
+    }
+    compress(&w1, &dir.join("w1.tar.zst"), &["zstd", "-3", "-T0"]);
+    compress(&w1, &dir.join("w1.tar.gz"), &["gzip", "-6"]);
+    compress(
+        &w1,
+        &dir.join("w6.tar.zst"),
+        &["zstd", "-3", "-T0", "--long=31"],
+    );
+    let w2 = dir.join("w2.tar");
+    if !w2.exists() {
+        eprintln!("generating W2 (one 2 GB layer) ...");
+        docker_save(
+            &dir.join("w2.tmp"),
+            &[("big".into(), 2048 * MB, Kind::Random, 7)],
+            &[ImageSpec {
+                name: "bench.example.com/w2/big:1".into(),
+                layers: vec!["big".into()],
+            }],
+        );
+        std::fs::rename(dir.join("w2.tmp"), &w2).unwrap();
+    }
+    let w3 = dir.join("w3.tar");
+    if !w3.exists() {
+        eprintln!("generating W3 (200 small images) ...");
+        let mut layers = vec![("base".to_string(), MB, Kind::Text, 3)];
+        let mut images = Vec::new();
+        for i in 0..200u64 {
+            layers.push((format!("app{i}"), 16 * 1024, Kind::Random, 1000 + i));
+            images.push(ImageSpec {
+                name: format!("bench.example.com/w3/small{i}:1"),
+                layers: vec!["base".into(), format!("app{i}")],
+            });
+        }
+        docker_save(&dir.join("w3.tmp"), &layers, &images);
+        std::fs::rename(dir.join("w3.tmp"), &w3).unwrap();
+    }
+    vec![
+        ("W1 .tar.zst", dir.join("w1.tar.zst")),
+        ("W1 .tar.gz", dir.join("w1.tar.gz")),
+        ("W1 .tar", w1),
+        ("W2 .tar (2 GB layer)", w2),
+        ("W3 200 images", w3),
+        ("W6 zstd --long=31", dir.join("w6.tar.zst")),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contenders
+
+fn reset(ctd: &Containerd) {
+    let imgs = ctd
+        .ctr_output(&["-n", NS, "images", "ls", "-q"])
+        .unwrap_or_default();
+    let imgs: Vec<&str> = imgs.lines().filter(|l| !l.is_empty()).collect();
+    for chunk in imgs.chunks(100) {
+        let mut args = vec!["-n", NS, "images", "rm"];
+        args.extend(chunk);
+        let _ = ctd.ctr_output(&args);
+    }
+    let leases = ctd
+        .ctr_output(&["-n", NS, "leases", "ls", "-q"])
+        .unwrap_or_default();
+    for l in leases.lines().filter(|l| !l.is_empty()) {
+        let _ = ctd.ctr_output(&["-n", NS, "leases", "rm", l]);
+    }
+    // A synchronous garbage collection.
+    let _ = ctd.ctr_output(&["-n", NS, "leases", "create", "--id", "bench-gc"]);
+    let _ = ctd.ctr_output(&["-n", NS, "leases", "rm", "--sync", "bench-gc"]);
+    let left = ctd
+        .ctr_output(&["-n", NS, "content", "ls", "-q"])
+        .unwrap_or_default();
+    assert!(left.trim().is_empty(), "content left after reset: {left}");
+}
+
+fn contender(
+    name: &str,
+    ctd: &Containerd,
+    airlift: &Path,
+    floor: &Path,
+    file: &Path,
+    scratch: &Path,
+) -> Command {
+    match name {
+        "airlift direct" | "airlift stream" => {
+            let mut c = Command::new(airlift);
+            c.args([
+                "import",
+                "--namespace",
+                NS,
+                "--all-platforms",
+                "--mode",
+                if name.ends_with("direct") {
+                    "direct"
+                } else {
+                    "stream"
+                },
+                "--address",
+            ])
+            .arg(ctd.address())
+            .arg(file);
+            c
+        }
+        "ctr --local" | "ctr (transfer)" => {
+            let mut c = ctd.ctr();
+            c.args([
+                "-n",
+                NS,
+                "images",
+                "import",
+                "--no-unpack",
+                "--all-platforms",
+            ]);
+            if name == "ctr --local" {
+                c.arg("--local");
+            }
+            c.arg(file);
+            c
+        }
+        "floor" => {
+            let mut c = Command::new(floor);
+            c.arg(file).arg(scratch.join("floor.out"));
+            c
+        }
+        other => panic!("unknown contender {other}"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let runs: usize = get("--runs").map(|r| r.parse().unwrap()).unwrap_or(3);
+    let only: Option<Vec<String>> =
+        get("--only").map(|s| s.split(',').map(str::to_string).collect());
+    let out = get("--out");
+    let root = airlift_integration::repo_root();
+    let target = root.join("target/release");
+    let airlift = target.join("airlift");
+    let floor = target.join("floor");
+    assert!(
+        airlift.exists() && floor.exists(),
+        "build first: cargo build --release -p airlift -p airlift-integration"
+    );
+    let data = airlift_integration::cache_dir().join("bench");
+    let mut all = workloads(&data);
+    if let Some(only) = &only {
+        all.retain(|(n, _)| only.iter().any(|o| n.starts_with(o.as_str())));
+    }
+    let ctd = Containerd::start_with(
+        Version::V2,
+        Options {
+            cri: false,
+            extra_config: String::new(),
+        },
+    )
+    .unwrap();
+    let ctd_pid = ctd.pid().unwrap();
+    let scratch = ctd.root().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let version = ctd.server_version().unwrap_or_default();
+    let contenders = [
+        "airlift direct",
+        "airlift stream",
+        "ctr --local",
+        "ctr (transfer)",
+        "floor",
+    ];
+    let mut report = String::new();
+    let machine = format!(
+        "{} cores, {}, containerd {version}, {} runs per figure (median)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string())
+            )
+            .unwrap_or_default(),
+        runs
+    );
+    println!("machine: {machine}");
+    report.push_str(&format!("Machine: {machine}.\n\n"));
+    report.push_str("| workload | contender | wall s | CPU s | peak RSS MiB | written MB | × ctr --local | × floor |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for (wname, file) in &all {
+        println!(
+            "\n{wname}: {} ({:.0} MB)",
+            file.display(),
+            std::fs::metadata(file).unwrap().len() as f64 / 1e6
+        );
+        let mut medians: Vec<(&str, Sample)> = Vec::new();
+        for c in contenders {
+            let mut samples = Vec::new();
+            for _ in 0..runs {
+                reset(&ctd);
+                let _ = std::fs::remove_file(scratch.join("floor.out"));
+                samples.push(measure(
+                    &mut contender(c, &ctd, &airlift, &floor, file, &scratch),
+                    ctd_pid,
+                ));
+            }
+            let ok = samples.iter().all(|s| s.ok);
+            let m = Sample {
+                wall: median(samples.iter().map(|s| s.wall).collect()),
+                cpu: median(samples.iter().map(|s| s.cpu).collect()),
+                rss_mib: samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max),
+                written_mb: median(samples.iter().map(|s| s.written_mb).collect()),
+                ok,
+            };
+            medians.push((c, m));
+        }
+        let base = medians
+            .iter()
+            .find(|(c, _)| *c == "ctr --local")
+            .map(|(_, m)| *m);
+        let fl = medians
+            .iter()
+            .find(|(c, _)| *c == "floor")
+            .map(|(_, m)| m.wall)
+            .unwrap();
+        for (c, m) in &medians {
+            let vs_ctr = match base {
+                Some(b) if b.ok && m.ok => format!("{:.2}", m.wall / b.wall),
+                _ => "—".into(),
+            };
+            let vs_floor = if m.ok {
+                format!("{:.2}", m.wall / fl)
+            } else {
+                "—".into()
+            };
+            let wall = if m.ok {
+                format!("{:.3}", m.wall)
+            } else {
+                "failed".into()
+            };
+            println!("  {c:<16} wall {wall:>8} s  cpu {:>7.3} s  rss {:>6.1} MiB  written {:>7.1} MB  ×ctr {vs_ctr:>5}  ×floor {vs_floor:>5}", m.cpu, m.rss_mib, m.written_mb);
+            report.push_str(&format!(
+                "| {wname} | {c} | {wall} | {:.3} | {:.1} | {:.1} | {vs_ctr} | {vs_floor} |\n",
+                m.cpu, m.rss_mib, m.written_mb
+            ));
+        }
+        if wname.starts_with("W1 .tar.zst") {
+            let w1_first = medians
+                .iter()
+                .find(|(c, _)| *c == "airlift direct")
+                .map(|(_, m)| m.wall);
+            // W4: the same archive again, its content present.
+            let mut samples = Vec::new();
+            for _ in 0..runs {
+                reset(&ctd);
+                let mut first = contender("airlift direct", &ctd, &airlift, &floor, file, &scratch);
+                assert!(first.status().unwrap().success());
+                samples.push(measure(
+                    &mut contender("airlift direct", &ctd, &airlift, &floor, file, &scratch),
+                    ctd_pid,
+                ));
+            }
+            let w4 = median(samples.iter().map(|s| s.wall).collect());
+            let share = w1_first.map(|f| w4 / f * 100.0).unwrap_or(0.0);
+            println!("  W4 (W1 .tar.zst again, content present): airlift direct wall {w4:.3} s = {share:.1} % of the first import");
+            report.push_str(&format!("| W4 (W1 .tar.zst again) | airlift direct | {w4:.3} | | | | | {share:.1} % of W1 |\n"));
+        }
+    }
+    if only.as_ref().is_none_or(|o| o.iter().any(|x| x == "W5")) {
+        let (ready, read) = w5(&ctd, &airlift, &data);
+        println!("\nW5 (airlift serve restarted over 100 unchanged archives): ready in {:.0} ms, {read} archive bytes read", ready * 1000.0);
+        report.push_str(&format!("| W5 (restart over 100 unchanged archives) | airlift serve | {ready:.3} | | | | | ready in {:.0} ms, {read} bytes read |\n", ready * 1000.0));
+    }
+    if let Some(out) = out {
+        std::fs::write(&out, report).unwrap();
+        eprintln!("table written to {out}");
+    }
+}
+
+/// W5: `airlift serve` restarted over 100 unchanged archives: time until `airlift wait` returns.
+fn w5(ctd: &Containerd, airlift: &Path, data: &Path) -> (f64, String) {
+    reset(ctd);
+    let dir = tempfile::Builder::new()
+        .prefix("w5")
+        .tempdir_in(data)
+        .unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let src = std::fs::read(data.join("w3.tar")).unwrap();
+    // 100 small distinct archives: the W3 bundle is too alike, so each gets its own image name.
+    for i in 0..100 {
+        let p = images.join(format!("a{i:03}.tar"));
+        let mut b = tar::Builder::new(Vec::new());
+        let layer = format!("layer{i}");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(layer.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "l/layer.tar", layer.as_bytes())
+            .unwrap();
+        let arch = airlift::platform::Platform::host().architecture;
+        let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\"}}");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(config.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "c.json", config.as_bytes()).unwrap();
+        let m = format!("[{{\"Config\":\"c.json\",\"RepoTags\":[\"bench.example.com/w5/a{i}:1\"],\"Layers\":[\"l/layer.tar\"]}}]");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(m.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "manifest.json", m.as_bytes())
+            .unwrap();
+        std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+    }
+    drop(src);
+    let socket = dir.path().join("a.sock");
+    let serve = |d: &Path| {
+        Command::new(airlift)
+            .args([
+                "serve",
+                "--namespace",
+                NS,
+                "--settle-ms",
+                "100",
+                "--address",
+            ])
+            .arg(ctd.address())
+            .arg("--images-dir")
+            .arg(&images)
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let wait = || {
+        Command::new(airlift)
+            .args(["wait", "--timeout", "120", "--socket"])
+            .arg(&socket)
+            .status()
+            .unwrap()
+    };
+    let mut first = serve(dir.path());
+    assert!(wait().success());
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    first.wait().unwrap();
+    let mut samples = Vec::new();
+    let mut read = String::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut d = serve(dir.path());
+        assert!(wait().success());
+        samples.push(start.elapsed().as_secs_f64());
+        let st = Command::new(airlift)
+            .args(["status", "--socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        read = String::from_utf8_lossy(&st.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("bytes read:"))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+        d.wait().unwrap();
+    }
+    (median(samples), read)
+}
