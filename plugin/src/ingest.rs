@@ -140,6 +140,8 @@ pub fn ingest(
     counters: &mut Counters,
 ) -> Result<Inventory, IngestError> {
     let (tar_stream, compression) = decode::open(input)?;
+    // Decoding runs on its own thread, ahead of the hashing and writing done here.
+    let tar_stream = crate::archive::readahead::ReadAhead::new(tar_stream, 1 << 20, 4);
     tracing::debug!(%compression, "decoding archive");
     let mut inv = Inventory::default();
     walk::walk(tar_stream, |entry| -> Result<(), IngestError> {

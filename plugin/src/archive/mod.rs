@@ -2,5 +2,6 @@
 
 pub mod decode;
 pub mod oci;
+pub mod readahead;
 pub mod understand;
 pub mod walk;
