@@ -65,12 +65,25 @@ fn fixtures_match_containerd(version: Version, mode: &str) {
                 "{name}: lease {lease} lacks {digest}"
             );
         }
-        // Importing again writes nothing.
+        // Importing again: unchanged, so answered from the record without reading the archive.
         let again = import_ok(&ctd, &ns, &args);
+        assert_eq!(again["mode"], "unchanged", "{name}: {again}");
+        assert_eq!(again["archive_bytes"], 0, "{name}: {again}");
+        // Forced: the archive is read again, but no blob is written again.
+        let mut forced = args.clone();
+        forced.push("--force");
+        let again = import_ok(&ctd, &ns, &forced);
+        assert_eq!(again["mode"], mode, "{name}: {again}");
         assert_eq!(
             again["blobs_written"], 0,
             "{name}: second import wrote blobs: {again}"
         );
+        assert_eq!(image_pairs(&rt, &ctd, &ns), expected(&name), "{name}");
+        // An image removed since: the record no longer stands, the archive is imported again.
+        let first = &expected(&name)[0].0;
+        ctd.ctr_output(&["-n", &ns, "images", "rm", first]).unwrap();
+        let again = import_ok(&ctd, &ns, &args);
+        assert_eq!(again["mode"], mode, "{name}: {again}");
         assert_eq!(image_pairs(&rt, &ctd, &ns), expected(&name), "{name}");
     }
     assert_eq!(

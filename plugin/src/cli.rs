@@ -170,6 +170,13 @@ pub struct ImportArgs {
     /// Seconds to wait for containerd's socket.
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     pub connect_timeout: u64,
+    /// Where imports are remembered: an unchanged archive imported again with the same options
+    /// is not read again (its images, pins and lease are checked).
+    #[arg(long, default_value = "/var/lib/airlift", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Import even if the archive is unchanged since its last import.
+    #[arg(long)]
+    pub force: bool,
     /// Have the running daemon import the file (it then tracks the archive).
     #[arg(long)]
     pub daemon: bool,
@@ -568,7 +575,30 @@ async fn run_import(args: ImportArgs) -> ExitCode {
             }
         })
     });
-    let result = import::import(&client, &source, &opts, progress.clone()).await;
+    let recall = match &source {
+        Source::File(_) => crate::recall::Recall::open(&args.state_dir),
+        Source::Stdin => None,
+    };
+    let fingerprint = crate::recall::Recall::fingerprint(&client, &opts);
+    let mut remembered = None;
+    if let (Some(recall), Source::File(path)) = (&recall, &source) {
+        if !args.force {
+            remembered = recall.check(&client, path, &fingerprint).await;
+        }
+    }
+    let identity = match &source {
+        Source::File(path) => crate::recall::Recall::identity(path),
+        Source::Stdin => None,
+    };
+    let result = match remembered {
+        Some(report) => Ok(report),
+        None => import::import(&client, &source, &opts, progress.clone()).await,
+    };
+    if let (Some(recall), Some((path, id)), Ok(report)) = (&recall, identity, &result) {
+        if report.mode != "unchanged" {
+            recall.remember(path, id, fingerprint, report);
+        }
+    }
     if let Some(t) = ticker {
         t.abort();
     }
@@ -644,6 +674,15 @@ fn print_report(r: &import::Report) {
     }
     for f in &r.failed {
         eprintln!("airlift: error: {f}");
+    }
+    if r.mode == "unchanged" {
+        println!(
+            "{}: unchanged since its last import; {} images present and pinned, nothing read ({:.3} s; --force imports anyway)",
+            r.archive,
+            r.images.len(),
+            r.seconds
+        );
+        return;
     }
     let rate = if r.seconds > 0.0 {
         r.archive_bytes as f64 / 1e6 / r.seconds

@@ -208,6 +208,11 @@ impl Containerd {
     /// connection's lease (when it has one), so garbage collection cannot take it between this
     /// check and the moment an image refers to it.
     pub async fn exists_leased(&self, digest: &Digest) -> Result<Option<u64>> {
+        // Absent (the common case on a first import) costs one read; present costs a lease
+        // update and a second look, which closes the window in which GC could have taken it.
+        if self.info(digest).await?.is_none() {
+            return Ok(None);
+        }
         if let Some(lease) = &self.lease {
             self.lease_resource(lease, &digest.to_string(), true)
                 .await?;
@@ -488,30 +493,29 @@ impl Containerd {
             ..Default::default()
         };
         let mut client = ImagesClient::new(self.channel.clone());
-        let mut paths = vec!["target".to_string()];
-        paths.extend(labels.keys().map(|k| format!("labels.{k}")));
+        // New names are the common case: create first, update when the name exists.
         match client
-            .update(self.request(api::UpdateImageRequest {
+            .create(self.request(api::CreateImageRequest {
                 image: Some(image.clone()),
-                update_mask: Some(prost_types::FieldMask { paths }),
                 ..Default::default()
             }))
             .await
         {
             Ok(_) => return Ok(()),
-            Err(s) if s.code() == Code::NotFound => {}
-            Err(s) => return Err(ContainerdError::call(format!("update image {name}"), s)),
+            Err(s) if s.code() == Code::AlreadyExists => {}
+            Err(s) => return Err(ContainerdError::call(format!("create image {name}"), s)),
         }
-        match client
-            .create(self.request(api::CreateImageRequest {
+        let mut paths = vec!["target".to_string()];
+        paths.extend(labels.keys().map(|k| format!("labels.{k}")));
+        client
+            .update(self.request(api::UpdateImageRequest {
                 image: Some(image),
+                update_mask: Some(prost_types::FieldMask { paths }),
                 ..Default::default()
             }))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) => Err(ContainerdError::call(format!("create image {name}"), s)),
-        }
+            .map_err(|s| ContainerdError::call(format!("update image {name}"), s))?;
+        Ok(())
     }
 
     /// Sets or (with `None` values) removes labels of an existing image. The current target is

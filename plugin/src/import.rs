@@ -375,6 +375,11 @@ async fn ingest_and_plan(
                 counters.blobs_present += 1;
             }
         }
+        store.flush().map_err(|cause| ImportError::Store {
+            archive: archive.clone(),
+            what: "blobs".into(),
+            cause,
+        })?;
         Ok((plan, counters))
     })
     .await

@@ -16,6 +16,7 @@
 //!   inventory the plan is made from;
 //! - [`import`] — one import start to finish: leases, plan, then the record step (labels, the
 //!   archive's pinned lease, image records);
+//! - [`recall`] — answers a repeated `airlift import` of an unchanged archive from its record;
 //! - [`containerd`] — the gRPC client, with containerd's error classes mapped in one place;
 //! - [`digest`], [`reference`], [`platform`] — the value types everything shares;
 //! - [`daemon`] — `airlift serve`: startup reconciliation, the directory watcher, pins and
@@ -31,5 +32,6 @@ pub mod digest;
 pub mod import;
 pub mod ingest;
 pub mod platform;
+pub mod recall;
 pub mod reference;
 pub mod store;

@@ -94,6 +94,8 @@ pub fn import(ctd: &Containerd, namespace: &str, args: &[&str]) -> Output {
         .arg(ctd.address())
         .arg("--namespace")
         .arg(namespace)
+        .arg("--state-dir")
+        .arg(ctd.dir().join("airlift-state"))
         .args(args)
         .env_remove("CONTAINERD_ADDRESS")
         .env_remove("CONTAINERD_NAMESPACE")

@@ -426,6 +426,7 @@ impl Daemon {
                     seconds: report.seconds,
                     imported_at: now_unix(),
                     imports: previous.as_ref().map_or(0, |p| p.imports) + 1,
+                    fingerprint: String::new(),
                 };
                 if ok {
                     tracing::info!(archive = %path.display(), images = report.images.len(), seconds = report.seconds, "imported");
@@ -470,6 +471,7 @@ impl Daemon {
                     seconds: 0.0,
                     imported_at: 0,
                     imports: 0,
+                    fingerprint: String::new(),
                 });
                 record.identity = identity;
                 record.outcome = Outcome::Failed;

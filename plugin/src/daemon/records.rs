@@ -89,6 +89,9 @@ pub struct Record {
     /// Number of imports done for it.
     #[serde(default)]
     pub imports: u32,
+    /// For command-line imports: the options it was made with (see `recall`).
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 /// The record files.
@@ -133,6 +136,12 @@ impl Records {
             }
         }
         Ok(out)
+    }
+
+    /// The record of one archive.
+    pub fn get(&self, path: &Path) -> Option<Record> {
+        let bytes = fs::read(self.file(path)).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Writes a record atomically.
@@ -190,6 +199,7 @@ mod tests {
             seconds: 0.1,
             imported_at: 0,
             imports: 1,
+            fingerprint: String::new(),
         };
         records.save(&r).unwrap();
         let all = records.load_all().unwrap();

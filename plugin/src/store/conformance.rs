@@ -137,6 +137,16 @@ pub fn run(store: &dyn ContentStore) {
     let empty = store.put(&mut &[][..], 0, Some(&Digest::of(b""))).unwrap();
     assert_eq!(store.exists(&empty.digest).unwrap(), Some(0), "{kind}");
 
+    // Re-putting without a declared digest finds it present (hash first, no second copy).
+    let again = store
+        .put(&mut &large[..], large.len() as u64, None)
+        .unwrap();
+    assert_eq!(
+        again.written, 0,
+        "{kind}: present blob written again without a declared digest"
+    );
+    store.flush().unwrap();
+
     // Missing blobs read as NotFound.
     let missing = Digest::of(&bytes(10, seed ^ 5));
     assert!(

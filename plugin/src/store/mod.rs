@@ -94,6 +94,13 @@ pub trait ContentStore: Send + Sync {
 
     /// Reads a whole blob back.
     fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError>;
+
+    /// Waits until every blob `put` so far is committed, and reports the first failure. A store
+    /// may finish commits in the background (the direct store overlaps fsync and claim with the
+    /// next blob); callers flush before anything refers to the blobs.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Size of the chunks data is moved in.
