@@ -473,6 +473,53 @@ fn store_conformance_on_real_containerd() {
         let direct =
             DirectStore::open(&ctd.content_root(), c, handle, "conf-direct".into()).unwrap();
         conformance::run(&direct);
+
+        // Staged blobs become visible only when claimed: with their labels, in the lease of the
+        // claiming connection, in one go; blobs not needed are never linked.
+        use airlift::store::ContentStore;
+        let wanted = conformance::bytes(70_000, 7);
+        let unwanted = conformance::bytes(80_000, 8);
+        let w = direct
+            .put(&mut &wanted[..], wanted.len() as u64, None)
+            .unwrap()
+            .digest;
+        let u = direct
+            .put(&mut &unwanted[..], unwanted.len() as u64, None)
+            .unwrap()
+            .digest;
+        direct.flush().unwrap();
+        assert!(
+            blob(&rt, &ctd, "conformance", &w.to_string()).is_none(),
+            "visible before its claim"
+        );
+        rt.block_on(plain.create_lease("archive-test", Default::default(), None))
+            .unwrap();
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert(
+            w.clone(),
+            std::collections::BTreeMap::from([("example.com/k".to_string(), "v".to_string())]),
+        );
+        let needed = std::collections::BTreeSet::from([&w]);
+        let claimed = direct
+            .claim_staged(&plain.with_lease(Some("archive-test")), &labels, &needed)
+            .unwrap();
+        assert_eq!(claimed, std::collections::BTreeSet::from([w.clone()]));
+        let info = blob(&rt, &ctd, "conformance", &w.to_string()).expect("claimed blob visible");
+        assert_eq!(
+            info.labels.get("example.com/k").map(String::as_str),
+            Some("v")
+        );
+        let held = rt.block_on(plain.lease_content("archive-test")).unwrap();
+        assert!(held.contains(&w.to_string()), "{held:?}");
+        assert!(blob(&rt, &ctd, "conformance", &u.to_string()).is_none());
+        assert!(
+            !ctd.content_root()
+                .join("blobs/sha256")
+                .join(u.hex())
+                .exists(),
+            "unneeded blob linked"
+        );
+        drop(direct);
         assert_eq!(
             leftovers(&ctd),
             Vec::<std::path::PathBuf>::new(),

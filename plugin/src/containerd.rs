@@ -321,14 +321,27 @@ impl Containerd {
     }
 
     /// Claims a blob that is already on disk in the content root into the namespace, by digest
-    /// alone: a STAT and a COMMIT carrying `expected` and `total`, no data. Returns `false` when the
-    /// namespace had it already.
-    pub async fn claim(&self, reference: &str, digest: &Digest, size: u64) -> Result<bool> {
+    /// alone: a STAT and a COMMIT carrying `expected`, `total` and the blob's labels, no data.
+    /// Under a lease, the blob joins it in the same transaction. Returns `false` when the
+    /// namespace had it already (its labels are then unchanged).
+    pub async fn claim(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        size: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<bool> {
         let msg = |action: i32| api::WriteContentRequest {
             action,
             r#ref: reference.to_string(),
             total: size as i64,
             expected: digest.to_string(),
+            // Labels take effect with the commit: one transaction for blob and labels.
+            labels: if action == api::WriteAction::Commit as i32 {
+                labels.clone().into_iter().collect()
+            } else {
+                HashMap::new()
+            },
             // COMMIT at the current offset, so containerd does not truncate the shared blob.
             offset: if action == api::WriteAction::Commit as i32 {
                 size as i64

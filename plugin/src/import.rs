@@ -311,7 +311,16 @@ pub async fn import(
             opts.cancel.clone(),
         )
         .await?;
-        let mut report = record(client, &leased, source, &archive, &plan, opts).await?;
+        let mut report = record(
+            client,
+            &leased,
+            store.clone(),
+            source,
+            &archive,
+            &plan,
+            opts,
+        )
+        .await?;
         report.mode = store.kind().to_string();
         report.blobs_written = counters.blobs_written;
         report.blobs_present = counters.blobs_present;
@@ -390,6 +399,7 @@ async fn ingest_and_plan(
 async fn record(
     client: &Containerd,
     leased: &Containerd,
+    store: Arc<dyn ContentStore>,
     source: &Source,
     archive: &str,
     plan: &Plan,
@@ -401,47 +411,77 @@ async fn record(
     };
     let needed: BTreeSet<&Digest> = plan.images.iter().flat_map(|i| i.blobs.iter()).collect();
 
-    // 1. Labels on content: garbage-collection references and distribution sources.
-    for digest in &needed {
-        let Some(labels) = plan.labels.get(*digest) else {
-            continue;
-        };
-        leased
-            .set_blob_labels(digest, labels)
-            .await
-            .map_err(cd_err)?;
-    }
-
-    // 2. The archive's own lease holds everything it brought (a file source only).
+    // 1. The archive's own lease (a file source only), created before anything joins it.
     let lease = match source {
-        Source::File(path) => {
+        Source::File(path) if !needed.is_empty() => {
             let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
             let id = archive_lease_id(&path);
-            if !needed.is_empty() {
-                let mut labels = HashMap::new();
-                labels.insert(LABEL_ARCHIVE.to_string(), path.display().to_string());
-                client
-                    .create_lease(&id, labels, None)
-                    .await
-                    .map_err(cd_err)?;
-                let held: BTreeSet<String> = client
-                    .lease_content(&id)
-                    .await
-                    .map_err(cd_err)?
-                    .into_iter()
-                    .collect();
-                let want: BTreeSet<String> = needed.iter().map(|d| d.to_string()).collect();
-                for d in want.difference(&held) {
-                    client.lease_resource(&id, d, true).await.map_err(cd_err)?;
-                }
-                for d in held.difference(&want) {
-                    client.lease_resource(&id, d, false).await.map_err(cd_err)?;
-                }
-            }
+            let mut labels = HashMap::new();
+            labels.insert(LABEL_ARCHIVE.to_string(), path.display().to_string());
+            client
+                .create_lease(&id, labels, None)
+                .await
+                .map_err(cd_err)?;
             Some(id)
         }
-        Source::Stdin => None,
+        _ => None,
     };
+    let held: BTreeSet<String> = match &lease {
+        Some(id) => client
+            .lease_content(id)
+            .await
+            .map_err(cd_err)?
+            .into_iter()
+            .collect(),
+        None => BTreeSet::new(),
+    };
+
+    // 2. Staged blobs are claimed with their labels under the archive's lease: one containerd
+    //    transaction each (direct mode).
+    let claimer = match &lease {
+        Some(id) => client.with_lease(Some(id)),
+        None => leased.clone(),
+    };
+    let claimed = {
+        let labels = plan.labels.clone();
+        let wanted: BTreeSet<Digest> = needed.iter().map(|d| (*d).clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            let refs: BTreeSet<&Digest> = wanted.iter().collect();
+            store.claim_staged(&claimer, &labels, &refs)
+        })
+        .await
+        .expect("claim thread panicked")
+        .map_err(|cause| ImportError::Store {
+            archive: archive.to_string(),
+            what: "blobs".into(),
+            cause,
+        })?
+    };
+
+    // 3. Every other blob: labels (garbage-collection references, distribution sources) and its
+    //    place in the archive's lease; blobs the archive no longer needs leave the lease.
+    for digest in needed.iter().filter(|d| !claimed.contains(**d)) {
+        if let Some(labels) = plan.labels.get(*digest) {
+            leased
+                .set_blob_labels(digest, labels)
+                .await
+                .map_err(cd_err)?;
+        }
+        if let Some(id) = &lease {
+            if !held.contains(&digest.to_string()) {
+                client
+                    .lease_resource(id, &digest.to_string(), true)
+                    .await
+                    .map_err(cd_err)?;
+            }
+        }
+    }
+    if let Some(id) = &lease {
+        let want: BTreeSet<String> = needed.iter().map(|d| d.to_string()).collect();
+        for d in held.difference(&want) {
+            client.lease_resource(id, d, false).await.map_err(cd_err)?;
+        }
+    }
 
     // 3. Image records, last.
     let mut labels = BTreeMap::new();

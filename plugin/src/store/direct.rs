@@ -2,19 +2,21 @@
 //! claimed into the namespace by digest, so no blob data crosses the socket.
 //!
 //! Each blob is streamed into a temporary file beside the blobs (same filesystem, outside
-//! containerd's `ingest/`), hashed on the way, then — on a committer thread, while the next blob
-//! is already streaming — fsynced, made read-only and linked into place as `blobs/sha256/<hex>`,
-//! and claimed: a `Content.Write` STAT + COMMIT carrying only the expected digest and size makes
-//! containerd's shared content policy commit the on-disk blob into the namespace. Should the
-//! claim fail (containerd sees a different filesystem, or its garbage collector removed the
-//! unclaimed file meanwhile), the blob is streamed from the temporary file instead.
-//! [`ContentStore::flush`] waits for the committer.
+//! containerd's `ingest/`), hashed on the way, and — on a committer thread, while the next blob
+//! is already streaming — fsynced and made read-only: the blob is *staged*. Once the plan says
+//! which blobs the images use, [`ContentStore::claim_staged`] links each into place as
+//! `blobs/sha256/<hex>` and claims it: a `Content.Write` STAT + COMMIT carrying only the expected
+//! digest, size and the blob's labels, under the archive's lease, makes containerd's shared
+//! content policy commit the on-disk blob into the namespace — blob, labels and lease entry in one
+//! metadata transaction. Staged blobs no image uses are never linked; their temporary files go.
+//! Should a claim fail (containerd sees a different filesystem, or its garbage collector removed
+//! the linked file meanwhile), the blob is streamed from the temporary file instead.
 
 use super::stream::StreamStore;
 use super::{copy_verified, ContentStore, Put, StoreError};
 use crate::containerd::Containerd;
 use crate::digest::Digest;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -34,20 +36,22 @@ pub const TEMP_DIR: &str = "airlift.tmp";
 /// little left to wait for.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
-/// What the committer thread needs.
+/// What the committer thread shares with the store.
 struct Shared {
     root: PathBuf,
     stream: StreamStore,
     client: Containerd,
     handle: Handle,
-    /// Blobs written and queued for commit: digest → size.
+    /// Blobs written and queued for their fsync: digest → size.
     pending: Mutex<HashMap<Digest, u64>>,
-    /// The first commit failure, reported by `flush`.
+    /// Blobs fsynced and waiting for their claim: digest → (temporary file, size).
+    staged: Mutex<HashMap<Digest, (TempFile, u64)>>,
+    /// The first staging failure, reported by `flush`.
     failure: Mutex<Option<StoreError>>,
 }
 
 enum Job {
-    Commit {
+    Stage {
         file: File,
         tmp: TempFile,
         digest: Digest,
@@ -98,9 +102,10 @@ impl DirectStore {
             client,
             handle,
             pending: Mutex::new(HashMap::new()),
+            staged: Mutex::new(HashMap::new()),
             failure: Mutex::new(None),
         });
-        // A few blobs may wait for their commit while the next ones stream.
+        // A few blobs may wait for their fsync while the next ones stream.
         let (tx, rx) = mpsc::sync_channel::<Job>(4);
         let worker = shared.clone();
         std::thread::Builder::new()
@@ -111,14 +116,20 @@ impl DirectStore {
                         Job::Barrier(done) => {
                             let _ = done.send(());
                         }
-                        Job::Commit {
+                        Job::Stage {
                             file,
                             tmp,
                             digest,
                             size,
                         } => {
-                            let result = worker.commit(file, &tmp, &digest, size);
-                            drop(tmp);
+                            let result = stage(file, &tmp);
+                            if result.is_ok() {
+                                worker
+                                    .staged
+                                    .lock()
+                                    .unwrap()
+                                    .insert(digest.clone(), (tmp, size));
+                            }
                             worker.pending.lock().unwrap().remove(&digest);
                             if let Err(e) = result {
                                 worker.failure.lock().unwrap().get_or_insert(e);
@@ -140,17 +151,20 @@ impl Shared {
         self.root.join("blobs").join("sha256").join(d.hex())
     }
 
-    /// Claims an on-disk blob; falls back to streaming `fallback` when containerd will not.
+    /// Claims an on-disk blob with its labels; falls back to streaming `fallback` when
+    /// containerd will not (the blob is then committed without labels: returns `false`).
     fn claim(
         &self,
+        client: &Containerd,
         digest: &Digest,
         size: u64,
+        labels: &BTreeMap<String, String>,
         fallback: Option<&Path>,
     ) -> Result<bool, StoreError> {
         let reference = self.stream.next_ref();
         match self
             .handle
-            .block_on(self.client.claim(&reference, digest, size))
+            .block_on(client.claim(&reference, digest, size, labels))
         {
             Ok(claimed) => Ok(claimed),
             Err(e) => {
@@ -159,34 +173,19 @@ impl Shared {
                 };
                 tracing::warn!(%digest, error = %e, "claiming the on-disk blob failed; streaming it instead");
                 let mut f = File::open(path)?;
-                self.stream
-                    .put(&mut f, size, Some(digest))
-                    .map(|p| p.written > 0)
+                self.stream.put(&mut f, size, Some(digest))?;
+                Ok(false)
             }
         }
     }
+}
 
-    /// Makes a written temporary file durable, links it into place and claims it.
-    fn commit(
-        &self,
-        file: File,
-        tmp: &TempFile,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<(), StoreError> {
-        let tmp_path = tmp.0.as_deref().expect("armed temporary file");
-        file.sync_all()?;
-        drop(file);
-        fs::set_permissions(tmp_path, fs::Permissions::from_mode(0o444))?;
-        let target = self.blob_path(digest);
-        match fs::hard_link(tmp_path, &target) {
-            Ok(()) => sync_dir(target.parent().expect("blob path has a parent"))?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.claim(digest, size, Some(tmp_path))?;
-        Ok(())
-    }
+/// Makes a written temporary file durable and read-only.
+fn stage(file: File, tmp: &TempFile) -> Result<(), StoreError> {
+    file.sync_all()?;
+    drop(file);
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o444))?;
+    Ok(())
 }
 
 /// Removes temporary files left by airlift processes that no longer run.
@@ -204,14 +203,18 @@ pub fn clean_stale(temp: &Path) {
     }
 }
 
-/// Removes a temporary file when dropped.
-struct TempFile(Option<PathBuf>);
+/// A temporary file, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(p);
-        }
+        let _ = fs::remove_file(&self.0);
     }
 }
 
@@ -241,6 +244,9 @@ impl ContentStore for DirectStore {
         if let Some(size) = self.shared.pending.lock().unwrap().get(digest) {
             return Ok(Some(*size));
         }
+        if let Some((_, size)) = self.shared.staged.lock().unwrap().get(digest) {
+            return Ok(Some(*size));
+        }
         self.shared.stream.exists(digest)
     }
 
@@ -261,18 +267,20 @@ impl ContentStore for DirectStore {
             }
             // On disk already (another namespace has it): claim without writing.
             if fs::metadata(self.shared.blob_path(d)).is_ok_and(|m| m.len() == size)
-                && self.shared.claim(d, size, None).is_ok()
+                && self
+                    .shared
+                    .claim(&self.shared.client, d, size, &BTreeMap::new(), None)
+                    .is_ok()
             {
                 return Ok(present(d));
             }
         }
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = self.temp.join(format!("{}-{n}", std::process::id()));
-        let tmp = TempFile(Some(tmp_path.clone()));
+        let tmp = TempFile(self.temp.join(format!("{}-{n}", std::process::id())));
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&tmp_path)?;
+            .open(tmp.path())?;
         let mut offset = 0u64;
         let mut flushed = 0u64;
         let digest = copy_verified(data, size, expected, |chunk| {
@@ -298,7 +306,7 @@ impl ContentStore for DirectStore {
             .lock()
             .unwrap()
             .insert(digest.clone(), size);
-        let job = Job::Commit {
+        let job = Job::Stage {
             file,
             tmp,
             digest: digest.clone(),
@@ -327,8 +335,51 @@ impl ContentStore for DirectStore {
         }
     }
 
+    fn claim_staged(
+        &self,
+        client: &Containerd,
+        labels: &BTreeMap<Digest, BTreeMap<String, String>>,
+        needed: &BTreeSet<&Digest>,
+    ) -> Result<BTreeSet<Digest>, StoreError> {
+        self.flush()?;
+        let staged: Vec<(Digest, (TempFile, u64))> =
+            self.shared.staged.lock().unwrap().drain().collect();
+        let mut linked = Vec::new();
+        for (digest, (tmp, size)) in staged {
+            if !needed.contains(&digest) {
+                continue; // no image uses it: its temporary file goes with `tmp`
+            }
+            match fs::hard_link(tmp.path(), self.shared.blob_path(&digest)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+            linked.push((digest, tmp, size));
+        }
+        if linked.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        // One directory fsync makes every new name durable before containerd records them.
+        sync_dir(&self.shared.root.join("blobs").join("sha256"))?;
+        let empty = BTreeMap::new();
+        let mut claimed = BTreeSet::new();
+        for (digest, tmp, size) in linked {
+            let l = labels.get(&digest).unwrap_or(&empty);
+            if self
+                .shared
+                .claim(client, &digest, size, l, Some(tmp.path()))?
+            {
+                claimed.insert(digest);
+            }
+        }
+        Ok(claimed)
+    }
+
     fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         self.flush()?;
+        if let Some((tmp, _)) = self.shared.staged.lock().unwrap().get(digest) {
+            return Ok(fs::read(tmp.path())?);
+        }
         if self.exists(digest)?.is_none() {
             return Err(StoreError::NotFound(digest.clone()));
         }
@@ -338,7 +389,7 @@ impl ContentStore for DirectStore {
 
 impl Drop for DirectStore {
     fn drop(&mut self) {
-        // Pending commits finish (or fail) before the store goes; nothing is left half-done.
+        // Pending fsyncs finish before the store goes; staged blobs nobody claimed are removed.
         let _ = self.flush();
     }
 }

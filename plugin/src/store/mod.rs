@@ -1,8 +1,9 @@
 //! Store: the one content-store abstraction every blob goes through, and its homes.
 //!
 //! A [`ContentStore`] puts a verified blob, tells whether the namespace already has a blob, and
-//! reads blobs back. "Put" ends with the blob committed (claimed) in the namespace, so a blob is
-//! never visible under a digest it does not hash to. Implementations:
+//! reads blobs back. A blob is never visible under a digest it does not hash to: "put" either
+//! commits it into the namespace, or (the direct store) stages it verified on disk until
+//! [`ContentStore::claim_staged`] commits the ones an image uses. Implementations:
 //!
 //! - [`direct::DirectStore`] writes into containerd's on-disk content root and claims by digest,
 //!   so no data crosses the socket;
@@ -100,6 +101,18 @@ pub trait ContentStore: Send + Sync {
     /// next blob); callers flush before anything refers to the blobs.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Makes the staged blobs an import needs visible in the namespace, each with its `labels`,
+    /// through `client` (whose lease they join); returns those so claimed, whose labels and lease
+    /// entry need no further update. Stores that commit at `put` (the default) stage nothing.
+    fn claim_staged(
+        &self,
+        _client: &crate::containerd::Containerd,
+        _labels: &std::collections::BTreeMap<Digest, std::collections::BTreeMap<String, String>>,
+        _needed: &std::collections::BTreeSet<&Digest>,
+    ) -> Result<std::collections::BTreeSet<Digest>, StoreError> {
+        Ok(std::collections::BTreeSet::new())
     }
 }
 
