@@ -495,7 +495,9 @@ async fn record(
         labels.insert(LABEL_ARCHIVE.to_string(), path.display().to_string());
     }
     labels.extend(opts.labels.clone());
-    let mut images = Vec::new();
+    // Image records go concurrently, a few at a time (one metadata transaction each).
+    let mut tasks = tokio::task::JoinSet::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(8));
     for image in &plan.images {
         let target = containerd_client::types::Descriptor {
             media_type: image.target.media_type.clone(),
@@ -503,10 +505,22 @@ async fn record(
             size: image.target.size,
             annotations: image.target.annotations.clone().into_iter().collect(),
         };
-        leased
-            .put_image(&image.name, target, &labels)
-            .await
-            .map_err(cd_err)?;
+        let (leased, labels, name, limit) = (
+            leased.clone(),
+            labels.clone(),
+            image.name.clone(),
+            limit.clone(),
+        );
+        tasks.spawn(async move {
+            let _slot = limit.acquire_owned().await;
+            leased.put_image(&name, target, &labels).await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("image task panicked").map_err(cd_err)?;
+    }
+    let mut images = Vec::new();
+    for image in &plan.images {
         tracing::info!(archive, image = %image.name, digest = %image.target.digest, "imported");
         images.push(ImportedImage {
             name: image.name.clone(),

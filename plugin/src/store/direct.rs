@@ -32,6 +32,9 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Name of airlift's temporary directory inside the content root.
 pub const TEMP_DIR: &str = "airlift.tmp";
 
+/// Claims sent to containerd at the same time.
+const CLAIMS_IN_FLIGHT: usize = 8;
+
 /// Writeback of a blob being written is started every this many bytes, so its final fsync has
 /// little left to wait for.
 const WRITEBACK_EVERY: u64 = 8 << 20;
@@ -361,15 +364,41 @@ impl ContentStore for DirectStore {
         }
         // One directory fsync makes every new name durable before containerd records them.
         sync_dir(&self.shared.root.join("blobs").join("sha256"))?;
-        let empty = BTreeMap::new();
+        // Claims run concurrently: containerd's round trips overlap its metadata commits.
+        let results = self.shared.handle.block_on(async {
+            let limit = Arc::new(tokio::sync::Semaphore::new(CLAIMS_IN_FLIGHT));
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, (digest, _, size)) in linked.iter().enumerate() {
+                let client = client.clone();
+                let reference = self.shared.stream.next_ref();
+                let digest = digest.clone();
+                let size = *size;
+                let l = labels.get(&digest).cloned().unwrap_or_default();
+                let limit = limit.clone();
+                tasks.spawn(async move {
+                    let _slot = limit.acquire_owned().await;
+                    (i, client.claim(&reference, &digest, size, &l).await)
+                });
+            }
+            let mut results = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                results.push(r.expect("claim task panicked"));
+            }
+            results
+        });
         let mut claimed = BTreeSet::new();
-        for (digest, tmp, size) in linked {
-            let l = labels.get(&digest).unwrap_or(&empty);
-            if self
-                .shared
-                .claim(client, &digest, size, l, Some(tmp.path()))?
-            {
-                claimed.insert(digest);
+        for (i, result) in results {
+            let (digest, tmp, size) = &linked[i];
+            match result {
+                Ok(true) => {
+                    claimed.insert(digest.clone());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%digest, error = %e, "claiming the on-disk blob failed; streaming it instead");
+                    let mut f = File::open(tmp.path())?;
+                    self.shared.stream.put(&mut f, *size, Some(digest))?;
+                }
             }
         }
         Ok(claimed)
