@@ -127,6 +127,18 @@ fn declared_digest(name: &str) -> Result<Option<Digest>, String> {
     Ok(None)
 }
 
+/// Records what the walk learned about a regular file, keeping only its first bytes.
+fn remember(
+    inv: &mut Inventory,
+    name: String,
+    digest: Result<Digest, String>,
+    size: u64,
+    mut head: Vec<u8>,
+) {
+    head.truncate(16);
+    inv.files.insert(name, FileRecord { digest, size, head });
+}
+
 fn looks_like_json(head: &[u8]) -> bool {
     head.iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -224,38 +236,18 @@ pub fn ingest(
                         inv.deferred.insert(digest.clone());
                         inv.json.insert(digest, head.clone());
                     }
-                    head.truncate(16);
-                    inv.files.insert(
-                        name,
-                        FileRecord {
-                            digest: record,
-                            size,
-                            head,
-                        },
-                    );
+                    remember(&mut inv, name, record, size, head);
                     return Ok(());
                 }
                 // Present already? Then the rest of the entry is skipped unread.
-                if let (Some(d), false) = (&declared, json) {
+                if let Some(d) = &declared {
                     if store.exists(d).map_err(fail)? == Some(size) {
                         counters.blobs_present += 1;
-                        head.truncate(16);
-                        inv.files.insert(
-                            name,
-                            FileRecord {
-                                digest: Ok(d.clone()),
-                                size,
-                                head,
-                            },
-                        );
+                        remember(&mut inv, name, Ok(d.clone()), size, head);
                         return Ok(());
                     }
                 }
-                let mut reader: Box<dyn Read> = if json {
-                    Box::new(Cursor::new(&head[..]))
-                } else {
-                    Box::new(Cursor::new(&head[..]).chain(data))
-                };
+                let mut reader = Cursor::new(&head[..]).chain(data);
                 let record = match store.put(&mut reader, size, declared.as_ref()) {
                     Ok(put) => {
                         if put.written > 0 {
@@ -275,18 +267,7 @@ pub fn ingest(
                     Err(e) => return Err(fail(e)),
                 };
                 drop(reader);
-                if let (true, Ok(d)) = (json, &record) {
-                    inv.json.insert(d.clone(), head.clone());
-                }
-                head.truncate(16);
-                inv.files.insert(
-                    name,
-                    FileRecord {
-                        digest: record,
-                        size,
-                        head,
-                    },
-                );
+                remember(&mut inv, name, record, size, head);
             }
         }
         Ok(())

@@ -83,16 +83,7 @@ impl Recall {
         Some(Report {
             archive: path.display().to_string(),
             mode: "unchanged".into(),
-            images: record
-                .images
-                .iter()
-                .map(|i| ImportedImage {
-                    name: i.name.clone(),
-                    media_type: i.media_type.clone(),
-                    digest: i.digest.clone(),
-                    size: i.size,
-                })
-                .collect(),
+            images: record.images.iter().map(ImportedImage::from).collect(),
             failed: Vec::new(),
             skipped: Vec::new(),
             not_selected: Vec::new(),
@@ -130,16 +121,7 @@ impl Recall {
             identity,
             outcome: Outcome::Imported,
             last_error: String::new(),
-            images: report
-                .images
-                .iter()
-                .map(|i| RecordedImage {
-                    name: i.name.clone(),
-                    media_type: i.media_type.clone(),
-                    digest: i.digest.clone(),
-                    size: i.size,
-                })
-                .collect(),
+            images: report.images.iter().map(RecordedImage::from).collect(),
             blobs: report.blobs.clone(),
             lease: report.lease.clone(),
             bytes: report.archive_bytes,

@@ -398,16 +398,8 @@ impl Daemon {
         match result {
             Ok(report) => {
                 self.metrics.import_done(&report);
-                let images: Vec<RecordedImage> = report
-                    .images
-                    .iter()
-                    .map(|i| RecordedImage {
-                        name: i.name.clone(),
-                        media_type: i.media_type.clone(),
-                        digest: i.digest.clone(),
-                        size: i.size,
-                    })
-                    .collect();
+                let images: Vec<RecordedImage> =
+                    report.images.iter().map(RecordedImage::from).collect();
                 let ok = report.ok();
                 let last_error = report.failed.join("; ");
                 let record = Record {

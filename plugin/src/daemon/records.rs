@@ -52,6 +52,28 @@ pub struct RecordedImage {
     pub size: i64,
 }
 
+impl From<&crate::import::ImportedImage> for RecordedImage {
+    fn from(i: &crate::import::ImportedImage) -> Self {
+        RecordedImage {
+            name: i.name.clone(),
+            media_type: i.media_type.clone(),
+            digest: i.digest.clone(),
+            size: i.size,
+        }
+    }
+}
+
+impl From<&RecordedImage> for crate::import::ImportedImage {
+    fn from(i: &RecordedImage) -> Self {
+        crate::import::ImportedImage {
+            name: i.name.clone(),
+            media_type: i.media_type.clone(),
+            digest: i.digest.clone(),
+            size: i.size,
+        }
+    }
+}
+
 /// Outcome of the last import of an archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
