@@ -266,7 +266,6 @@ pub fn ingest(
                     }
                     Err(e) => return Err(fail(e)),
                 };
-                drop(reader);
                 remember(&mut inv, name, record, size, head);
             }
         }
