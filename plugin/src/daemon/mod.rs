@@ -465,7 +465,19 @@ impl Daemon {
                     imports: 0,
                     fingerprint: String::new(),
                 });
-                record.identity = identity;
+                // A broken archive is not tried again until it changes; a failure of containerd
+                // is not the archive's fault, so it is tried again at the next event or start.
+                record.identity = if e.is_containerd_fault() {
+                    Identity {
+                        dev: 0,
+                        ino: 0,
+                        size: 0,
+                        mtime_ns: 0,
+                        ctime_ns: 0,
+                    }
+                } else {
+                    identity
+                };
                 record.outcome = Outcome::Failed;
                 record.last_error = e.to_string();
                 if let Err(e) = self.records.save(&record) {
