@@ -627,3 +627,46 @@ fn replaced_archive_and_late_directory() {
         );
     }
 }
+
+/// An archive replaced by a broken version is recorded as failed, but the images it provided
+/// keep their pins while the archive is there; deleting it then releases them.
+#[test]
+fn broken_replacement_keeps_pins() {
+    let ctd = Containerd::start(Version::V2).unwrap();
+    let rt = rt();
+    let mut d = Daemon::new(&ctd, ALL);
+    let path = copy_fixture("bundle-ctr-export.tar", &d.images());
+    d.start();
+    d.wait();
+    let names = [
+        "docker.io/library/busybox:1.35",
+        "registry.example.com/tools/busybox:1.35-arm64",
+        "registry.example.com/tools/busybox:latest",
+    ];
+    for n in names {
+        assert_eq!(pinned(&rt, &ctd, n), Some(true), "{n}");
+    }
+    // The replacement lacks the arm64 config: every image of it fails.
+    let mut entries = tar_entries("bundle-ctr-export.tar");
+    entries.retain(|(h, _)| !h.path().unwrap().to_string_lossy().contains("61d78c22183e"));
+    let tmp = d.images().join(".bundle.new");
+    write_tar(&tmp, &entries);
+    std::fs::rename(&tmp, &path).unwrap();
+    d.until("the replacement to fail", || {
+        d.archive(&path).is_some_and(|a| a["state"] == "failed")
+    });
+    for n in names {
+        assert_eq!(
+            pinned(&rt, &ctd, n),
+            Some(true),
+            "{n} lost its pin to a broken replacement\n{}",
+            d.log()
+        );
+    }
+    assert_eq!(leases(&ctd).len(), 1);
+    std::fs::remove_file(&path).unwrap();
+    d.until("the images to be unpinned", || {
+        names.iter().all(|n| pinned(&rt, &ctd, n) == Some(false))
+    });
+    d.until("the lease to go", || leases(&ctd).is_empty());
+}

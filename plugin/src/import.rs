@@ -208,6 +208,24 @@ impl ImportError {
             _ => false,
         }
     }
+
+    /// Whether the archive itself is at fault (unreadable, corrupt, not understood), so importing
+    /// it again unchanged cannot succeed. Everything else (containerd, the local disk) may pass.
+    pub fn is_archive_fault(&self) -> bool {
+        match self {
+            ImportError::Open { .. } | ImportError::Understand { .. } => true,
+            ImportError::Ingest { cause, .. } => match cause {
+                IngestError::Decode(_) | IngestError::Walk(_) => true,
+                IngestError::Entry { cause, .. } => matches!(
+                    cause,
+                    StoreError::Source(_)
+                        | StoreError::Truncated { .. }
+                        | StoreError::DigestMismatch { .. }
+                ),
+            },
+            _ => false,
+        }
+    }
 }
 
 /// The archive lease id for an archive path: stable, so a re-import replaces it.

@@ -125,7 +125,14 @@ pub async fn run(
 
 impl Daemon {
     /// Sets up state; nothing runs yet.
-    pub fn new(cfg: Config) -> Result<Arc<Daemon>, DaemonError> {
+    pub fn new(mut cfg: Config) -> Result<Arc<Daemon>, DaemonError> {
+        // Archive paths are recorded and labelled resolved: a symlinked images directory must
+        // not make the same archive look like two.
+        for dir in &mut cfg.images_dirs {
+            if let Ok(real) = std::fs::canonicalize(&*dir) {
+                *dir = real;
+            }
+        }
         let records = Records::open(&cfg.state_dir).map_err(setup(format!(
             "state directory {}",
             cfg.state_dir.display()
@@ -425,17 +432,28 @@ impl Daemon {
                 } else {
                     tracing::error!(archive = %path.display(), error = %last_error, "some images of the archive failed");
                 }
-                // Images the archive provided before but no longer does lose their pin.
+                // Images the archive provided before but no longer does lose their pin. After a
+                // partial failure nothing is unpinned: an image that failed this time keeps its
+                // earlier record (and pin) while the archive still names it.
+                let mut record = record;
                 if let Some(prev) = &previous {
-                    let now: BTreeSet<&str> =
-                        record.images.iter().map(|i| i.name.as_str()).collect();
-                    let dropped: Vec<String> = prev
+                    let now: BTreeSet<String> =
+                        record.images.iter().map(|i| i.name.clone()).collect();
+                    let dropped: Vec<RecordedImage> = prev
                         .images
                         .iter()
-                        .filter(|i| !now.contains(i.name.as_str()))
-                        .map(|i| i.name.clone())
+                        .filter(|i| !now.contains(&i.name))
+                        .cloned()
                         .collect();
-                    self.unpin(&dropped, path).await;
+                    if ok {
+                        let names: Vec<String> = dropped.iter().map(|i| i.name.clone()).collect();
+                        self.unpin(&names, path).await;
+                    } else {
+                        record.images.extend(dropped);
+                    }
+                    if record.lease.is_none() {
+                        record.lease = prev.lease.clone();
+                    }
                 }
                 if let Err(e) = self.records.save(&record) {
                     tracing::error!(archive = %path.display(), error = %e, "could not save the state record");
@@ -466,8 +484,9 @@ impl Daemon {
                     fingerprint: String::new(),
                 });
                 // A broken archive is not tried again until it changes; a failure of containerd
-                // is not the archive's fault, so it is tried again at the next event or start.
-                record.identity = if e.is_containerd_fault() {
+                // or of the local disk is not the archive's fault: tried again at the next event
+                // or start.
+                record.identity = if !e.is_archive_fault() {
                     Identity {
                         dev: 0,
                         ino: 0,
@@ -555,8 +574,12 @@ impl Daemon {
     pub async fn release(&self, record: &Record) -> Vec<String> {
         let names: Vec<String> = record.images.iter().map(|i| i.name.clone()).collect();
         let unpinned = self.unpin(&names, &record.path).await;
-        if let Some(lease) = &record.lease {
-            if let Some(client) = self.connect().await {
+        // The recorded lease, and the one named after the path (a failed first import may have
+        // created it without recording it).
+        let mut leases: BTreeSet<String> = record.lease.iter().cloned().collect();
+        leases.insert(crate::import::archive_lease_id(&record.path));
+        if let Some(client) = self.connect().await {
+            for lease in &leases {
                 if let Err(e) = client.delete_lease(lease).await {
                     tracing::warn!(%lease, error = %e, "could not delete the archive lease");
                 }
