@@ -69,7 +69,7 @@ pub struct ImportOptions {
     pub pin: bool,
     /// How blobs travel.
     pub mode: Mode,
-    /// Expiry of the temporary import lease.
+    /// Minimum expiry of the temporary import lease (it grows with the archive's size).
     pub lease_expiry: Duration,
     /// Set to abandon the import: reading stops, temporary files are removed, nothing is recorded.
     pub cancel: Arc<AtomicBool>,
@@ -313,8 +313,18 @@ pub async fn import(
     let lease = format!("airlift-import-{suffix}");
     let mut lease_labels = HashMap::new();
     lease_labels.insert(LABEL_ARCHIVE.to_string(), archive.clone());
+    // containerd leases cannot be extended, so the expiry covers even a slow import: the
+    // configured minimum, plus one minute per 50 MB of archive (read at 0.8 MB/s, the import
+    // would still finish first). Standard input, of unknown size, gets a day.
+    let expiry = match source {
+        Source::File(p) => {
+            let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            opts.lease_expiry + Duration::from_secs(60 * (size / 50_000_000))
+        }
+        Source::Stdin => opts.lease_expiry.max(Duration::from_secs(24 * 3600)),
+    };
     client
-        .create_lease(&lease, lease_labels, Some(opts.lease_expiry))
+        .create_lease(&lease, lease_labels, Some(expiry))
         .await
         .map_err(cd_err)?;
     let leased = client.with_lease(Some(&lease));
