@@ -518,7 +518,8 @@ fn startup_repairs_and_releases() {
     assert_eq!(mode, 0o660, "API socket mode {mode:o}");
     assert_eq!(d.stop().map(|s| s.success()), Some(true));
 
-    // Someone removed an image record and the docker archive's lease.
+    // Someone removed the image record (the archive's lease still holds its content), and the
+    // multitag archive was deleted while the daemon was down.
     ctd.ctr_output(&[
         "-n",
         "k8s.io",
@@ -528,9 +529,6 @@ fn startup_repairs_and_releases() {
     ])
     .unwrap();
     let lease = airlift::import::archive_lease_id(&std::fs::canonicalize(&docker).unwrap());
-    ctd.ctr_output(&["-n", "k8s.io", "leases", "rm", &lease])
-        .unwrap();
-    // And the multitag archive was deleted while the daemon was down.
     std::fs::remove_file(&multitag).unwrap();
     d.start();
     d.wait();
@@ -540,7 +538,6 @@ fn startup_repairs_and_releases() {
         "{}",
         d.log()
     );
-    assert!(leases(&ctd).contains(&lease), "lease not recreated");
     assert!(
         d.status().contains("bytes read:      0"),
         "the archive was read for a repair: {}",
@@ -550,6 +547,23 @@ fn startup_repairs_and_releases() {
         pinned(&rt, &ctd, "docker.io/library/busybox:stable"),
         Some(false),
         "gone archive still pinned"
+    );
+    assert_eq!(d.stop().map(|s| s.success()), Some(true));
+
+    // Someone removed the archive's lease (the pinned image still holds the content).
+    ctd.ctr_output(&["-n", "k8s.io", "leases", "rm", &lease])
+        .unwrap();
+    d.start();
+    d.wait();
+    assert!(
+        leases(&ctd).contains(&lease),
+        "lease not recreated\n{}",
+        d.log()
+    );
+    assert!(
+        d.status().contains("bytes read:      0"),
+        "the archive was read for a repair: {}",
+        d.status()
     );
     assert_eq!(leases(&ctd).len(), 1, "{:?}", leases(&ctd));
     assert_eq!(d.stop().map(|s| s.success()), Some(true));

@@ -192,7 +192,7 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match cli.command {
+    let code = match cli.command {
         Command::Import(args) => {
             init_logging("warn", crate::config::LogFormat::Text);
             if args.daemon {
@@ -206,7 +206,10 @@ pub fn main() -> ExitCode {
         Command::Ls(args) => runtime.block_on(run_ls(args)),
         Command::Wait(args) => runtime.block_on(run_wait(args)),
         Command::Forget(args) => runtime.block_on(run_forget(args)),
-    }
+    };
+    drop(runtime);
+    crate::liveness::release();
+    code
 }
 
 fn init_logging(default: &str, format: crate::config::LogFormat) {

@@ -234,12 +234,11 @@ pub fn archive_lease_id(path: &Path) -> String {
     format!("airlift-archive-{}", &d.hex()[..32])
 }
 
+/// A name part unique to this import: this process's liveness token and a counter.
 fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{}-{nanos}", std::process::id())
+    static IMPORTS: AtomicU64 = AtomicU64::new(0);
+    let n = IMPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", crate::liveness::token())
 }
 
 /// Chooses and opens the content store for `mode`.
@@ -257,9 +256,6 @@ async fn open_store(
             prefix.clone(),
         )) as Arc<dyn ContentStore>
     };
-    if mode == Mode::Stream {
-        return Ok(stream());
-    }
     let root = client
         .content_root()
         .await
@@ -267,6 +263,16 @@ async fn open_store(
             archive: archive.to_string(),
             cause,
         });
+    // Mark this process alive where other airlift processes look for leftovers.
+    if let Ok(Some(root)) = &root {
+        let temp = root.join(crate::store::direct::TEMP_DIR);
+        if temp.parent().is_some_and(Path::is_dir) && std::fs::create_dir_all(&temp).is_ok() {
+            let _ = crate::liveness::hold(&temp);
+        }
+    }
+    if mode == Mode::Stream {
+        return Ok(stream());
+    }
     let direct = match root {
         Ok(Some(root)) => DirectStore::open(&root, client.clone(), handle.clone(), prefix.clone())
             .map_err(|e| format!("content root {}: {e}", root.display())),

@@ -19,6 +19,7 @@
 //! - [`recall`] — answers a repeated `airlift import` of an unchanged archive from its record;
 //! - [`containerd`] — the gRPC client, with containerd's error classes mapped in one place;
 //! - [`digest`], [`reference`], [`platform`] — the value types everything shares;
+//! - [`liveness`] — which airlift process owns a leftover, across PID namespaces;
 //! - [`daemon`] — `airlift serve`: startup reconciliation, the directory watcher, pins and
 //!   leases following the archives, the API socket and metrics; configured by [`config`];
 //! - [`cli`] — the command line, a thin adapter over [`import`] and [`daemon`].
@@ -31,6 +32,7 @@ pub mod daemon;
 pub mod digest;
 pub mod import;
 pub mod ingest;
+pub mod liveness;
 pub mod platform;
 pub mod recall;
 pub mod reference;

@@ -184,7 +184,12 @@ pub fn leftovers(ctd: &Containerd) -> Vec<PathBuf> {
         ctd.content_root().join("ingest"),
     ] {
         if let Ok(entries) = std::fs::read_dir(&dir) {
-            v.extend(entries.map(|e| e.unwrap().path()));
+            // `<token>.lock` files mark live airlift processes; they are not import leftovers.
+            v.extend(
+                entries
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_none_or(|x| x != "lock")),
+            );
         }
     }
     v

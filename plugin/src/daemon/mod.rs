@@ -846,14 +846,18 @@ async fn wait_settled(path: &Path, settle: Duration) {
 /// Removes what a crashed airlift left behind: temporary blob files, ingests and import leases of
 /// processes that no longer run.
 async fn cleanup_leftovers(client: &Containerd) {
-    if let Ok(Some(root)) = client.content_root().await {
-        crate::store::direct::clean_stale(&root.join(crate::store::direct::TEMP_DIR));
+    // Whether a process is gone is told by its lock in the content root's temporary directory;
+    // without access to it, nothing is judged (import leases expire by themselves).
+    let Ok(Some(root)) = client.content_root().await else {
+        return;
+    };
+    let temp = root.join(crate::store::direct::TEMP_DIR);
+    if !temp.is_dir() {
+        return;
     }
-    let dead = |id: &str, prefix: &str| -> bool {
-        id.strip_prefix(prefix)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    crate::store::direct::clean_stale(&temp);
+    let dead = |id: &str, prefix: &str| {
+        crate::liveness::token_of(id, prefix).is_some_and(|t| crate::liveness::is_dead(&temp, t))
     };
     if let Ok(leases) = client.list_leases("id~=^airlift-import-").await {
         for id in leases.iter().filter(|id| dead(id, "airlift-import-")) {

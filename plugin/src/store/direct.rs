@@ -94,11 +94,8 @@ impl DirectStore {
         fs::create_dir_all(root.join("blobs").join("sha256"))?;
         let temp = root.join(TEMP_DIR);
         fs::create_dir_all(&temp)?;
+        crate::liveness::hold(&temp)?;
         clean_stale(&temp);
-        // Prove we may write here.
-        let probe = temp.join(format!("{}-probe", std::process::id()));
-        File::create(&probe)?;
-        fs::remove_file(&probe)?;
         let shared = Arc::new(Shared {
             root: root.to_path_buf(),
             stream: StreamStore::new(client.clone(), handle.clone(), prefix),
@@ -191,16 +188,21 @@ fn stage(file: File, tmp: &TempFile) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Removes temporary files left by airlift processes that no longer run.
+/// Removes temporary files left by airlift processes that no longer run (see
+/// [`crate::liveness`]), with their lock files.
 pub fn clean_stale(temp: &Path) {
     let Ok(entries) = fs::read_dir(temp) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let pid: Option<u32> = name.split('-').next().and_then(|p| p.parse().ok());
-        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if !alive {
+        if name.ends_with(".lock.new") {
+            continue; // a process taking its lock right now
+        }
+        let token = name
+            .strip_suffix(".lock")
+            .or_else(|| crate::liveness::token_of(&name, ""));
+        if token.is_some_and(|t| crate::liveness::is_dead(temp, t)) {
             let _ = fs::remove_file(e.path());
         }
     }
@@ -279,7 +281,7 @@ impl ContentStore for DirectStore {
             }
         }
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = TempFile(self.temp.join(format!("{}-{n}", std::process::id())));
+        let tmp = TempFile(self.temp.join(format!("{}-{n}", crate::liveness::token())));
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
