@@ -586,7 +586,7 @@ async fn run_import(args: ImportArgs) -> ExitCode {
     let mut remembered = None;
     if let (Some(recall), Source::File(path)) = (&recall, &source) {
         if !args.force {
-            remembered = recall.check(&client, path, &fingerprint).await;
+            remembered = recall.check(&client, path, &fingerprint, opts.pin).await;
         }
     }
     let identity = match &source {

@@ -194,6 +194,24 @@ pub enum ImportError {
     },
 }
 
+impl ImportOptions {
+    /// The labels an image record gets: CRI's managed label, the pins (unless `--no-pin`), the
+    /// archive it came from (for a file) and the extra `--label`s.
+    pub fn image_labels(&self, archive: Option<&Path>) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_CRI_MANAGED.to_string(), "managed".to_string());
+        if self.pin {
+            labels.insert(LABEL_CRI_PINNED.to_string(), "pinned".to_string());
+            labels.insert(LABEL_PINNED.to_string(), "true".to_string());
+        }
+        if let Some(path) = archive {
+            labels.insert(LABEL_ARCHIVE.to_string(), path.display().to_string());
+        }
+        labels.extend(self.labels.clone());
+        labels
+    }
+}
+
 impl ImportError {
     /// Whether containerd failing (rather than the archive) stopped the import, so trying again
     /// once containerd answers may succeed.
@@ -445,11 +463,15 @@ async fn record(
     };
     let needed: BTreeSet<&Digest> = plan.images.iter().flat_map(|i| i.blobs.iter()).collect();
 
+    let archive_path = match source {
+        Source::File(path) => Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())),
+        Source::Stdin => None,
+    };
+
     // 1. The archive's own lease (a file source only), created before anything joins it.
-    let lease = match source {
-        Source::File(path) if !needed.is_empty() => {
-            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-            let id = archive_lease_id(&path);
+    let lease = match &archive_path {
+        Some(path) if !needed.is_empty() => {
+            let id = archive_lease_id(path);
             let mut labels = HashMap::new();
             labels.insert(LABEL_ARCHIVE.to_string(), path.display().to_string());
             client
@@ -518,17 +540,7 @@ async fn record(
     }
 
     // 3. Image records, last.
-    let mut labels = BTreeMap::new();
-    labels.insert(LABEL_CRI_MANAGED.to_string(), "managed".to_string());
-    if opts.pin {
-        labels.insert(LABEL_CRI_PINNED.to_string(), "pinned".to_string());
-        labels.insert(LABEL_PINNED.to_string(), "true".to_string());
-    }
-    if let Source::File(path) = source {
-        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-        labels.insert(LABEL_ARCHIVE.to_string(), path.display().to_string());
-    }
-    labels.extend(opts.labels.clone());
+    let labels = opts.image_labels(archive_path.as_deref());
     // Image records go concurrently, a few at a time (one metadata transaction each).
     let mut tasks = tokio::task::JoinSet::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(8));

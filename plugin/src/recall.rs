@@ -44,6 +44,7 @@ impl Recall {
         client: &Containerd,
         path: &Path,
         fingerprint: &str,
+        pin: bool,
     ) -> Option<Report> {
         let started = Instant::now();
         let path = std::fs::canonicalize(path).ok()?;
@@ -61,7 +62,6 @@ impl Recall {
             .into_iter()
             .map(|i| (i.name.clone(), i))
             .collect();
-        let pin = fingerprint.ends_with("|true");
         for want in &record.images {
             let have = images.get(&want.name)?;
             if have.digest != want.digest

@@ -14,9 +14,7 @@ pub mod watch;
 
 use crate::config::Config;
 use crate::containerd::Containerd;
-use crate::import::{
-    self, ImportOptions, Source, LABEL_ARCHIVE, LABEL_CRI_MANAGED, LABEL_CRI_PINNED, LABEL_PINNED,
-};
+use crate::import::{self, ImportOptions, Source, LABEL_ARCHIVE, LABEL_CRI_PINNED, LABEL_PINNED};
 use records::{Identity, Outcome, Record, RecordedImage, Records};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -487,13 +485,7 @@ impl Daemon {
                 // or of the local disk is not the archive's fault: tried again at the next event
                 // or start.
                 record.identity = if !e.is_archive_fault() {
-                    Identity {
-                        dev: 0,
-                        ino: 0,
-                        size: 0,
-                        mtime_ns: 0,
-                        ctime_ns: 0,
-                    }
+                    Identity::default()
                 } else {
                     identity
                 };
@@ -605,7 +597,7 @@ impl Daemon {
         if record.outcome != Outcome::Imported {
             return true;
         }
-        let labels = self.image_labels(&record.path);
+        let labels = self.options.image_labels(Some(&record.path));
         for want in &record.images {
             let ok = images.get(&want.name).is_some_and(|have| {
                 have.digest == want.digest
@@ -654,18 +646,6 @@ impl Daemon {
             }
         }
         true
-    }
-
-    fn image_labels(&self, path: &Path) -> BTreeMap<String, String> {
-        let mut labels = BTreeMap::new();
-        labels.insert(LABEL_CRI_MANAGED.to_string(), "managed".to_string());
-        if self.options.pin {
-            labels.insert(LABEL_CRI_PINNED.to_string(), "pinned".to_string());
-            labels.insert(LABEL_PINNED.to_string(), "true".to_string());
-        }
-        labels.insert(LABEL_ARCHIVE.to_string(), path.display().to_string());
-        labels.extend(self.options.labels.clone());
-        labels
     }
 
     /// Startup: clean up after a crash, reconcile every archive, then report ready.

@@ -10,8 +10,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// A file's identity: any change of content, replacement or touch changes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A file's identity: any change of content, replacement or touch changes it. The default (all
+/// zero) matches no file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// Device.
     pub dev: u64,
