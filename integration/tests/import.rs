@@ -610,9 +610,16 @@ fn present_blobs_are_protected_by_the_import_lease() {
     let rt = rt();
     let ns = "protect";
     let c = client(&rt, &ctd, ns);
-    // An unreferenced blob: committed without any lease or image.
+    // A blob held only by a setup lease (containerd's startup garbage collection would
+    // otherwise take it before the test looks at it).
+    rt.block_on(c.create_lease("setup", Default::default(), None))
+        .unwrap();
     let data = conformance::bytes(10_000, 42);
-    let stream = StreamStore::new(c.clone(), rt.handle().clone(), "protect".into());
+    let stream = StreamStore::new(
+        c.with_lease(Some("setup")),
+        rt.handle().clone(),
+        "protect".into(),
+    );
     let put = airlift::store::ContentStore::put(&stream, &mut &data[..], data.len() as u64, None)
         .unwrap();
     let digest = put.digest.to_string();
@@ -627,6 +634,8 @@ fn present_blobs_are_protected_by_the_import_lease() {
     );
     let held = rt.block_on(c.lease_content("import-test")).unwrap();
     assert!(held.contains(&digest), "{held:?}");
+    // From here on only the import's lease holds it.
+    rt.block_on(c.delete_lease("setup")).unwrap();
     // A synchronous garbage collection (triggered by removing an unrelated image) keeps it.
     let docker = fixtures_dir().join("busybox-docker.tar");
     import_ok(&ctd, ns, &["--all-platforms", docker.to_str().unwrap()]);
