@@ -1,10 +1,16 @@
-//! Compiles airlift's own API (`proto/`) without protoc: protox parses, tonic-prost-build
-//! generates.
+//! Compiles airlift's own API and the content service it serves as a containerd proxy plugin
+//! (`proto/`) without protoc: protox parses, tonic-prost-build generates.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "../proto/airlift/v1/airlift.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let fds = protox::compile([proto], ["../proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    let airlift = "../proto/airlift/v1/airlift.proto";
+    let content = "../proto/containerd/services/content/v1/content.proto";
+    for proto in [airlift, content] {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    tonic_prost_build::configure().compile_fds(protox::compile([airlift], ["../proto"])?)?;
+    // Only the server side: airlift's client of containerd comes from containerd-client.
+    tonic_prost_build::configure()
+        .build_client(false)
+        .compile_fds(protox::compile([content], ["../proto"])?)?;
     Ok(())
 }

@@ -468,6 +468,10 @@ fn store_conformance_on_real_containerd() {
             .unwrap();
         let c = plain.with_lease(Some("conformance"));
         let handle = rt.handle().clone();
+        rt.block_on(conformance::content_api::run(
+            &c,
+            &format!("containerd {version}'s built-in store"),
+        ));
         let stream = StreamStore::new(c.clone(), handle.clone(), "conf-stream".into());
         conformance::run(&stream);
         let direct =
@@ -530,66 +534,31 @@ fn store_conformance_on_real_containerd() {
 
 /// With the CRI plugin, CRI's image service reports the imported images, pinned.
 fn cri_reports_pinned(version: Version) {
-    use k8s_cri::v1::image_service_client::ImageServiceClient;
-    use k8s_cri::v1::{ImageSpec, ImageStatusRequest, ListImagesRequest};
+    use k8s_cri::v1::{ImageSpec, ImageStatusRequest};
     let ctd = Containerd::start(version).unwrap();
     let rt = rt();
     let docker = fixtures_dir().join("busybox-docker.tar");
     import_ok(&ctd, "k8s.io", &["--digest-refs", docker.to_str().unwrap()]);
-    let address = ctd.cri_address().to_path_buf();
-    rt.block_on(async move {
-        let channel = tonic::transport::Endpoint::try_from("http://localhost")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let address = address.clone();
-                async move {
-                    let s = tokio::net::UnixStream::connect(address).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                }
-            }))
-            .await
-            .unwrap();
-        let mut cri = ImageServiceClient::new(channel);
-        // CRI learns of images through events: allow it a moment.
-        let mut found = None;
-        for _ in 0..100 {
-            let list = cri
-                .list_images(ListImagesRequest { filter: None })
-                .await
-                .unwrap()
-                .into_inner()
-                .images;
-            found = list.into_iter().find(|i| {
-                i.repo_tags
-                    .iter()
-                    .any(|t| t == "docker.io/library/busybox:1.35")
-            });
-            if found.is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        let image = found.expect("CRI does not list the imported image");
-        assert!(image.pinned, "CRI reports the image unpinned: {image:?}");
-        let status = cri
-            .image_status(ImageStatusRequest {
-                image: Some(ImageSpec {
-                    image: "docker.io/library/busybox:1.35".into(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let image = status.image.expect("ImageStatus finds the image");
-        assert!(image.pinned);
-        assert!(
-            image.repo_digests.iter().any(|d| d.ends_with(DOCKER_9C0B)),
-            "{:?}",
-            image.repo_digests
-        );
-    });
+    let image = cri_listed(&rt, &ctd, "docker.io/library/busybox:1.35")
+        .expect("CRI does not list the imported image");
+    assert!(image.pinned, "CRI reports the image unpinned: {image:?}");
+    let status = rt
+        .block_on(cri(&rt, &ctd).image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: "docker.io/library/busybox:1.35".into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        }))
+        .unwrap()
+        .into_inner();
+    let image = status.image.expect("ImageStatus finds the image");
+    assert!(image.pinned);
+    assert!(
+        image.repo_digests.iter().any(|d| d.ends_with(DOCKER_9C0B)),
+        "{:?}",
+        image.repo_digests
+    );
 }
 
 #[test]

@@ -117,6 +117,10 @@ pub struct ServeArgs {
     /// How blobs reach containerd.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
+    /// Serve containerd's content store from DIR on the API socket (airlift as containerd's
+    /// content proxy plugin; `[content_proxy] root` in the file).
+    #[arg(long, value_name = "DIR")]
+    pub content_proxy_root: Option<PathBuf>,
 }
 
 /// `airlift import`.
@@ -257,6 +261,9 @@ pub fn serve_config(args: &ServeArgs) -> Result<crate::config::Config, String> {
     }
     if let Some(v) = args.mode {
         cfg.mode = v;
+    }
+    if let Some(v) = &args.content_proxy_root {
+        cfg.content_proxy.root = Some(v.clone());
     }
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
@@ -541,6 +548,27 @@ pub fn options(args: &ImportArgs) -> Result<ImportOptions, String> {
     })
 }
 
+/// When containerd's content store is airlift (a content proxy plugin), the store's directory as
+/// the serving daemon reports it: the import then writes there directly, as into containerd's
+/// own content root.
+async fn proxy_content_root(client: &Containerd) -> Option<PathBuf> {
+    if !matches!(client.content_root().await, Ok(None)) {
+        return None;
+    }
+    let address = client.content_proxy_address().await.ok()??;
+    let mut api = crate::daemon::api::connect(&address).await.ok()?;
+    let status = api
+        .status(crate::daemon::api::proto::StatusRequest {})
+        .await;
+    match status.map(|s| s.into_inner().content_proxy_root) {
+        Ok(root) if !root.is_empty() => Some(PathBuf::from(root)),
+        _ => {
+            tracing::info!(address = %address.display(), "the content proxy plugin does not report its store");
+            None
+        }
+    }
+}
+
 async fn run_import(args: ImportArgs) -> ExitCode {
     let opts = match options(&args) {
         Ok(o) => o,
@@ -567,6 +595,10 @@ async fn run_import(args: ImportArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut opts = opts;
+    if opts.mode != Mode::Stream {
+        opts.content_root = proxy_content_root(&client).await;
+    }
     let progress = Arc::new(AtomicU64::new(0));
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| progress_bar(&source));
     let ticker = bar.clone().map(|bar| {

@@ -54,6 +54,17 @@ pub struct Config {
     pub digest_refs: bool,
     /// How blobs reach containerd.
     pub mode: Mode,
+    /// `[content_proxy]`: serve containerd's content store (containerd's `[proxy_plugins]`).
+    pub content_proxy: ContentProxy,
+}
+
+/// The `[content_proxy]` table: airlift as containerd's content store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentProxy {
+    /// The store's directory, in containerd's content layout (e.g. an existing
+    /// `/var/lib/containerd/io.containerd.content.v1.content`). Unset: no content service.
+    pub root: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -73,6 +84,7 @@ impl Default for Config {
             labels: BTreeMap::new(),
             digest_refs: false,
             mode: Mode::Auto,
+            content_proxy: ContentProxy::default(),
         }
     }
 }
@@ -164,6 +176,14 @@ impl Config {
                 self.metrics_address
             )));
         }
+        if let Some(root) = &self.content_proxy.root {
+            if !root.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "content_proxy.root {} is not an absolute path",
+                    root.display()
+                )));
+            }
+        }
         self.platform_policy()?;
         Ok(())
     }
@@ -210,6 +230,12 @@ mod tests {
             c.platform_policy().unwrap(),
             PlatformPolicy::Only(_)
         ));
+        assert_eq!(c.content_proxy.root, None);
+        let c = Config::parse("[content_proxy]\nroot = \"/var/lib/airlift/content\"\n").unwrap();
+        assert_eq!(
+            c.content_proxy.root,
+            Some(PathBuf::from("/var/lib/airlift/content"))
+        );
     }
 
     #[test]
@@ -231,6 +257,12 @@ mod tests {
         assert!(Config::parse("platforms = [\"linux//x\"]")
             .unwrap_err()
             .contains("invalid platform"));
+        assert!(Config::parse("[content_proxy]\nroot = \"rel\"")
+            .unwrap_err()
+            .contains("not an absolute path"));
+        assert!(Config::parse("[content_proxy]\nroots = \"/x\"")
+            .unwrap_err()
+            .contains("unknown field `roots`"));
         assert!(Config::parse("metrics_address = \"nope\"")
             .unwrap_err()
             .contains("host:port"));

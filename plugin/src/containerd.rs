@@ -187,8 +187,18 @@ impl Containerd {
         self.request(msg)
     }
 
-    /// The content store's root directory, as containerd's introspection API reports it.
+    /// The content store's root directory, as containerd's introspection API reports it (`None`
+    /// for a content proxy plugin).
     pub async fn content_root(&self) -> Result<Option<PathBuf>> {
+        self.content_plugin_export("root").await
+    }
+
+    /// The socket of containerd's content proxy plugin, when its content store is one.
+    pub async fn content_proxy_address(&self) -> Result<Option<PathBuf>> {
+        self.content_plugin_export("address").await
+    }
+
+    async fn content_plugin_export(&self, key: &str) -> Result<Option<PathBuf>> {
         let resp = IntrospectionClient::new(self.channel.clone())
             .plugins(self.request(api::PluginsRequest {
                 filters: vec!["type==io.containerd.content.v1".into()],
@@ -200,7 +210,7 @@ impl Containerd {
             .plugins
             .iter()
             .find(|p| p.init_err.is_none())
-            .and_then(|p| p.exports.get("root"))
+            .and_then(|p| p.exports.get(key))
             .map(PathBuf::from))
     }
 
@@ -580,27 +590,7 @@ fn image_record(i: api::Image) -> ImageRecord {
 
 /// Formats a time as RFC 3339 in UTC (what containerd's `gc.expire` label holds).
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]

@@ -73,6 +73,9 @@ pub struct ImportOptions {
     pub lease_expiry: Duration,
     /// Set to abandon the import: reading stops, temporary files are removed, nothing is recorded.
     pub cancel: Arc<AtomicBool>,
+    /// The content root the direct store writes into, when containerd's introspection does not
+    /// tell it: airlift's own store when containerd uses airlift as its content proxy plugin.
+    pub content_root: Option<PathBuf>,
 }
 
 impl Default for ImportOptions {
@@ -84,6 +87,7 @@ impl Default for ImportOptions {
             mode: Mode::Auto,
             lease_expiry: Duration::from_secs(3600),
             cancel: Arc::new(AtomicBool::new(false)),
+            content_root: None,
         }
     }
 }
@@ -263,6 +267,7 @@ fn unique_suffix() -> String {
 async fn open_store(
     client: &Containerd,
     mode: Mode,
+    content_root: Option<&Path>,
     archive: &str,
     prefix: String,
 ) -> Result<Arc<dyn ContentStore>, ImportError> {
@@ -274,13 +279,16 @@ async fn open_store(
             prefix.clone(),
         )) as Arc<dyn ContentStore>
     };
-    let root = client
-        .content_root()
-        .await
-        .map_err(|cause| ImportError::Containerd {
-            archive: archive.to_string(),
-            cause,
-        });
+    let root = match content_root {
+        Some(r) => Ok(Some(r.to_path_buf())),
+        None => client
+            .content_root()
+            .await
+            .map_err(|cause| ImportError::Containerd {
+                archive: archive.to_string(),
+                cause,
+            }),
+    };
     // Mark this process alive where other airlift processes look for leftovers.
     if let Ok(Some(root)) = &root {
         let temp = root.join(crate::store::direct::TEMP_DIR);
@@ -353,7 +361,14 @@ pub async fn import(
         .map_err(cd_err)?;
     let leased = client.with_lease(Some(&lease));
     let result = async {
-        let store = open_store(&leased, opts.mode, &archive, format!("airlift-{suffix}")).await?;
+        let store = open_store(
+            &leased,
+            opts.mode,
+            opts.content_root.as_deref(),
+            &archive,
+            format!("airlift-{suffix}"),
+        )
+        .await?;
         let (plan, counters) = ingest_and_plan(
             store.clone(),
             input,

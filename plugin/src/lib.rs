@@ -19,7 +19,11 @@
 //! - [`recall`] — answers a repeated `airlift import` of an unchanged archive from its record;
 //! - [`containerd`] — the gRPC client, with containerd's error classes mapped in one place;
 //! - [`digest`], [`reference`], [`platform`] — the value types everything shares;
+//! - [`filters`] — containerd's filter syntax (`labels."example.com/x"==y`), parsed and matched
+//!   for the Content API's `List` and `ListStatuses`;
 //! - [`liveness`] — which airlift process owns a leftover, across PID namespaces;
+//! - [`proxy`] — containerd's content service over a [`store::local`] store, for running airlift
+//!   as containerd's content proxy plugin;
 //! - [`daemon`] — `airlift serve`: startup reconciliation, the directory watcher, pins and
 //!   leases following the archives, the API socket and metrics; configured by [`config`];
 //! - [`cli`] — the command line, a thin adapter over [`import`] and [`daemon`].
@@ -30,10 +34,12 @@ pub mod config;
 pub mod containerd;
 pub mod daemon;
 pub mod digest;
+pub mod filters;
 pub mod import;
 pub mod ingest;
 pub mod liveness;
 pub mod platform;
+pub mod proxy;
 pub mod recall;
 pub mod reference;
 pub mod store;

@@ -476,7 +476,7 @@ fn main() {
         Version::V2,
         Options {
             cri: false,
-            extra_config: String::new(),
+            ..Options::default()
         },
     )
     .unwrap();

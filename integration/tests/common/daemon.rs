@@ -22,6 +22,14 @@ pub struct Daemon {
 impl Daemon {
     /// Prepares (does not start) a daemon for `ctd` with extra TOML `config`.
     pub fn new(ctd: &Containerd, config: &str) -> Daemon {
+        let mut d = Daemon::unbound(config);
+        d.address = ctd.address().to_path_buf();
+        d
+    }
+
+    /// Prepares a daemon whose containerd is not running yet (containerd may need the daemon's
+    /// socket in its configuration): set `address` before [`Daemon::start`].
+    pub fn unbound(config: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("airlift-d")
             .tempdir_in("/tmp")
@@ -29,7 +37,7 @@ impl Daemon {
         std::fs::create_dir_all(dir.path().join("images")).unwrap();
         Daemon {
             dir,
-            address: ctd.address().to_path_buf(),
+            address: PathBuf::new(),
             config: config.to_string(),
             env: Vec::new(),
             child: None,

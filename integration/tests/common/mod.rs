@@ -134,6 +134,53 @@ pub fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A client of `ctd`'s CRI image service.
+pub fn cri(
+    rt: &tokio::runtime::Runtime,
+    ctd: &Containerd,
+) -> k8s_cri::v1::image_service_client::ImageServiceClient<tonic::transport::Channel> {
+    let address = ctd.cri_address().to_path_buf();
+    let channel = rt
+        .block_on(
+            tonic::transport::Endpoint::try_from("http://localhost")
+                .unwrap()
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let address = address.clone();
+                    async move {
+                        let s = tokio::net::UnixStream::connect(address).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                })),
+        )
+        .unwrap();
+    k8s_cri::v1::image_service_client::ImageServiceClient::new(channel)
+}
+
+/// The image CRI lists under `tag`, waiting for it a while (CRI learns of images through
+/// events).
+pub fn cri_listed(
+    rt: &tokio::runtime::Runtime,
+    ctd: &Containerd,
+    tag: &str,
+) -> Option<k8s_cri::v1::Image> {
+    let mut cri = cri(rt, ctd);
+    for _ in 0..100 {
+        let list = rt
+            .block_on(cri.list_images(k8s_cri::v1::ListImagesRequest { filter: None }))
+            .unwrap()
+            .into_inner()
+            .images;
+        if let Some(i) = list
+            .into_iter()
+            .find(|i| i.repo_tags.iter().any(|t| t == tag))
+        {
+            return Some(i);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
 /// A client of `ctd` in `namespace`.
 pub fn client(rt: &tokio::runtime::Runtime, ctd: &Containerd, namespace: &str) -> Client {
     rt.block_on(Client::connect(

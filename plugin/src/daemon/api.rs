@@ -2,6 +2,8 @@
 //! side used by `airlift status`, `airlift ls`, `airlift wait` and `airlift import --daemon`.
 
 use super::{ArchiveStatus, Daemon, DaemonError, State};
+use crate::proxy::ContentService;
+use crate::store::local::LocalStore;
 use proto::airlift_server::{Airlift, AirliftServer};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -149,13 +151,33 @@ impl Airlift for Service {
             importing,
             archives,
             archive_bytes_read: self.0.bytes_read(),
+            content_proxy_root: self
+                .0
+                .config()
+                .content_proxy
+                .root
+                .as_ref()
+                .map(|r| r.display().to_string())
+                .unwrap_or_default(),
         }))
     }
 }
 
-/// Binds the API socket (mode 0660) and serves it in the background.
+/// Binds the API socket (mode 0660) and serves it in the background, with containerd's content
+/// service beside airlift's own when a content proxy root is configured.
 pub async fn listen(daemon: Arc<Daemon>) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
     let socket = daemon.config().socket.clone();
+    let content = match &daemon.config().content_proxy.root {
+        Some(root) => {
+            let store = LocalStore::open(root).map_err(|e| DaemonError::Setup {
+                what: format!("content proxy root {}", root.display()),
+                cause: std::io::Error::other(e.to_string()),
+            })?;
+            tracing::info!(root = %root.display(), socket = %socket.display(), "serving containerd's content store");
+            Some(ContentService::new(store).into_server())
+        }
+        None => None,
+    };
     let what = format!("API socket {}", socket.display());
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(super::setup(what.clone()))?;
@@ -168,6 +190,7 @@ pub async fn listen(daemon: Arc<Daemon>) -> Result<tokio::task::JoinHandle<()>, 
     Ok(tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(AirliftServer::new(Service(daemon)))
+            .add_optional_service(content)
             .serve_with_incoming(incoming)
             .await
         {

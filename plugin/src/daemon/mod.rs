@@ -145,6 +145,7 @@ impl Daemon {
             labels: cfg.labels.clone(),
             pin: cfg.pin,
             mode: cfg.mode,
+            content_root: cfg.content_proxy.root.clone(),
             ..ImportOptions::default()
         };
         let (startup, _) = tokio_watch::channel(false);
@@ -653,7 +654,7 @@ impl Daemon {
         let Some(client) = self.connect().await else {
             return;
         };
-        cleanup_leftovers(&client).await;
+        cleanup_leftovers(&client, self.cfg.content_proxy.root.as_deref()).await;
 
         let records = self.records.load_all().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the state directory");
@@ -825,11 +826,15 @@ async fn wait_settled(path: &Path, settle: Duration) {
 
 /// Removes what a crashed airlift left behind: temporary blob files, ingests and import leases of
 /// processes that no longer run.
-async fn cleanup_leftovers(client: &Containerd) {
+async fn cleanup_leftovers(client: &Containerd, proxy_root: Option<&Path>) {
     // Whether a process is gone is told by its lock in the content root's temporary directory;
     // without access to it, nothing is judged (import leases expire by themselves).
-    let Ok(Some(root)) = client.content_root().await else {
-        return;
+    let root = match proxy_root {
+        Some(r) => r.to_path_buf(),
+        None => match client.content_root().await {
+            Ok(Some(r)) => r,
+            _ => return,
+        },
     };
     let temp = root.join(crate::store::direct::TEMP_DIR);
     if !temp.is_dir() {

@@ -8,7 +8,10 @@
 //! - [`direct::DirectStore`] writes into containerd's on-disk content root and claims by digest,
 //!   so no data crosses the socket;
 //! - [`stream::StreamStore`] streams data through containerd's Content API;
-//! - [`memory::MemoryStore`], an in-memory fake for unit tests.
+//! - [`memory::MemoryStore`], an in-memory fake for unit tests;
+//! - [`local::LocalStore`], containerd's on-disk layout owned by airlift, which [`crate::proxy`]
+//!   serves to containerd as its content store (the import side reaches it as a direct store or
+//!   over the socket as a streaming store).
 //!
 //! [`conformance`] is the behaviour every implementation must show; it runs against all three.
 //!
@@ -17,6 +20,7 @@
 
 pub mod conformance;
 pub mod direct;
+pub mod local;
 pub mod memory;
 pub mod stream;
 

@@ -1,0 +1,367 @@
+//! End-to-end: airlift as containerd's content store. containerd 2.x and 1.7 run with the
+//! built-in content plugin disabled and a `[proxy_plugins.airlift]` entry of type `content`
+//! pointing at `airlift serve --content-proxy-root`.
+
+mod common;
+
+use airlift::containerd::Containerd as Client;
+use airlift::digest::Digest;
+use airlift::store::{conformance, direct::DirectStore, stream::StreamStore, ContentStore};
+use airlift_integration::{fixtures_dir, Containerd, Options, Version};
+use common::daemon::{big_archive, Daemon};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// containerd with airlift as its content store.
+struct Proxied {
+    ctd: Containerd,
+    daemon: Daemon,
+    root: PathBuf,
+}
+
+/// Starts containerd configured with airlift's socket as its content proxy, then airlift.
+fn start(version: Version, cri: bool) -> Proxied {
+    let mut daemon = Daemon::unbound("");
+    let root = daemon.dir.path().join("content");
+    daemon.config = format!("[content_proxy]\nroot = {:?}\n", root);
+    let ctd = Containerd::start_with(
+        version,
+        Options {
+            cri,
+            content_proxy: Some(daemon.socket()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    daemon.address = ctd.address().to_path_buf();
+    daemon.start();
+    daemon.wait();
+    Proxied { ctd, daemon, root }
+}
+
+/// The digests of the blobs in a content root's `blobs/sha256`.
+fn blob_files(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("blobs/sha256"))
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every blob of the store, read back through containerd, hashes to its name; returns how many.
+fn served_blobs_verify(rt: &tokio::runtime::Runtime, p: &Proxied, namespace: &str) -> usize {
+    let c = client(rt, &p.ctd, namespace);
+    let stream = StreamStore::new(c, rt.handle().clone(), "verify".into());
+    let files = blob_files(&p.root);
+    for hex in &files {
+        let d = Digest::from_hex(hex).unwrap();
+        // containerd's garbage collector may remove unreferenced blobs meanwhile.
+        let Ok(on_disk) = std::fs::read(p.root.join("blobs/sha256").join(hex)) else {
+            continue;
+        };
+        assert_eq!(Digest::of(&on_disk), d, "corrupt blob on disk");
+        if let Ok(served) = stream.read(&d) {
+            assert_eq!(Digest::of(&served), d, "containerd served a corrupt blob");
+        }
+    }
+    files.len()
+}
+
+fn ctr_ok(ctd: &Containerd, args: &[&str]) -> String {
+    ctd.ctr_output(args)
+        .unwrap_or_else(|e| panic!("ctr {args:?}: {e}\n{}", ctd.log_tail(30)))
+}
+
+/// `ctr images import` of every fixture containerd can read, `ctr images export` of the result,
+/// and `ctr images rm` with garbage collection emptying airlift's store.
+fn ctr_through_airlift(version: Version) {
+    let p = start(version, version == Version::V2);
+    let rt = rt();
+    let mut names = Vec::new();
+    for f in fixtures() {
+        let file = f.file_name().unwrap().to_string_lossy().into_owned();
+        // ctr 2.x reads gzip and zstd; ctr 1.7 plain tar only.
+        let readable = match version {
+            Version::V2 => !file.ends_with(".lz4") && !file.ends_with(".bz2"),
+            Version::V17 => file.ends_with(".tar"),
+        };
+        if !readable {
+            continue;
+        }
+        // containerd needs every manifest of the index with --all-platforms; this fixture has
+        // only amd64's.
+        let mut args = vec!["-n", "ctr", "images", "import"];
+        if !file.starts_with("busybox-amd64-only") {
+            args.push("--all-platforms");
+        }
+        args.push(f.to_str().unwrap());
+        ctr_ok(&p.ctd, &args);
+        if !file.contains("tagonly") && !file.contains("umoci") {
+            names.extend(expected(&file).into_iter().map(|(n, _)| n));
+        }
+    }
+    names.sort();
+    names.dedup();
+    let listed = ctr_ok(&p.ctd, &["-n", "ctr", "images", "ls", "-q"]);
+    for n in &names {
+        assert!(listed.lines().any(|l| l == n), "{n} missing from {listed}");
+    }
+    let stored = blob_files(&p.root);
+    assert!(stored.len() >= 10, "{stored:?}");
+    assert!(served_blobs_verify(&rt, &p, "ctr") >= 10);
+
+    // Export: the archive's blobs are the store's, byte for byte.
+    let out = p.daemon.dir.path().join("export.tar");
+    let mut args = vec!["-n", "ctr", "images", "export", out.to_str().unwrap()];
+    args.extend(names.iter().map(String::as_str));
+    ctr_ok(&p.ctd, &args);
+    let mut exported = 0;
+    let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let Some(hex) = path.strip_prefix("blobs/sha256/").filter(|h| !h.is_empty()) else {
+            continue;
+        };
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        assert_eq!(Digest::of(&data).hex(), hex, "exported blob {path}");
+        assert!(stored.iter().any(|s| s == hex), "{hex} not in the store");
+        exported += 1;
+    }
+    assert!(exported >= 5, "{exported} blobs exported");
+
+    // Removing the images and collecting garbage removes the blobs from airlift's directory.
+    let all: Vec<String> = ctr_ok(&p.ctd, &["-n", "ctr", "images", "ls", "-q"])
+        .lines()
+        .map(String::from)
+        .collect();
+    let mut args = vec!["-n", "ctr", "images", "rm", "--sync"];
+    args.extend(all.iter().map(String::as_str));
+    ctr_ok(&p.ctd, &args);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !blob_files(&p.root).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        blob_files(&p.root),
+        Vec::<String>::new(),
+        "garbage collection left blobs in airlift's store\n{}",
+        p.ctd.log_tail(30)
+    );
+}
+
+#[test]
+fn ctr_through_airlift_containerd_2() {
+    ctr_through_airlift(Version::V2);
+}
+
+#[test]
+fn ctr_through_airlift_containerd_17() {
+    ctr_through_airlift(Version::V17);
+}
+
+/// The conformance suites against the proxy (directly and behind containerd), then
+/// `airlift import` and the daemon in proxy mode: images land pinned, as in direct mode.
+fn airlift_in_proxy_mode(version: Version) {
+    let p = start(version, version == Version::V2);
+    let rt = rt();
+    let handle = rt.handle().clone();
+
+    // The proxy itself, over its socket.
+    let direct_api = rt
+        .block_on(Client::connect(
+            &p.daemon.socket(),
+            "conformance",
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    rt.block_on(conformance::content_api::run(
+        &direct_api,
+        "airlift's socket",
+    ));
+    conformance::run(&StreamStore::new(
+        direct_api,
+        handle.clone(),
+        "conf-proxy".into(),
+    ));
+    // containerd in front of it, everything under a lease (as in an import).
+    let plain = client(&rt, &p.ctd, "conformance");
+    rt.block_on(plain.create_lease("conformance", Default::default(), None))
+        .unwrap();
+    let c = plain.with_lease(Some("conformance"));
+    rt.block_on(conformance::content_api::run(&c, "containerd over airlift"));
+    conformance::run(&StreamStore::new(
+        c.clone(),
+        handle.clone(),
+        "conf-s".into(),
+    ));
+    let direct = DirectStore::open(&p.root, c, handle, "conf-d".into()).unwrap();
+    conformance::run(&direct);
+    drop(direct);
+
+    // `airlift import` finds airlift's store through containerd's introspection and the
+    // daemon's API, and writes there directly.
+    let bundle = fixtures_dir().join("bundle-ctr-export.tar.zst");
+    let report = import_ok(
+        &p.ctd,
+        "k8s.io",
+        &["--all-platforms", bundle.to_str().unwrap()],
+    );
+    assert_eq!(report["mode"], "direct", "{report}");
+    assert_eq!(
+        image_pairs(&rt, &p.ctd, "k8s.io"),
+        expected("bundle-ctr-export.tar.zst")
+    );
+    for i in images(&rt, &p.ctd, "k8s.io") {
+        assert_eq!(
+            i.labels.get("io.cri-containerd.pinned").map(String::as_str),
+            Some("pinned"),
+            "{}",
+            i.name
+        );
+    }
+
+    // The daemon imports a dropped archive the same way.
+    std::fs::copy(
+        fixtures_dir().join("busybox-docker.tar"),
+        p.daemon.images().join("busybox-docker.tar"),
+    )
+    .unwrap();
+    p.daemon.until("the dropped archive imported", || {
+        p.daemon
+            .archive(&p.daemon.images().join("busybox-docker.tar"))
+            .is_some_and(|a| a["state"] == "imported")
+    });
+    let docker = images(&rt, &p.ctd, "k8s.io")
+        .into_iter()
+        .find(|i| i.name == "docker.io/library/busybox:1.35")
+        .expect("daemon-imported image");
+    assert_eq!(docker.digest, DOCKER_9C0B);
+    assert_eq!(
+        docker
+            .labels
+            .get("io.cri-containerd.pinned")
+            .map(String::as_str),
+        Some("pinned")
+    );
+    assert!(
+        !p.daemon.log().contains("streaming it instead"),
+        "{}",
+        p.daemon.log()
+    );
+    assert!(served_blobs_verify(&rt, &p, "k8s.io") > 0);
+
+    if version == Version::V2 {
+        let image = cri_listed(&rt, &p.ctd, "docker.io/library/busybox:1.35")
+            .expect("CRI lists the imported image");
+        assert!(image.pinned, "{image:?}");
+        assert!(
+            cri_listed(&rt, &p.ctd, "registry.example.com/tools/busybox:latest").is_some(),
+            "CRI lists the bundle's images"
+        );
+    }
+}
+
+#[test]
+fn airlift_in_proxy_mode_containerd_2() {
+    airlift_in_proxy_mode(Version::V2);
+}
+
+#[test]
+fn airlift_in_proxy_mode_containerd_17() {
+    airlift_in_proxy_mode(Version::V17);
+}
+
+/// airlift killed while containerd writes through it, then restarted: containerd's next
+/// attempt succeeds and no corrupt blob is ever served. containerd restarted while airlift
+/// runs: nothing to do.
+fn restarts(version: Version) {
+    let mut p = start(version, false);
+    let rt = rt();
+    let big = p.daemon.dir.path().join("big.tar");
+    big_archive(&big, "example.com/big:1", 160, 7);
+    let import = |ctd: &Containerd| {
+        let mut cmd = ctd.ctr();
+        cmd.args(["-n", "k8s.io", "images", "import", "--no-unpack"])
+            .arg(&big);
+        cmd
+    };
+    let child = import(&p.ctd)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill airlift once containerd is well into writing the layer.
+    let ingest = p.root.join("ingest");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let writing = || {
+        std::fs::read_dir(&ingest).into_iter().flatten().any(|e| {
+            std::fs::metadata(e.unwrap().path().join("data")).is_ok_and(|m| m.len() > 16 << 20)
+        })
+    };
+    while !writing() {
+        assert!(
+            Instant::now() < deadline,
+            "containerd never wrote through airlift"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    p.daemon.kill9();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the import should have failed with airlift gone"
+    );
+    // Whatever is in blobs/ is whole.
+    for hex in blob_files(&p.root) {
+        let data = std::fs::read(p.root.join("blobs/sha256").join(&hex)).unwrap();
+        assert_eq!(Digest::of(&data).hex(), hex, "corrupt blob after kill -9");
+    }
+
+    p.daemon.start();
+    p.daemon.wait();
+    // containerd redials with a backoff of at most a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p
+        .ctd
+        .ctr_output(&["-n", "k8s.io", "content", "ls", "-q"])
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "containerd never reconnected");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = import(&p.ctd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the import after airlift's restart failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.ctd.log_tail(30)
+    );
+    assert!(served_blobs_verify(&rt, &p, "k8s.io") >= 3);
+
+    // containerd restarted under a running airlift: everything keeps working.
+    p.ctd.restart().unwrap();
+    let listed = ctr_ok(&p.ctd, &["-n", "k8s.io", "images", "ls", "-q"]);
+    assert!(listed.contains("example.com/big:1"), "{listed}");
+    assert!(served_blobs_verify(&rt, &p, "k8s.io") >= 3);
+    let docker = fixtures_dir().join("busybox-docker.tar");
+    import_ok(&p.ctd, "k8s.io", &[docker.to_str().unwrap()]);
+    assert!(image_pairs(&rt, &p.ctd, "k8s.io")
+        .iter()
+        .any(|(n, d)| n == "docker.io/library/busybox:1.35" && d == DOCKER_9C0B));
+}
+
+#[test]
+fn restarts_containerd_2() {
+    restarts(Version::V2);
+}
+
+#[test]
+fn restarts_containerd_17() {
+    restarts(Version::V17);
+}
