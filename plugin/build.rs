@@ -9,8 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tonic_prost_build::configure().compile_fds(protox::compile([airlift], ["../proto"])?)?;
     // Only the server side: airlift's client of containerd comes from containerd-client.
+    // Blob data stays in the buffers it arrived in (`bytes::Bytes`), never copied into a `Vec`.
     tonic_prost_build::configure()
         .build_client(false)
+        .bytes(".containerd.services.content.v1")
         .compile_fds(protox::compile([content], ["../proto"])?)?;
     Ok(())
 }

@@ -365,3 +365,42 @@ fn restarts_containerd_2() {
 fn restarts_containerd_17() {
     restarts(Version::V17);
 }
+
+/// As a content proxy, airlift reports readiness once its store is served, before containerd
+/// (which starts after it) answers; the startup import is still to come.
+#[test]
+fn ready_before_containerd() {
+    let mut daemon = Daemon::unbound("");
+    let root = daemon.dir.path().join("content");
+    daemon.config = format!("[content_proxy]\nroot = {:?}\n", root);
+    daemon.address = daemon.dir.path().join("containerd-not-yet.sock");
+    let notify_path = daemon.dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    daemon
+        .env
+        .push(("NOTIFY_SOCKET".into(), notify_path.display().to_string()));
+    daemon.start();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("no readiness notification");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    // The store answers; the startup import waits for containerd.
+    let rt = rt();
+    let c = rt
+        .block_on(Client::connect(
+            &daemon.socket(),
+            "k8s.io",
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    let absent = Digest::of(b"absent");
+    assert_eq!(rt.block_on(c.info(&absent)).unwrap().map(|i| i.size), None);
+    assert!(root.join("blobs/sha256").is_dir());
+    let out = daemon.cli(&["wait", "--timeout", "1"]);
+    assert!(
+        !out.status.success(),
+        "startup cannot be done without containerd"
+    );
+}

@@ -52,7 +52,18 @@ fn proc_usage(pid: u32) -> (f64, u64) {
 /// Runs a command, measuring wall time, CPU (its own plus containerd's), its peak RSS and the
 /// bytes written (its own plus containerd's).
 fn measure(cmd: &mut Command, ctd_pid: u32) -> Sample {
-    let (cpu0, w0) = proc_usage(ctd_pid);
+    measure_with(cmd, &[ctd_pid])
+}
+
+/// [`measure`], counting the CPU time and writes of every process in `servers`.
+fn measure_with(cmd: &mut Command, servers: &[u32]) -> Sample {
+    let usage = || {
+        servers
+            .iter()
+            .map(|p| proc_usage(*p))
+            .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    let (cpu0, w0) = usage();
     let start = Instant::now();
     // Reaped below with wait4, which also yields its resource usage.
     #[allow(clippy::zombie_processes)]
@@ -69,7 +80,7 @@ fn measure(cmd: &mut Command, ctd_pid: u32) -> Sample {
     let _ = stderr.read_to_string(&mut err);
     unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     let wall = start.elapsed().as_secs_f64();
-    let (cpu1, w1) = proc_usage(ctd_pid);
+    let (cpu1, w1) = usage();
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     if !ok {
         eprintln!("    failed: {}", err.lines().last().unwrap_or(""));
@@ -206,6 +217,13 @@ struct ImageSpec {
 fn docker_save(path: &Path, layers: &[(String, u64, Kind, u64)], images: &[ImageSpec]) {
     let f = std::fs::File::create(path).unwrap();
     let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(4 << 20, f));
+    // The configs list each layer's digest (diff_id), so containerd can unpack the images.
+    let mut diff_ids = std::collections::HashMap::new();
+    for (name, size, kind, seed) in layers {
+        let mut hasher = airlift::digest::HashingReader::new(LayerTar::new(*size, *kind, *seed));
+        std::io::copy(&mut hasher, &mut std::io::sink()).unwrap();
+        diff_ids.insert(name.clone(), hasher.finish().0.to_string());
+    }
     for (name, size, kind, seed) in layers {
         let layer = LayerTar::new(*size, *kind, *seed);
         let mut h = tar::Header::new_gnu();
@@ -219,7 +237,16 @@ fn docker_save(path: &Path, layers: &[(String, u64, Kind, u64)], images: &[Image
     let arch = airlift::platform::Platform::host().architecture;
     let mut manifest = Vec::new();
     for (i, img) in images.iter().enumerate() {
-        let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\",\"config\":{{\"Env\":[\"IMAGE={i}\"]}}}}");
+        let config = serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Env": [format!("IMAGE={i}")]},
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": img.layers.iter().map(|l| diff_ids[l].clone()).collect::<Vec<_>>(),
+            },
+        })
+        .to_string();
         let cname = format!("config-{i}.json");
         let mut h = tar::Header::new_gnu();
         h.set_size(config.len() as u64);
@@ -467,7 +494,7 @@ fn main() {
         airlift.exists() && floor.exists(),
         "build first: cargo build --release -p airlift -p airlift-integration"
     );
-    let data = airlift_integration::cache_dir().join("bench");
+    let data = airlift_integration::cache_dir().join("bench").join("v2");
     let mut all = workloads(&data);
     if let Some(only) = &only {
         all.retain(|(n, _)| only.iter().any(|o| n.starts_with(o.as_str())));
@@ -607,6 +634,10 @@ fn main() {
         println!("\nW5 (airlift serve restarted over 100 unchanged archives): ready in {:.0} ms, {read} archive bytes read", ready * 1000.0);
         report.push_str(&format!("| W5 (restart over 100 unchanged archives) | airlift serve | {ready:.3} | | | | | ready in {:.0} ms, {read} bytes read |\n", ready * 1000.0));
     }
+    if only.as_ref().is_none_or(|o| o.iter().any(|x| x == "P")) {
+        drop(ctd);
+        proxy(&mut report, &airlift, &data, runs);
+    }
     if let Some(out) = out {
         std::fs::write(&out, report).unwrap();
         eprintln!("table written to {out}");
@@ -707,4 +738,139 @@ fn w5(ctd: &Containerd, airlift: &Path, data: &Path) -> (f64, String) {
         d.wait().unwrap();
     }
     (median(samples), read)
+}
+
+/// P: containerd's own work with airlift as its content store (a content proxy plugin) against
+/// containerd with its built-in store: `ctr images import` with unpack of W1 `.tar`, and
+/// `ctr content get` of W2's 2 GB layer. CPU and writes include airlift's share.
+fn proxy(report: &mut String, airlift: &Path, data: &Path, runs: usize) {
+    let dir = tempfile::Builder::new()
+        .prefix("proxy")
+        .tempdir_in(data)
+        .unwrap();
+    let socket = dir.path().join("airlift.sock");
+    let builtin = Containerd::start_with(
+        Version::V2,
+        Options {
+            cri: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let proxied = Containerd::start_with(
+        Version::V2,
+        Options {
+            cri: false,
+            content_proxy: Some(socket.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let mut daemon = Command::new(airlift)
+        .args(["serve", "--namespace", "airlift-bench", "--address"])
+        .arg(proxied.address())
+        .arg("--images-dir")
+        .arg(dir.path().join("images"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--content-proxy-root")
+        .arg(dir.path().join("content"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ok = Command::new(airlift)
+        .args(["wait", "--timeout", "60", "--socket"])
+        .arg(&socket)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "airlift serve did not become ready");
+    let w1 = data.join("w1.tar");
+    let w2 = data.join("w2.tar");
+    println!("\nP (containerd through airlift's content proxy vs its built-in store):");
+    let mut lines = Vec::new();
+    for (label, file, get) in [
+        ("P1 ctr images import (unpack), W1 .tar", &w1, false),
+        ("P2 ctr content get, W2's 2 GB layer", &w2, true),
+    ] {
+        let mut walls = Vec::new();
+        for (store, ctd, extra) in [
+            ("built-in store", &builtin, None),
+            ("airlift proxy", &proxied, Some(daemon.id())),
+        ] {
+            let mut pids = vec![ctd.pid().unwrap()];
+            pids.extend(extra);
+            let mut samples = Vec::new();
+            for _ in 0..runs {
+                reset(ctd);
+                let mut import = ctd.ctr();
+                import.args(["-n", NS, "images", "import", "--local"]);
+                if get {
+                    import.arg("--no-unpack");
+                }
+                import.arg(file);
+                if !get {
+                    samples.push(measure_with(&mut import, &pids));
+                    continue;
+                }
+                assert!(import
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .unwrap()
+                    .success());
+                let largest = ctd
+                    .ctr_output(&["-n", NS, "content", "ls"])
+                    .unwrap()
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| {
+                        let mut f = l.split_whitespace();
+                        let d = f.next()?.to_string();
+                        let size = f.next()?;
+                        Some((size.ends_with("GB"), d))
+                    })
+                    .find(|(big, _)| *big)
+                    .map(|(_, d)| d)
+                    .expect("a 2 GB layer");
+                let mut cat = Command::new("bash");
+                cat.arg("-c").arg(format!(
+                    "set -o pipefail; {:?} --address {:?} -n {NS} content get {largest} | cat > /dev/null",
+                    ctd.bin_dir().join("ctr"),
+                    ctd.address()
+                ));
+                samples.push(measure_with(&mut cat, &pids));
+            }
+            let ok = samples.iter().all(|s| s.ok);
+            let m = Sample {
+                wall: median(samples.iter().map(|s| s.wall).collect()),
+                cpu: median(samples.iter().map(|s| s.cpu).collect()),
+                rss_mib: samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max),
+                written_mb: median(samples.iter().map(|s| s.written_mb).collect()),
+                ok,
+            };
+            walls.push(m.wall);
+            let ratio = m.wall / walls[0];
+            let wall = if ok {
+                format!("{:.3}", m.wall)
+            } else {
+                "failed".into()
+            };
+            println!(
+                "  {label:<42} {store:<15} wall {wall:>8} s  cpu {:>7.3} s  written {:>7.1} MB  × built-in {ratio:.2}",
+                m.cpu, m.written_mb
+            );
+            lines.push(format!(
+                "| {label} | {store} | {wall} | {:.3} | | {:.1} | | × built-in {ratio:.2} |\n",
+                m.cpu, m.written_mb
+            ));
+        }
+    }
+    for l in lines {
+        report.push_str(&l);
+    }
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
 }

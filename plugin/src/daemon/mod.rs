@@ -727,7 +727,14 @@ impl Daemon {
         self.startup.send_replace(true);
         let (_, _, n) = self.counts();
         tracing::info!(archives = n, "startup import done; ready");
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        if self.cfg.content_proxy.root.is_none() {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        } else {
+            let _ = sd_notify::notify(
+                false,
+                &[sd_notify::NotifyState::Status("startup import done")],
+            );
+        }
     }
 
     /// Forgets an archive: unpins its images and releases its lease. Returns the images unpinned.
@@ -744,6 +751,12 @@ impl Daemon {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), DaemonError> {
         let api = api::listen(self.clone()).await?;
+        if self.cfg.content_proxy.root.is_some() {
+            // containerd starts after airlift and needs its content store, while the startup
+            // import needs containerd: as a content proxy, "ready" means the store is served
+            // (kubelet waits for the import with `airlift wait`).
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        }
         let metrics_server = if self.cfg.metrics_address.is_empty() {
             None
         } else {

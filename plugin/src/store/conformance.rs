@@ -190,6 +190,13 @@ pub mod content_api {
             Ok((Session { tx, rx }, resp))
         }
 
+        /// Ends the session and waits until the server has ended it too (and released the ref).
+        async fn close(self) {
+            let Session { tx, mut rx } = self;
+            drop(tx);
+            while let Ok(Some(_)) = rx.message().await {}
+        }
+
         async fn send(&mut self, req: Request) -> Result<api::WriteContentResponse, tonic::Status> {
             self.tx
                 .send(req)
@@ -421,7 +428,7 @@ pub mod content_api {
             .insert("example.com/conformance".into(), seed.to_string());
         let r = s.send(done).await.unwrap();
         assert_eq!(r.digest, d.to_string(), "{what}: committed digest");
-        drop(s);
+        s.close().await;
         assert_eq!(
             code(status(c, &reference).await),
             Code::NotFound,
@@ -513,7 +520,7 @@ pub mod content_api {
         let other = format!("{reference}-abort");
         let (mut s, _) = Session::open(c, stat(&other, 0, "")).await.unwrap();
         s.send(write(0, b"partial")).await.unwrap();
-        drop(s);
+        s.close().await;
         let abort = |r: &str| {
             let req = c.wrap(api::AbortRequest { r#ref: r.into() });
             async move { c.content().abort(req).await }
