@@ -94,6 +94,34 @@ fn quick<T>(f: impl FnOnce() -> Result<T, LocalError>) -> Result<T, Status> {
     f().map_err(Status::from)
 }
 
+/// Reads what the page cache holds of `buf.len()` bytes at `at`, without waiting for the disk
+/// (`RWF_NOWAIT`); returns how many bytes it got.
+fn read_cached(file: &std::fs::File, buf: &mut [u8], at: u64) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut got = 0;
+    while got < buf.len() {
+        let iov = libc::iovec {
+            iov_base: buf[got..].as_mut_ptr().cast(),
+            iov_len: buf.len() - got,
+        };
+        // SAFETY: `iov` describes the unfilled part of `buf`, which outlives the call.
+        let n = unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                &iov,
+                1,
+                (at + got as u64) as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    got
+}
+
 /// Runs long filesystem work (a directory walk) on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, LocalError> + Send + 'static,
@@ -150,8 +178,9 @@ impl Session {
         if !req.expected.is_empty() {
             let expected = LocalStore::parse_digest(&req.expected)?;
             if self.store.info(&expected).is_ok() {
-                self.writer = None;
-                let _ = self.store.abort(&self.reference);
+                if let Some(w) = self.writer.take() {
+                    w.abort();
+                }
                 return Err(Status::already_exists(format!(
                     "blob with expected digest {expected} exists"
                 )));
@@ -291,6 +320,29 @@ impl Content for ContentService {
         } else {
             offset + want
         };
+        if end - offset <= READ_CHUNK as u64 {
+            // The common case (containerd's readers ask for 32 KiB at a time): one chunk, read in
+            // place when the page cache has it; the disk is waited for on the blocking pool, so
+            // a slow disk never stalls the socket.
+            let mut data = vec![0u8; (end - offset) as usize];
+            let got = read_cached(&file, &mut data, offset);
+            if got < data.len() {
+                data = tokio::task::spawn_blocking(move || {
+                    file.read_exact_at(&mut data[got..], offset + got as u64)
+                        .map(|()| data)
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(format!("reading content {d}: {e}")))?;
+            }
+            let one = (!data.is_empty()).then(|| {
+                Ok(api::ReadContentResponse {
+                    offset: 0,
+                    data: data.into(),
+                })
+            });
+            return Ok(Response::new(Box::pin(tokio_stream::iter(one))));
+        }
         // One chunk of the range; chunks are numbered from the range's start, as containerd does.
         let chunk = move |file: &std::fs::File, at: u64| {
             let mut data = vec![0u8; READ_CHUNK.min((end - at) as usize)];
@@ -301,16 +353,6 @@ impl Content for ContentService {
                 })
                 .map_err(|e| Status::internal(format!("reading content {d}: {e}")))
         };
-        if end - offset <= READ_CHUNK as u64 {
-            // The common case (containerd's readers ask for 32 KiB at a time): one chunk, read
-            // in place.
-            let one = if end > offset {
-                Some(quick(|| Ok(chunk(&file, offset)))?)
-            } else {
-                None
-            };
-            return Ok(Response::new(Box::pin(tokio_stream::iter(one))));
-        }
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
             let mut at = offset;

@@ -249,7 +249,10 @@ pub async fn listen(daemon: Arc<Daemon>) -> Result<ApiServer, DaemonError> {
                     })
                     .await
                 {
-                    tracing::error!(error = %e, "the API server stopped");
+                    // Without its socket airlift is of no use (and as a content proxy, containerd
+                    // has no content store): exit, so the supervisor restarts it.
+                    tracing::error!(error = %e, "the API server failed; exiting");
+                    std::process::exit(1);
                 }
             })
         })

@@ -365,9 +365,9 @@ impl LocalStore {
         if reference.is_empty() {
             return Err(LocalError::InvalidArgument("ref must not be empty".into()));
         }
-        // As containerd's local store does, a held ref is tried again for about a second before
-        // giving up: a client's previous session on the ref may still be closing (containerd's
-        // proxy client closes its side of a Write stream without waiting for the server).
+        // A held ref is tried again for about a second before giving up (as containerd 1.x's
+        // local store did): a client's previous session on the ref may still be closing, since
+        // containerd's proxy client closes its side of a Write stream without waiting for ours.
         let mut attempt = 0;
         loop {
             let mut locks = self.inner.locks.lock().unwrap();
@@ -401,7 +401,9 @@ impl LocalStore {
         let fail = io_err(format!("ingest ref {reference:?}"));
         let resumed = match fs::create_dir(&dir) {
             Ok(()) => None,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => resume(&dir, reference, total),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                resume(&dir, reference, total).map_err(&fail)?
+            }
             Err(e) => return Err(fail(e)),
         };
         let (hasher, status, file) = match resumed {
@@ -417,10 +419,14 @@ impl LocalStore {
                     } else {
                         let _ = fs::remove_file(dir.join("total"));
                     }
+                    // A fresh file (a leftover may be read-only or shared with something else).
+                    match fs::remove_file(dir.join("data")) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
                     let file = OpenOptions::new()
                         .write(true)
-                        .create(true)
-                        .truncate(true)
+                        .create_new(true)
                         .open(dir.join("data"))?;
                     let status = IngestStatus {
                         reference: reference.to_string(),
@@ -467,16 +473,44 @@ fn humantime_since(since: SystemTime) -> String {
 }
 
 fn write_time(path: &Path, t: SystemTime) -> io::Result<()> {
+    // The formatter covers 1970..10000; clocks outside that are clamped.
+    let t = t.clamp(
+        SystemTime::UNIX_EPOCH,
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799),
+    );
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, humantime::format_rfc3339_nanos(t).to_string())?;
     fs::rename(tmp, path)
 }
 
-/// Reads a timestamp file (RFC 3339 in UTC, as both airlift and containerd on a UTC host write).
+/// Reads a timestamp file: RFC 3339, in UTC (`Z`, as airlift writes) or with an offset (as
+/// containerd writes local time).
 fn read_time(path: &Path) -> io::Result<SystemTime> {
     let text = fs::read_to_string(path)?;
-    humantime::parse_rfc3339_weak(text.trim())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    parse_time(text.trim())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad timestamp"))
+}
+
+fn parse_time(text: &str) -> Option<SystemTime> {
+    if let Some(utc) = text.strip_suffix('Z') {
+        return humantime::parse_rfc3339_weak(utc).ok();
+    }
+    // `…±HH:MM`: the local time, then the offset removed.
+    let (local, offset) = text.split_at(text.len().checked_sub(6)?);
+    let sign = match offset.as_bytes()[0] {
+        b'+' => 1i64,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = offset[1..].split_once(':')?;
+    let secs = (h.parse::<u64>().ok()? * 3600 + m.parse::<u64>().ok()? * 60) as i64 * sign;
+    let t = humantime::parse_rfc3339_weak(local).ok()?;
+    let d = std::time::Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        t.checked_sub(d)
+    } else {
+        t.checked_add(d)
+    }
 }
 
 fn read_status(dir: &Path) -> io::Result<IngestStatus> {
@@ -502,26 +536,43 @@ fn read_status(dir: &Path) -> io::Result<IngestStatus> {
     })
 }
 
-/// Reopens an existing ingest, re-hashing its data. `None` when it cannot be resumed (another
-/// ref's leftovers, a different total, unreadable files): it is then started over.
-fn resume(dir: &Path, reference: &str, total: u64) -> Option<(Hasher, IngestStatus, File)> {
-    let status = read_status(dir).ok()?;
+/// Reopens an existing ingest, re-hashing its data. `Ok(None)` when it is not this ref's
+/// resumable ingest (another ref's leftovers, missing files, a different total): it is then
+/// started over. Any other failure is an error, and the bytes stay for a later attempt.
+fn resume(
+    dir: &Path,
+    reference: &str,
+    total: u64,
+) -> io::Result<Option<(Hasher, IngestStatus, File)>> {
+    let status = match read_status(dir) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::InvalidData
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
     if status.reference != reference || (total > 0 && status.total > 0 && total != status.total) {
-        return None;
+        return Ok(None);
     }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
-        .open(dir.join("data"))
-        .ok()?;
+        .open(dir.join("data"))?;
     let mut hasher = Hasher::default();
     let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0u64;
     loop {
-        let n = file.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         hasher.update(&buf[..n]);
         offset += n as u64;
     }
@@ -531,9 +582,9 @@ fn resume(dir: &Path, reference: &str, total: u64) -> Option<(Hasher, IngestStat
         total
     };
     if total > 0 && status.total == 0 {
-        fs::write(dir.join("total"), total.to_string()).ok()?;
+        fs::write(dir.join("total"), total.to_string())?;
     }
-    Some((
+    Ok(Some((
         hasher,
         IngestStatus {
             offset,
@@ -541,7 +592,7 @@ fn resume(dir: &Path, reference: &str, total: u64) -> Option<(Hasher, IngestStat
             ..status
         },
         file,
-    ))
+    )))
 }
 
 /// An open ingest: appends, reports, commits. Dropping it keeps the ingest for a later resume
@@ -635,24 +686,76 @@ impl Writer {
             }
         }
         let target = store.blob_path(&digest);
-        if target.exists() {
-            let _ = fs::remove_dir_all(&self.dir);
-            return Err(LocalError::AlreadyExists(format!("content {digest}")));
-        }
         let data = self.dir.join("data");
-        fs::set_permissions(&data, fs::Permissions::from_mode(0o444)).map_err(&fail)?;
-        fs::rename(&data, &target).map_err(&fail)?;
-        if let Some(parent) = target.parent() {
-            File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(&fail)?;
+        match rename_noreplace(&data, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_dir_all(&self.dir);
+                return Err(LocalError::AlreadyExists(format!("content {digest}")));
+            }
+            Err(e) => return Err(fail(e)),
         }
-        let _ = fs::remove_dir_all(&self.dir);
+        // The blob is in place: what follows cannot undo that, so failures are only logged (as
+        // containerd does).
+        let finish = || -> io::Result<()> {
+            let now = SystemTime::now();
+            let f = File::open(&target)?;
+            f.set_times(fs::FileTimes::new().set_accessed(now).set_modified(now))?;
+            fs::set_permissions(&target, fs::Permissions::from_mode(0o444))?;
+            if let Some(parent) = target.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+            fs::remove_dir_all(&self.dir)
+        };
+        if let Err(e) = finish() {
+            tracing::warn!(%digest, error = %e, "committed blob: finishing touches failed");
+        }
         if !labels.is_empty() {
-            store.write_labels(&digest, labels)?;
+            if let Err(e) = store.write_labels(&digest, labels) {
+                tracing::warn!(%digest, error = %e, "committed blob: storing its labels failed");
+            }
         }
         Ok(digest)
     }
+
+    /// Discards the ingest while still holding its ref, so no other writer can take it up in
+    /// between.
+    pub fn abort(mut self) {
+        self.file = None;
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then). Filesystems without
+/// `RENAME_NOREPLACE` get a check and a plain rename.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths relative to the current directory's descriptor.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) {
+        if to.exists() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists"));
+        }
+        return fs::rename(from, to);
+    }
+    Err(e)
 }
 
 impl Drop for Writer {
@@ -745,6 +848,42 @@ mod tests {
         s.writer("x", 0, None).unwrap().write(b"abc").unwrap();
         s.abort("x").unwrap();
         assert!(matches!(s.abort("x"), Err(LocalError::NotFound(_))));
+    }
+
+    #[test]
+    fn timestamps_with_offsets() {
+        let z = parse_time("2026-11-23T08:00:00.5Z").unwrap();
+        assert_eq!(parse_time("2026-11-23T10:00:00.5+02:00"), Some(z));
+        assert_eq!(parse_time("2026-11-23T03:00:00.5-05:00"), Some(z));
+        assert_eq!(parse_time("yesterday"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        write_time(
+            &p,
+            SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(read_time(&p).unwrap(), SystemTime::UNIX_EPOCH);
+    }
+
+    #[test]
+    fn commit_never_replaces_a_blob() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let data = b"the same bytes".to_vec();
+        let d = Digest::of(&data);
+        let mut w = s.writer("r", 0, None).unwrap();
+        w.write(&data).unwrap();
+        // Meanwhile the blob appears (a direct import links it in).
+        fs::write(s.blob_path(&d), &data).unwrap();
+        let inode = fs::metadata(s.blob_path(&d)).unwrap().ino();
+        assert!(matches!(
+            w.commit(&s, 0, Some(&d), &HashMap::new()),
+            Err(LocalError::AlreadyExists(_))
+        ));
+        assert_eq!(fs::metadata(s.blob_path(&d)).unwrap().ino(), inode);
+        assert!(matches!(s.status("r"), Err(LocalError::NotFound(_))));
     }
 
     #[test]
