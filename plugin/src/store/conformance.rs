@@ -1,6 +1,8 @@
 //! The behaviour every [`ContentStore`] must show, written once and run against every
-//! implementation (the memory fake in unit tests, the direct and streaming stores against real
-//! containerd in the end-to-end tests).
+//! implementation (the memory fake in unit tests; the direct and streaming stores against real
+//! containerd 2.x and 1.7, with its built-in store and with airlift's content proxy; the streaming
+//! store against the proxy's own socket), and in [`content_api`] the Content API's semantics,
+//! checked against containerd's built-in store and airlift's proxy alike.
 
 use super::{ContentStore, StoreError};
 use crate::digest::Digest;
