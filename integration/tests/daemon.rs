@@ -501,17 +501,9 @@ fn startup_repairs_and_releases() {
     let mut d = Daemon::new(&ctd, ALL);
     let docker = copy_fixture("busybox-docker.tar", &d.images());
     let multitag = copy_fixture("busybox-arm64-multitag-docker.tar", &d.images());
-    let notify_path = d.dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    d.env
-        .push(("NOTIFY_SOCKET".into(), notify_path.display().to_string()));
+    let notify = d.notify_socket();
     d.start();
-    let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).expect("no readiness notification");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    notify.expect_ready();
     d.wait();
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode() & 0o777;

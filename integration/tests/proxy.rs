@@ -22,9 +22,7 @@ struct Proxied {
 
 /// Starts containerd configured with airlift's socket as its content proxy, then airlift.
 fn start(version: Version, cri: bool) -> Proxied {
-    let mut daemon = Daemon::unbound("");
-    let root = daemon.dir.path().join("content");
-    daemon.config = format!("[content_proxy]\nroot = {:?}\n", root);
+    let (mut daemon, root) = Daemon::content_proxy();
     let ctd = Containerd::start_with(
         version,
         Options {
@@ -52,23 +50,25 @@ fn blob_files(root: &Path) -> Vec<String> {
     v
 }
 
-/// Every blob of the store, read back through containerd, hashes to its name; returns how many.
+/// Every blob of the store, read back through containerd (first, so the page cache is as the
+/// caller left it), and on disk, hashes to its name; returns how many containerd served.
 fn served_blobs_verify(rt: &tokio::runtime::Runtime, p: &Proxied, namespace: &str) -> usize {
     let c = client(rt, &p.ctd, namespace);
     let stream = StreamStore::new(c, rt.handle().clone(), "verify".into());
-    let files = blob_files(&p.root);
-    for hex in &files {
-        let d = Digest::from_hex(hex).unwrap();
+    let mut served = 0;
+    for hex in blob_files(&p.root) {
+        let d = Digest::from_hex(&hex).unwrap();
+        // Blobs of other namespaces are not served here.
+        if let Ok(data) = stream.read(&d) {
+            assert_eq!(Digest::of(&data), d, "containerd served a corrupt blob");
+            served += 1;
+        }
         // containerd's garbage collector may remove unreferenced blobs meanwhile.
-        let Ok(on_disk) = std::fs::read(p.root.join("blobs/sha256").join(hex)) else {
-            continue;
-        };
-        assert_eq!(Digest::of(&on_disk), d, "corrupt blob on disk");
-        if let Ok(served) = stream.read(&d) {
-            assert_eq!(Digest::of(&served), d, "containerd served a corrupt blob");
+        if let Ok(on_disk) = std::fs::read(p.root.join("blobs/sha256").join(&hex)) {
+            assert_eq!(Digest::of(&on_disk), d, "corrupt blob on disk");
         }
     }
-    files.len()
+    served
 }
 
 fn ctr_ok(ctd: &Containerd, args: &[&str]) -> String {
@@ -255,6 +255,16 @@ fn airlift_in_proxy_mode(version: Version) {
         p.daemon.log()
     );
     assert!(served_blobs_verify(&rt, &p, "k8s.io") > 0);
+    // Again with the blobs out of the page cache: reads that must wait for the disk are served
+    // off the socket's thread, and still whole.
+    for hex in blob_files(&p.root) {
+        if let Ok(f) = std::fs::File::open(p.root.join("blobs/sha256").join(hex)) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid descriptor; advice only.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    }
+    assert!(served_blobs_verify(&rt, &p, "k8s.io") > 0);
 
     if version == Version::V2 {
         let image = cri_listed(&rt, &p.ctd, "docker.io/library/busybox:1.35")
@@ -370,22 +380,11 @@ fn restarts_containerd_17() {
 /// (which starts after it) answers; the startup import is still to come.
 #[test]
 fn ready_before_containerd() {
-    let mut daemon = Daemon::unbound("");
-    let root = daemon.dir.path().join("content");
-    daemon.config = format!("[content_proxy]\nroot = {:?}\n", root);
+    let (mut daemon, root) = Daemon::content_proxy();
     daemon.address = daemon.dir.path().join("containerd-not-yet.sock");
-    let notify_path = daemon.dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    daemon
-        .env
-        .push(("NOTIFY_SOCKET".into(), notify_path.display().to_string()));
+    let notify = daemon.notify_socket();
     daemon.start();
-    let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).expect("no readiness notification");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    notify.expect_ready();
     // The store answers; the startup import waits for containerd.
     let rt = rt();
     let c = rt

@@ -5,8 +5,9 @@
 //! per ref (another gets `Unavailable`), resumable ingests, size and digest verified at commit
 //! (`FailedPrecondition`), `AlreadyExists` for a blob that is there, `NotFound`,
 //! `InvalidArgument` for malformed requests and filters, `OutOfRange` for a write away from the
-//! ingest's offset or a read past the end. Filesystem work runs on blocking threads; reads
-//! stream in 1 MiB chunks.
+//! ingest's offset or a read past the end. Stats and reads the page cache can answer run in
+//! place (containerd reads 32 KiB per call); everything that may wait for the disk runs on
+//! blocking threads. Reads stream in 1 MiB chunks.
 
 use crate::digest::Digest;
 use crate::filters::Filter;
@@ -29,12 +30,6 @@ const READ_CHUNK: usize = 1 << 20;
 
 /// Blobs per `List` response message.
 const LIST_BATCH: usize = 100;
-
-/// HTTP/2 flow-control window of the socket's connections and streams.
-pub const WINDOW: u32 = 16 << 20;
-
-/// Largest HTTP/2 frame the socket accepts.
-pub const FRAME: u32 = 1 << 20;
 
 /// The largest message containerd sends (its default gRPC limit).
 pub const MAX_MESSAGE: usize = 16 << 20;
@@ -85,13 +80,6 @@ fn filter(filters: &[String]) -> Result<Filter, Status> {
 
 fn size(n: i64, what: &str) -> Result<u64, Status> {
     u64::try_from(n).map_err(|_| Status::invalid_argument(format!("negative {what} {n}")))
-}
-
-/// Runs short filesystem work (a stat, a small read from the page cache) in place: a trip to the
-/// blocking pool costs more than the work, and containerd calls `Info` and `Read` once per
-/// 32 KiB its readers consume.
-fn quick<T>(f: impl FnOnce() -> Result<T, LocalError>) -> Result<T, Status> {
-    f().map_err(Status::from)
 }
 
 /// Reads what the page cache holds of `buf.len()` bytes at `at`, without waiting for the disk
@@ -246,7 +234,8 @@ impl Content for ContentService {
         req: Request<api::InfoRequest>,
     ) -> Result<Response<api::InfoResponse>, Status> {
         let d = LocalStore::parse_digest(&req.get_ref().digest)?;
-        let i = quick(|| self.store.info(&d))?;
+        // A stat, answered in place: a trip to the blocking pool would cost more than the work.
+        let i = self.store.info(&d)?;
         Ok(Response::new(api::InfoResponse {
             info: Some(info(i)),
         }))
@@ -307,7 +296,7 @@ impl Content for ContentService {
     ) -> Result<Response<Self::ReadStream>, Status> {
         let req = req.into_inner();
         let d = LocalStore::parse_digest(&req.digest)?;
-        let (file, len) = quick(|| self.store.open_blob(&d))?;
+        let (file, len) = self.store.open_blob(&d)?;
         let offset = req.offset.max(0) as u64;
         if offset > len {
             return Err(

@@ -368,6 +368,20 @@ fn workloads(dir: &Path) -> Vec<(&'static str, PathBuf)> {
 // ---------------------------------------------------------------------------------------------
 // Contenders
 
+/// A throwaway containerd 2.x without CRI, with airlift at `content_proxy` as its content store
+/// when given.
+fn containerd(content_proxy: Option<PathBuf>) -> Containerd {
+    Containerd::start_with(
+        Version::V2,
+        Options {
+            cri: false,
+            content_proxy,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+}
+
 fn reset(ctd: &Containerd) {
     let imgs = ctd
         .ctr_output(&["-n", NS, "images", "ls", "-q"])
@@ -499,14 +513,7 @@ fn main() {
     if let Some(only) = &only {
         all.retain(|(n, _)| only.iter().any(|o| n.starts_with(o.as_str())));
     }
-    let ctd = Containerd::start_with(
-        Version::V2,
-        Options {
-            cri: false,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let ctd = containerd(None);
     let ctd_pid = ctd.pid().unwrap();
     let scratch = ctd.root().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
@@ -749,23 +756,8 @@ fn proxy(report: &mut String, airlift: &Path, data: &Path, runs: usize) {
         .tempdir_in(data)
         .unwrap();
     let socket = dir.path().join("airlift.sock");
-    let builtin = Containerd::start_with(
-        Version::V2,
-        Options {
-            cri: false,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let proxied = Containerd::start_with(
-        Version::V2,
-        Options {
-            cri: false,
-            content_proxy: Some(socket.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let builtin = containerd(None);
+    let proxied = containerd(Some(socket.clone()));
     let mut daemon = Command::new(airlift)
         .args(["serve", "--namespace", "airlift-bench", "--address"])
         .arg(proxied.address())

@@ -44,6 +44,28 @@ impl Daemon {
         }
     }
 
+    /// Prepares a daemon serving containerd's content store from `<dir>/content` (returned),
+    /// whose containerd is not running yet.
+    pub fn content_proxy() -> (Daemon, PathBuf) {
+        let mut d = Daemon::unbound("");
+        let root = d.dir.path().join("content");
+        d.config = format!("[content_proxy]\nroot = {root:?}\n");
+        (d, root)
+    }
+
+    /// Has the daemon, once started, report to a `$NOTIFY_SOCKET` of its own; call
+    /// [`Notifications::expect_ready`] on the result.
+    pub fn notify_socket(&mut self) -> Notifications {
+        let path = self.dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        self.env
+            .push(("NOTIFY_SOCKET".into(), path.display().to_string()));
+        Notifications(socket)
+    }
+
     /// The images directory.
     pub fn images(&self) -> PathBuf {
         self.dir.path().join("images")
@@ -171,6 +193,18 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// What the daemon sends to its `$NOTIFY_SOCKET`.
+pub struct Notifications(std::os::unix::net::UnixDatagram);
+
+impl Notifications {
+    /// Waits (30 s at most) for the daemon's `READY=1`.
+    pub fn expect_ready(&self) {
+        let mut buf = [0u8; 256];
+        let n = self.0.recv(&mut buf).expect("no readiness notification");
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
     }
 }
 

@@ -235,13 +235,7 @@ pub async fn listen(daemon: Arc<Daemon>) -> Result<ApiServer, DaemonError> {
                     }
                 };
                 let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-                // Large HTTP/2 windows and frames: containerd writes blobs to the content store
-                // in 1 MiB messages, which 16 KiB frames and 64 KiB windows chop into dozens of
-                // frames and window updates each.
                 if let Err(e) = tonic::transport::Server::builder()
-                    .initial_connection_window_size(crate::proxy::WINDOW)
-                    .initial_stream_window_size(crate::proxy::WINDOW)
-                    .max_frame_size(crate::proxy::FRAME)
                     .add_service(AirliftServer::new(service))
                     .add_optional_service(content)
                     .serve_with_incoming_shutdown(incoming, async {

@@ -9,7 +9,7 @@
 //! - `ingest/<sha256 of the ref>/` — one directory per ingest: `ref` (the ref), `data` (the bytes
 //!   so far), `startedat`, `updatedat` (RFC 3339 text) and `total` (decimal, when known). An
 //!   ingest survives restarts: its offset is the length of `data`, and opening it again re-hashes
-//!   what is there. Nothing else is state: a crash leaves a resumable ingest or a committed blob;
+//!   what is there. Nothing else is state: a crash leaves a resumable ingest or a committed blob.
 //!
 //! Labels set through the Content API live beside the blobs in `airlift.labels/sha256/<hex>`
 //! (JSON, replaced atomically); containerd keeps its own labels in its metadata and never needs
@@ -70,6 +70,18 @@ fn io_err(context: impl Into<String>) -> impl Fn(io::Error) -> LocalError {
     move |cause| LocalError::Io {
         context: context.clone(),
         cause,
+    }
+}
+
+/// Maps a failed filesystem call on blob `d`: an absent blob is `NotFound`, anything else an I/O
+/// error saying what was being done.
+fn blob_err<'a>(d: &'a Digest, doing: &'a str) -> impl Fn(io::Error) -> LocalError + 'a {
+    move |e| match e.kind() {
+        io::ErrorKind::NotFound => LocalError::NotFound(format!("content {d}")),
+        _ => LocalError::Io {
+            context: format!("{doing} content {d}"),
+            cause: e,
+        },
     }
 }
 
@@ -149,11 +161,6 @@ impl LocalStore {
         })
     }
 
-    /// The store's root directory.
-    pub fn root(&self) -> &Path {
-        &self.inner.root
-    }
-
     fn blob_path(&self, d: &Digest) -> PathBuf {
         self.inner.root.join("blobs/sha256").join(d.hex())
     }
@@ -179,14 +186,7 @@ impl LocalStore {
 
     /// Metadata of a committed blob.
     pub fn info(&self, d: &Digest) -> Result<BlobInfo, LocalError> {
-        let path = self.blob_path(d);
-        let meta = match fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(LocalError::NotFound(format!("content {d}")))
-            }
-            Err(e) => return Err(io_err(format!("{}", path.display()))(e)),
-        };
+        let meta = fs::metadata(self.blob_path(d)).map_err(blob_err(d, "inspecting"))?;
         Ok(self.info_of(d.clone(), &meta))
     }
 
@@ -292,30 +292,16 @@ impl LocalStore {
 
     /// Removes a committed blob (and its labels).
     pub fn delete(&self, d: &Digest) -> Result<(), LocalError> {
-        match fs::remove_file(self.blob_path(d)) {
-            Ok(()) => {
-                let _ = fs::remove_file(self.labels_path(d));
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(LocalError::NotFound(format!("content {d}")))
-            }
-            Err(e) => Err(io_err(format!("removing content {d}"))(e)),
-        }
+        fs::remove_file(self.blob_path(d)).map_err(blob_err(d, "removing"))?;
+        let _ = fs::remove_file(self.labels_path(d));
+        Ok(())
     }
 
     /// Opens a committed blob for reading, with its size.
     pub fn open_blob(&self, d: &Digest) -> Result<(File, u64), LocalError> {
-        match File::open(self.blob_path(d)) {
-            Ok(f) => {
-                let size = f.metadata().map_err(io_err(format!("content {d}")))?.len();
-                Ok((f, size))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(LocalError::NotFound(format!("content {d}")))
-            }
-            Err(e) => Err(io_err(format!("opening content {d}"))(e)),
-        }
+        let f = File::open(self.blob_path(d)).map_err(blob_err(d, "opening"))?;
+        let size = f.metadata().map_err(blob_err(d, "inspecting"))?.len();
+        Ok((f, size))
     }
 
     /// The state of the ingest `reference`, from disk.
@@ -347,7 +333,7 @@ impl LocalStore {
     /// Discards the ingest `reference`.
     pub fn abort(&self, reference: &str) -> Result<(), LocalError> {
         let dir = self.ingest_dir(reference);
-        if !dir.join("ref").exists() && !dir.exists() {
+        if !dir.exists() {
             return Err(LocalError::NotFound(format!("ingest ref {reference:?}")));
         }
         fs::remove_dir_all(&dir).map_err(io_err(format!("aborting ingest ref {reference:?}")))
@@ -377,7 +363,8 @@ impl LocalStore {
                     break;
                 }
                 Some(since) if attempt >= LOCK_ATTEMPTS => {
-                    let since = humantime_since(*since);
+                    let held = since.elapsed().unwrap_or_default().as_secs();
+                    let since = humantime::format_duration(std::time::Duration::from_secs(held));
                     return Err(LocalError::Unavailable(format!(
                         "ref {reference} locked for {since} (another writer holds it)"
                     )));
@@ -458,18 +445,14 @@ struct Unlock {
 
 impl Drop for Unlock {
     fn drop(&mut self) {
+        // Poison-safe: this also runs while a panic unwinds, where a second panic would abort.
         self.store
             .inner
             .locks
             .lock()
-            .unwrap()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.reference);
     }
-}
-
-fn humantime_since(since: SystemTime) -> String {
-    let secs = since.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    format!("{secs:.1}s")
 }
 
 fn write_time(path: &Path, t: SystemTime) -> io::Result<()> {
