@@ -638,3 +638,102 @@ fn present_blobs_are_protected_by_the_import_lease() {
         "the unleased blob should have been collected"
     );
 }
+
+/// Runs `cmd` to completion and returns its stdout, stderr, whether it succeeded, and its peak
+/// resident memory in KiB. The peak is the child's own (`VmHWM`, polled until it exits):
+/// `wait4`'s `ru_maxrss` would also count this test process's memory, which the child shared
+/// until its `exec`.
+fn run_measuring_memory(cmd: &mut Command) -> (String, String, bool, u64) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let outs = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).unwrap();
+        s
+    });
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let status = loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    (
+        outs.join().unwrap(),
+        errs.join().unwrap(),
+        status.success(),
+        peak,
+    )
+}
+
+/// A `zstd --long` archive refers far back, so its decoder keeps a window as large as that
+/// distance. The window is spilled to a file mapping, so the import's memory stays bounded all the
+/// same, in both modes.
+#[test]
+fn long_zstd_windows_import_in_bounded_memory() {
+    use std::io::Write;
+    let ctd = Containerd::start(Version::V2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("long.tar");
+    daemon::big_archive(&tar, "example.com/long:1", 160, 7);
+    let zst = dir.path().join("long.tar.zst");
+    {
+        let mut enc =
+            zstd::stream::write::Encoder::new(std::fs::File::create(&zst).unwrap(), 1).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        enc.window_log(27).unwrap();
+        std::io::copy(&mut std::fs::File::open(&tar).unwrap(), &mut enc).unwrap();
+        enc.finish().unwrap().flush().unwrap();
+    }
+    std::fs::remove_file(&tar).unwrap();
+    for mode in ["direct", "stream"] {
+        let ns = format!("long-{mode}");
+        let (stdout, stderr, ok, rss_kib) = run_measuring_memory(
+            Command::new(airlift_bin())
+                .args(["import", "--json", "--mode", mode, "--address"])
+                .arg(ctd.address())
+                .args(["--namespace", &ns, "--state-dir"])
+                .arg(dir.path().join("state"))
+                .arg(&zst)
+                .env_remove("CONTAINERD_ADDRESS"),
+        );
+        assert!(ok, "{mode}: {stderr}\n{stdout}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(
+            report["images"][0]["name"], "example.com/long:1",
+            "{report}"
+        );
+        assert!(
+            !stderr.contains("keeping it in memory"),
+            "{mode}: the window was not spilled: {stderr}"
+        );
+        // The window alone is 128 MiB; the bound for the whole process is 64 MiB.
+        assert!(
+            rss_kib <= 64 << 10,
+            "{mode}: peak RSS {} MiB for a 128 MiB window",
+            rss_kib >> 10
+        );
+    }
+}

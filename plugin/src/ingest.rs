@@ -151,7 +151,8 @@ pub fn ingest(
     store: &dyn ContentStore,
     counters: &mut Counters,
 ) -> Result<Inventory, IngestError> {
-    let (tar_stream, compression) = decode::open(input)?;
+    let scratch = store.scratch_dir().unwrap_or_else(std::env::temp_dir);
+    let (tar_stream, compression) = decode::open(input, &scratch)?;
     // Decoding runs on its own thread, ahead of the hashing and writing done here.
     let tar_stream = crate::archive::readahead::ReadAhead::new(tar_stream, 1 << 20, 4);
     tracing::debug!(%compression, "decoding archive");

@@ -6,9 +6,10 @@
 //! The modules are the stations of one archive's journey, and imports point one way along it:
 //!
 //! - [`archive`] — the archive side, which never talks to containerd:
-//!   [`archive::decode`] (compression by magic bytes) → [`archive::walk`] (tar entries, refusing
-//!   escapes) → [`archive::understand`] (OCI layout / docker save → a plan of images and labels),
-//!   with the formats themselves in [`archive::oci`];
+//!   [`archive::decode`] (compression by magic bytes; a large zstd window spilled to a file by
+//!   [`archive::spill`], decoding ahead on its own thread in [`archive::readahead`]) →
+//!   [`archive::walk`] (tar entries, refusing escapes) → [`archive::understand`] (OCI layout /
+//!   docker save → a plan of images and labels), with the formats themselves in [`archive::oci`];
 //! - [`store`] — the one content-store abstraction and its homes (direct into containerd's
 //!   content root, streamed over the Content API, in memory for tests), with the conformance
 //!   suite every home passes;

@@ -55,7 +55,14 @@ fn main() {
             offset += n as i64;
         }
     } else {
-        let (mut decoded, _) = airlift::archive::decode::open(file).expect("decode archive");
+        // A large zstd window spills beside the output, as airlift's does beside its blobs.
+        let scratch = std::path::Path::new(output.as_str())
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
+        let (mut decoded, _) =
+            airlift::archive::decode::open(file, &scratch).expect("decode archive");
         loop {
             let n = decoded.read(&mut buf).expect("read");
             if n == 0 {

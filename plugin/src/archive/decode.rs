@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::io::{self, Cursor, Read};
+use std::path::Path;
 
 /// How an archive's bytes are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,9 @@ pub enum DecodeError {
 /// The number of leading bytes needed to recognise every supported format.
 const SNIFF_LEN: usize = 512;
 
+/// How much compressed input the zstd decoder is handed at a time.
+const ZSTD_INPUT: usize = 128 << 10;
+
 /// Recognises the compression from the first bytes of an archive.
 pub fn detect(head: &[u8]) -> Option<Compression> {
     if head.starts_with(&[0x1f, 0x8b]) {
@@ -72,9 +76,11 @@ pub fn detect(head: &[u8]) -> Option<Compression> {
 }
 
 /// Reads the first bytes of `input`, recognises its format and returns a reader of the
-/// uncompressed tar stream together with the compression found.
+/// uncompressed tar stream together with the compression found. A large zstd window is spilled
+/// to a file in `scratch` (see [`spill`](super::spill)).
 pub fn open<R: Read + Send + 'static>(
     mut input: R,
+    scratch: &Path,
 ) -> Result<(Box<dyn Read + Send>, Compression), DecodeError> {
     let mut head = Vec::with_capacity(SNIFF_LEN);
     (&mut input).take(SNIFF_LEN as u64).read_to_end(&mut head)?;
@@ -89,11 +95,10 @@ pub fn open<R: Read + Send + 'static>(
     let reader: Box<dyn Read + Send> = match compression {
         Compression::None => Box::new(raw),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        Compression::Zstd => {
-            let mut decoder = zstd::stream::read::Decoder::new(raw)?;
-            decoder.window_log_max(31)?;
-            Box::new(decoder)
-        }
+        Compression::Zstd => Box::new(super::spill::Decoder::new(
+            io::BufReader::with_capacity(ZSTD_INPUT, raw),
+            scratch,
+        )?),
         Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(raw)),
         Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(raw)),
     };
@@ -125,7 +130,7 @@ mod tests {
     }
 
     fn roundtrip(data: Vec<u8>, want: Compression) {
-        let (mut r, c) = open(Cursor::new(data)).unwrap();
+        let (mut r, c) = open(Cursor::new(data), &std::env::temp_dir()).unwrap();
         assert_eq!(c, want);
         let mut out = Vec::new();
         r.read_to_end(&mut out).unwrap();
@@ -165,12 +170,15 @@ mod tests {
     #[test]
     fn refuses_empty_and_foreign_input() {
         assert!(matches!(
-            open(Cursor::new(Vec::new())),
+            open(Cursor::new(Vec::new()), &std::env::temp_dir()),
             Err(DecodeError::Empty)
         ));
-        let err = open(Cursor::new(b"PK\x03\x04 a zip file".to_vec()))
-            .err()
-            .unwrap();
+        let err = open(
+            Cursor::new(b"PK\x03\x04 a zip file".to_vec()),
+            &std::env::temp_dir(),
+        )
+        .err()
+        .unwrap();
         assert!(matches!(err, DecodeError::NotAnArchive(_)));
         assert!(err.to_string().contains("not an image archive"), "{err}");
     }
@@ -179,12 +187,20 @@ mod tests {
     fn truncated_compression_is_an_error() {
         let tar = tar_bytes();
         let z = zstd::encode_all(&tar[..], 3).unwrap();
-        let (mut r, _) = open(Cursor::new(z[..z.len() / 2].to_vec())).unwrap();
+        let (mut r, _) = open(
+            Cursor::new(z[..z.len() / 2].to_vec()),
+            &std::env::temp_dir(),
+        )
+        .unwrap();
         assert!(r.read_to_end(&mut Vec::new()).is_err());
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap();
         let gz = gz.finish().unwrap();
-        let (mut r, _) = open(Cursor::new(gz[..gz.len() - 6].to_vec())).unwrap();
+        let (mut r, _) = open(
+            Cursor::new(gz[..gz.len() - 6].to_vec()),
+            &std::env::temp_dir(),
+        )
+        .unwrap();
         assert!(r.read_to_end(&mut Vec::new()).is_err());
     }
 

@@ -3,5 +3,6 @@
 pub mod decode;
 pub mod oci;
 pub mod readahead;
+pub mod spill;
 pub mod understand;
 pub mod walk;

@@ -245,6 +245,10 @@ impl ContentStore for DirectStore {
         "direct"
     }
 
+    fn scratch_dir(&self) -> Option<PathBuf> {
+        Some(self.shared.root.join(TEMP_DIR))
+    }
+
     fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         if let Some(size) = self.shared.pending.lock().unwrap().get(digest) {
             return Ok(Some(*size));

@@ -97,6 +97,12 @@ pub trait ContentStore: Send + Sync {
         expected: Option<&Digest>,
     ) -> Result<Put, StoreError>;
 
+    /// A directory on the store's own filesystem for a decoder's scratch files (a spilled
+    /// zstd window), when the store has one; elsewhere the system's temporary directory is used.
+    fn scratch_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// Reads a whole blob back.
     fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError>;
 
