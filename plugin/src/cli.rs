@@ -544,6 +544,7 @@ pub fn options(args: &ImportArgs) -> Result<ImportOptions, String> {
         labels,
         pin: !args.no_pin,
         mode: args.mode,
+        scratch_dir: Some(args.state_dir.clone()),
         ..ImportOptions::default()
     })
 }

@@ -76,6 +76,9 @@ pub struct ImportOptions {
     /// The content root the direct store writes into, when containerd's introspection does not
     /// tell it: airlift's own store when containerd uses airlift as its content proxy plugin.
     pub content_root: Option<PathBuf>,
+    /// Where a decoder's scratch files go (a spilled zstd window) when the store has no directory
+    /// of its own: the state directory. Without either, the system's temporary directory.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl Default for ImportOptions {
@@ -88,6 +91,7 @@ impl Default for ImportOptions {
             lease_expiry: Duration::from_secs(3600),
             cancel: Arc::new(AtomicBool::new(false)),
             content_root: None,
+            scratch_dir: None,
         }
     }
 }
@@ -369,8 +373,13 @@ pub async fn import(
             format!("airlift-{suffix}"),
         )
         .await?;
+        let scratch = store
+            .scratch_dir()
+            .or_else(|| opts.scratch_dir.clone())
+            .unwrap_or_else(std::env::temp_dir);
         let (plan, counters) = ingest_and_plan(
             store.clone(),
+            scratch,
             input,
             &archive,
             &opts.plan,
@@ -407,6 +416,7 @@ pub async fn import(
 /// Runs ingest and planning on a blocking thread, then stores the synthesised blobs.
 async fn ingest_and_plan(
     store: Arc<dyn ContentStore>,
+    scratch: PathBuf,
     input: Box<dyn Read + Send>,
     archive: &str,
     plan_opts: &PlanOptions,
@@ -418,12 +428,13 @@ async fn ingest_and_plan(
     tokio::task::spawn_blocking(move || {
         let mut counters = Counters::default();
         let counted = CountingReader::new(input, progress).cancellable(cancel);
-        let inv = ingest::ingest(counted, store.as_ref(), &mut counters).map_err(|cause| {
-            ImportError::Ingest {
-                archive: archive.clone(),
-                cause,
-            }
-        })?;
+        let inv =
+            ingest::ingest(counted, store.as_ref(), &scratch, &mut counters).map_err(|cause| {
+                ImportError::Ingest {
+                    archive: archive.clone(),
+                    cause,
+                }
+            })?;
         let plan = understand::plan(&inv, &plan_opts).map_err(|cause| ImportError::Understand {
             archive: archive.clone(),
             cause,

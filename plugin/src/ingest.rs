@@ -10,6 +10,7 @@ use crate::archive::{decode, walk};
 use crate::digest::Digest;
 use crate::store::{read_full, ContentStore, StoreError};
 use std::io::{self, Cursor, Read};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -145,14 +146,15 @@ fn looks_like_json(head: &[u8]) -> bool {
         .is_some_and(|b| *b == b'{' || *b == b'[')
 }
 
-/// Reads the archive from `input` and stores its blobs in `store`.
+/// Reads the archive from `input` and stores its blobs in `store`; a decoder's scratch files go
+/// in `scratch`.
 pub fn ingest(
     input: impl Read + Send + 'static,
     store: &dyn ContentStore,
+    scratch: &Path,
     counters: &mut Counters,
 ) -> Result<Inventory, IngestError> {
-    let scratch = store.scratch_dir().unwrap_or_else(std::env::temp_dir);
-    let (tar_stream, compression) = decode::open(input, &scratch)?;
+    let (tar_stream, compression) = decode::open(input, scratch)?;
     // Decoding runs on its own thread, ahead of the hashing and writing done here.
     let tar_stream = crate::archive::readahead::ReadAhead::new(tar_stream, 1 << 20, 4);
     tracing::debug!(%compression, "decoding archive");

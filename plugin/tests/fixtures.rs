@@ -21,8 +21,13 @@ fn fixture(name: &str) -> PathBuf {
 fn run(name: &str, opts: &PlanOptions) -> (Plan, MemoryStore) {
     let store = MemoryStore::default();
     let file = std::fs::File::open(fixture(name)).unwrap();
-    let inv =
-        ingest(file, &store, &mut Counters::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let inv = ingest(
+        file,
+        &store,
+        &std::env::temp_dir(),
+        &mut Counters::default(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
     let plan = plan(&inv, opts).unwrap_or_else(|e| panic!("{name}: {e}"));
     // Synthesised manifests are stored by the import; do it here so every blob can be checked.
     let deferred = inv.deferred.iter().map(|d| (d, &inv.json[d]));

@@ -62,7 +62,7 @@ const ZSTD_INPUT: usize = 128 << 10;
 pub fn detect(head: &[u8]) -> Option<Compression> {
     if head.starts_with(&[0x1f, 0x8b]) {
         Some(Compression::Gzip)
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || is_zstd_skippable(head) {
         Some(Compression::Zstd)
     } else if head.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
         Some(Compression::Lz4)
@@ -111,7 +111,12 @@ pub fn layer_is_compressed(head: &[u8]) -> bool {
     if head.starts_with(&[0x1f, 0x8b, 0x08]) || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         return true;
     }
-    // zstd skippable frames: magic 0x184D2A50..=0x184D2A5F, little endian.
+    is_zstd_skippable(head)
+}
+
+/// Whether `head` starts with a zstd skippable frame (magic 0x184D2A50..=0x184D2A5F, little
+/// endian), as archives made by `pzstd` or for seeking do.
+fn is_zstd_skippable(head: &[u8]) -> bool {
     head.len() >= 4 && head[1..4] == [0x2a, 0x4d, 0x18] && head[0] & 0xf0 == 0x50
 }
 
@@ -147,6 +152,10 @@ mod tests {
         roundtrip(gz.finish().unwrap(), Compression::Gzip);
 
         roundtrip(zstd::encode_all(&tar[..], 3).unwrap(), Compression::Zstd);
+        // A skippable frame first, as pzstd writes.
+        let mut skippable = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+        skippable.extend(zstd::encode_all(&tar[..], 3).unwrap());
+        roundtrip(skippable, Compression::Zstd);
 
         let mut lz = lz4_flex::frame::FrameEncoder::new(Vec::new());
         lz.write_all(&tar).unwrap();

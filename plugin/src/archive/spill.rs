@@ -11,6 +11,11 @@
 //! write them back and reclaim them under pressure, and are faulted in again when a match refers
 //! to them, instead of counting as the process's memory. Smaller allocations, and large ones
 //! when no file can be made there, come from `malloc`.
+//!
+//! Only ext4 and xfs are trusted with the window. On tmpfs the reserved blocks would be memory
+//! that only swap can free, worse than the heap; on copy-on-write filesystems (btrfs) rewriting
+//! the ring needs new blocks at fault time, so a full disk would be a SIGBUS. Elsewhere the
+//! window stays on the heap, with a warning.
 
 use std::ffi::{c_void, CStr};
 use std::fs::OpenOptions;
@@ -31,6 +36,9 @@ pub const TRIM_EVERY: u64 = 8 << 20;
 
 /// The largest window accepted: `zstd --long=31`.
 const WINDOW_LOG_MAX: i32 = 31;
+
+/// Filesystems whose pages of a preallocated file are written in place: ext4, xfs.
+const SAFE_FILESYSTEMS: [libc::__fsword_t; 2] = [0xEF53, 0x5846_5342];
 
 /// One spilled allocation.
 struct Mapping {
@@ -66,6 +74,16 @@ impl Spill {
         let fd = file.as_raw_fd();
         // SAFETY: plain system calls on a file descriptor this function owns.
         unsafe {
+            let mut fs: libc::statfs = std::mem::zeroed();
+            if libc::fstatfs(fd, &mut fs) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if !SAFE_FILESYSTEMS.contains(&fs.f_type) {
+                return Err(io::Error::other(format!(
+                    "its filesystem (type {:#x}) is not ext4 or xfs",
+                    fs.f_type
+                )));
+            }
             if libc::fallocate(fd, 0, 0, len as libc::off_t) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -154,10 +172,13 @@ fn check(code: usize) -> io::Result<usize> {
 pub struct Decoder<R> {
     inner: R,
     dctx: NonNull<sys::ZSTD_DCtx>,
-    /// Boxed so its address, which zstd holds, stays put; freed after the context.
-    spill: Box<Spill>,
+    /// A leaked box, so its address (which zstd holds) stays put and stays valid however the
+    /// decoder moves; reclaimed in `Drop` after the context is freed.
+    spill: NonNull<Spill>,
     /// Whether the last call ended a frame (the stream may end here).
     at_frame_end: bool,
+    /// Whether the last call filled the caller's buffer, so zstd may hold more output.
+    output_full: bool,
     produced: u64,
     trimmed_at: u64,
     warned: bool,
@@ -170,26 +191,30 @@ unsafe impl<R: Send> Send for Decoder<R> {}
 impl<R: BufRead> Decoder<R> {
     /// A decoder of `inner` that spills large windows into files in `scratch`.
     pub fn new(inner: R, scratch: &Path) -> io::Result<Decoder<R>> {
-        let spill = Box::new(Spill {
+        let spill = NonNull::from(Box::leak(Box::new(Spill {
             dir: scratch.to_path_buf(),
             maps: Mutex::new(Vec::new()),
             spilled: Mutex::new(0),
             fallback: Mutex::new(None),
-        });
+        })));
         let mem = sys::ZSTD_customMem {
             customAlloc: Some(spill_alloc),
             customFree: Some(spill_free),
-            opaque: &*spill as *const Spill as *mut c_void,
+            opaque: spill.as_ptr().cast(),
         };
         // SAFETY: the callbacks follow zstd's allocation contract and `spill` outlives the
-        // context (it is freed in `Drop` before the box goes).
-        let dctx = NonNull::new(unsafe { sys::ZSTD_createDCtx_advanced(mem) })
-            .ok_or_else(|| io::Error::other("zstd could not create a decoder"))?;
+        // context (it is reclaimed in `Drop` after the context is freed).
+        let Some(dctx) = NonNull::new(unsafe { sys::ZSTD_createDCtx_advanced(mem) }) else {
+            // SAFETY: leaked above and not shared with anything.
+            drop(unsafe { Box::from_raw(spill.as_ptr()) });
+            return Err(io::Error::other("zstd could not create a decoder"));
+        };
         let decoder = Decoder {
             inner,
             dctx,
             spill,
             at_frame_end: false,
+            output_full: false,
             produced: 0,
             trimmed_at: 0,
             warned: false,
@@ -205,22 +230,28 @@ impl<R: BufRead> Decoder<R> {
         Ok(decoder)
     }
 
+    fn spill(&self) -> &Spill {
+        // SAFETY: valid from `new` until `Drop`.
+        unsafe { self.spill.as_ref() }
+    }
+
     /// Bytes of window spilled to files so far.
     pub fn spilled(&self) -> u64 {
-        *lock(&self.spill.spilled)
+        *lock(&self.spill().spilled)
     }
 
     fn after_output(&mut self, n: usize) {
         self.produced += n as u64;
         if self.produced - self.trimmed_at >= TRIM_EVERY {
             self.trimmed_at = self.produced;
-            self.spill.trim();
+            self.spill().trim();
         }
         if !self.warned {
-            if let Some(e) = lock(&self.spill.fallback).take() {
+            let fallback = lock(&self.spill().fallback).take();
+            if let Some(e) = fallback {
                 self.warned = true;
                 tracing::warn!(
-                    scratch = %self.spill.dir.display(),
+                    scratch = %self.spill().dir.display(),
                     error = %e,
                     "cannot spill the zstd window to a file there; keeping it in memory"
                 );
@@ -235,14 +266,21 @@ impl<R: BufRead> Read for Decoder<R> {
             return Ok(0);
         }
         loop {
-            let input = self.inner.fill_buf()?;
-            let at_eof = input.is_empty();
+            // Output zstd still holds is handed out before more input is waited for.
+            let flush = self.output_full;
+            let (src, size) = if flush {
+                (<&[u8]>::default().as_ptr(), 0)
+            } else {
+                let input = self.inner.fill_buf()?;
+                (input.as_ptr(), input.len())
+            };
+            let at_eof = !flush && size == 0;
             if at_eof && self.at_frame_end {
                 return Ok(0);
             }
             let mut inb = sys::ZSTD_inBuffer {
-                src: input.as_ptr().cast(),
-                size: input.len(),
+                src: src.cast(),
+                size,
                 pos: 0,
             };
             let mut outb = sys::ZSTD_outBuffer {
@@ -250,13 +288,20 @@ impl<R: BufRead> Read for Decoder<R> {
                 size: buf.len(),
                 pos: 0,
             };
-            // SAFETY: both buffers describe live memory of the stated sizes, and the context
-            // is valid.
+            // SAFETY: both buffers describe live memory of the stated sizes (the input is the
+            // reader's buffer, untouched until `consume`), and the context is valid.
             let ret = check(unsafe {
                 sys::ZSTD_decompressStream(self.dctx.as_ptr(), &mut outb, &mut inb)
             })?;
-            self.inner.consume(inb.pos);
-            self.at_frame_end = ret == 0;
+            if !flush {
+                self.inner.consume(inb.pos);
+            }
+            // A flush that moved nothing says nothing about frames (after a frame's end zstd
+            // answers it by asking for the next frame's header).
+            if !flush || outb.pos > 0 {
+                self.at_frame_end = ret == 0;
+            }
+            self.output_full = outb.pos == outb.size;
             if outb.pos > 0 {
                 self.after_output(outb.pos);
                 return Ok(outb.pos);
@@ -274,9 +319,10 @@ impl<R: BufRead> Read for Decoder<R> {
 impl<R> Drop for Decoder<R> {
     fn drop(&mut self) {
         // SAFETY: the context is valid and freed once; its allocations go back through the
-        // callbacks while `self.spill` is still alive.
+        // callbacks while the spill is still alive, and nothing refers to the spill after.
         unsafe {
             sys::ZSTD_freeDCtx(self.dctx.as_ptr());
+            drop(Box::from_raw(self.spill.as_ptr()));
         }
     }
 }
@@ -319,6 +365,39 @@ mod tests {
         enc.finish().unwrap()
     }
 
+    /// A scratch directory on the build's filesystem (the system's temporary directory may be a
+    /// tmpfs, where nothing is spilled).
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")).unwrap()
+    }
+
+    /// How much of the decoder's spilled mappings is resident in this process, from smaps.
+    fn resident_kib<R>(d: &Decoder<R>) -> u64 {
+        // SAFETY: the spill lives as long as the decoder.
+        let spill = unsafe { d.spill.as_ref() };
+        let starts: Vec<String> = lock(&spill.maps)
+            .iter()
+            .map(|m| format!("{:x}-", m.addr))
+            .collect();
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut total = 0;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if !first.ends_with(':') {
+                inside = starts.iter().any(|s| line.starts_with(s));
+            } else if let Some(v) = line.strip_prefix("Rss:").filter(|_| inside) {
+                total += v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+        total
+    }
+
     fn decode(z: Vec<u8>, scratch: &Path) -> (io::Result<Vec<u8>>, u64) {
         let mut d = Decoder::new(BufReader::new(Cursor::new(z)), scratch).unwrap();
         let mut out = Vec::new();
@@ -328,7 +407,7 @@ mod tests {
 
     #[test]
     fn large_windows_spill_and_decode_exactly() {
-        let scratch = tempfile::tempdir().unwrap();
+        let scratch = scratch();
         let data = long_range_data(48 << 20);
         let z = compress(&data, 26);
         let (out, spilled) = decode(z, scratch.path());
@@ -340,7 +419,7 @@ mod tests {
 
     #[test]
     fn small_windows_stay_on_the_heap() {
-        let scratch = tempfile::tempdir().unwrap();
+        let scratch = scratch();
         let data = long_range_data(4 << 20);
         let (out, spilled) = decode(zstd::encode_all(&data[..], 3).unwrap(), scratch.path());
         assert!(out.unwrap() == data);
@@ -358,7 +437,7 @@ mod tests {
 
     #[test]
     fn concatenated_frames_and_truncation() {
-        let scratch = tempfile::tempdir().unwrap();
+        let scratch = scratch();
         let mut z = zstd::encode_all(&b"first "[..], 3).unwrap();
         z.extend(zstd::encode_all(&b"second"[..], 3).unwrap());
         let (out, _) = decode(z.clone(), scratch.path());
@@ -372,5 +451,36 @@ mod tests {
         garbage.extend_from_slice(b"not zstd");
         let (out, _) = decode(garbage, scratch.path());
         assert!(out.unwrap_err().to_string().starts_with("zstd: "));
+    }
+
+    #[test]
+    fn spilled_pages_leave_the_process_as_the_ring_wraps() {
+        let scratch = scratch();
+        // A 64 MiB window, 112 MiB of output: the ring wraps, and every page of it is written.
+        let data = long_range_data(112 << 20);
+        let z = compress(&data, 26);
+        let mut d = Decoder::new(BufReader::new(Cursor::new(z)), scratch.path()).unwrap();
+        let mut out = vec![0; data.len()];
+        let mut at = 0;
+        let mut most = 0;
+        while at < out.len() {
+            let n = d
+                .read(&mut out[at..(at + (1 << 20)).min(data.len())])
+                .unwrap();
+            assert!(n > 0, "early end at {at}");
+            at += n;
+            if at > 16 << 20 {
+                most = most.max(resident_kib(&d));
+            }
+        }
+        assert_eq!(d.read(&mut [0; 16]).unwrap(), 0);
+        assert!(out == data, "the output differs from the input");
+        assert!(d.spilled() >= 64 << 20, "spilled {}", d.spilled());
+        // At most what was written and referred to since the last trim; the whole 64 MiB
+        // ring would be resident without trimming.
+        assert!(
+            most > 0 && most <= 32 << 10,
+            "{most} KiB of the window resident"
+        );
     }
 }

@@ -146,6 +146,7 @@ impl Daemon {
             pin: cfg.pin,
             mode: cfg.mode,
             content_root: cfg.content_proxy.root.clone(),
+            scratch_dir: Some(cfg.state_dir.clone()),
             ..ImportOptions::default()
         };
         let (startup, _) = tokio_watch::channel(false);

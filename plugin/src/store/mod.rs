@@ -98,7 +98,7 @@ pub trait ContentStore: Send + Sync {
     ) -> Result<Put, StoreError>;
 
     /// A directory on the store's own filesystem for a decoder's scratch files (a spilled
-    /// zstd window), when the store has one; elsewhere the system's temporary directory is used.
+    /// zstd window), when the store has one.
     fn scratch_dir(&self) -> Option<std::path::PathBuf> {
         None
     }
