@@ -688,16 +688,6 @@ fn run_measuring_memory(cmd: &mut Command) -> (String, String, bool, u64) {
     )
 }
 
-/// Whether `dir` is on a filesystem airlift spills zstd windows to (ext4, xfs).
-fn spills_there(dir: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid C string and a zeroed statfs to fill.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statfs(path.as_ptr(), &mut fs) }, 0);
-    [0xEF53, 0x5846_5342].contains(&fs.f_type)
-}
-
 /// A `zstd --long` archive refers far back, so its decoder keeps a window as large as that
 /// distance. The window is spilled to a file mapping, so the import's memory stays bounded all the
 /// same, in both modes.
@@ -742,7 +732,7 @@ fn long_zstd_windows_import_in_bounded_memory() {
         } else {
             dir.path().to_path_buf()
         };
-        if !spills_there(&scratch) {
+        if !airlift::archive::spill::spills_to(&scratch) {
             // Elsewhere (a tmpfs /tmp) the window stays on the heap, and airlift says so.
             assert!(stderr.contains("keeping it in memory"), "{mode}: {stderr}");
             eprintln!(
