@@ -38,7 +38,7 @@ pub const TRIM_EVERY: u64 = 8 << 20;
 const WINDOW_LOG_MAX: i32 = 31;
 
 /// Filesystems whose pages of a preallocated file are written in place: ext4, xfs.
-const SAFE_FILESYSTEMS: [libc::__fsword_t; 2] = [0xEF53, 0x5846_5342];
+const SAFE_FILESYSTEMS: [i64; 2] = [0xEF53, 0x5846_5342];
 
 /// Whether a window would be spilled to a file in `dir`: it exists on ext4 or xfs.
 pub fn spills_to(dir: &Path) -> bool {
@@ -49,7 +49,7 @@ pub fn spills_to(dir: &Path) -> bool {
     // SAFETY: a valid C string and a zeroed statfs for the kernel to fill.
     unsafe {
         let mut fs: libc::statfs = std::mem::zeroed();
-        libc::statfs(path.as_ptr(), &mut fs) == 0 && SAFE_FILESYSTEMS.contains(&fs.f_type)
+        libc::statfs(path.as_ptr(), &mut fs) == 0 && SAFE_FILESYSTEMS.contains(&(fs.f_type as i64))
     }
 }
 
@@ -91,7 +91,8 @@ impl Spill {
             if libc::fstatfs(fd, &mut fs) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            if !SAFE_FILESYSTEMS.contains(&fs.f_type) {
+            // The field is signed or not depending on the C library; the magics are small.
+            if !SAFE_FILESYSTEMS.contains(&(fs.f_type as i64)) {
                 return Err(io::Error::other(format!(
                     "its filesystem (type {:#x}) is not ext4 or xfs",
                     fs.f_type
