@@ -24,6 +24,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use zstd_sys as sys;
@@ -49,8 +50,17 @@ pub fn spills_to(dir: &Path) -> bool {
     // SAFETY: a valid C string and a zeroed statfs for the kernel to fill.
     unsafe {
         let mut fs: libc::statfs = std::mem::zeroed();
-        libc::statfs(path.as_ptr(), &mut fs) == 0 && SAFE_FILESYSTEMS.contains(&(fs.f_type as i64))
+        libc::statfs(path.as_ptr(), &mut fs) == 0 && safe_filesystem(&fs)
     }
+}
+
+/// Whether a filesystem is one of [`SAFE_FILESYSTEMS`].
+fn safe_filesystem(fs: &libc::statfs) -> bool {
+    // The field is signed or not depending on the C library (a cast clippy sees as needless
+    // only where it is already i64); the magics are small.
+    #[allow(clippy::unnecessary_cast)]
+    let kind = fs.f_type as i64;
+    SAFE_FILESYSTEMS.contains(&kind)
 }
 
 /// One spilled allocation.
@@ -64,7 +74,7 @@ struct Spill {
     dir: PathBuf,
     maps: Mutex<Vec<Mapping>>,
     /// Bytes spilled so far (for the log and the tests).
-    spilled: Mutex<u64>,
+    spilled: AtomicU64,
     /// Why the last large allocation came from the heap instead.
     fallback: Mutex<Option<io::Error>>,
 }
@@ -91,8 +101,7 @@ impl Spill {
             if libc::fstatfs(fd, &mut fs) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            // The field is signed or not depending on the C library; the magics are small.
-            if !SAFE_FILESYSTEMS.contains(&(fs.f_type as i64)) {
+            if !safe_filesystem(&fs) {
                 return Err(io::Error::other(format!(
                     "its filesystem (type {:#x}) is not ext4 or xfs",
                     fs.f_type
@@ -139,7 +148,7 @@ unsafe extern "C" fn spill_alloc(opaque: *mut c_void, size: usize) -> *mut c_voi
                     addr: addr as usize,
                     len: size,
                 });
-                *lock(&spill.spilled) += size as u64;
+                spill.spilled.fetch_add(size as u64, Ordering::Relaxed);
                 return addr;
             }
             Err(e) => *lock(&spill.fallback) = Some(e),
@@ -208,7 +217,7 @@ impl<R: BufRead> Decoder<R> {
         let spill = NonNull::from(Box::leak(Box::new(Spill {
             dir: scratch.to_path_buf(),
             maps: Mutex::new(Vec::new()),
-            spilled: Mutex::new(0),
+            spilled: AtomicU64::new(0),
             fallback: Mutex::new(None),
         })));
         let mem = sys::ZSTD_customMem {
@@ -251,7 +260,7 @@ impl<R: BufRead> Decoder<R> {
 
     /// Bytes of window spilled to files so far.
     pub fn spilled(&self) -> u64 {
-        *lock(&self.spill().spilled)
+        self.spill().spilled.load(Ordering::Relaxed)
     }
 
     fn after_output(&mut self, n: usize) {
