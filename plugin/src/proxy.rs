@@ -309,29 +309,6 @@ impl Content for ContentService {
         } else {
             offset + want
         };
-        if end - offset <= READ_CHUNK as u64 {
-            // The common case (containerd's readers ask for 32 KiB at a time): one chunk, read in
-            // place when the page cache has it; the disk is waited for on the blocking pool, so
-            // a slow disk never stalls the socket.
-            let mut data = vec![0u8; (end - offset) as usize];
-            let got = read_cached(&file, &mut data, offset);
-            if got < data.len() {
-                data = tokio::task::spawn_blocking(move || {
-                    file.read_exact_at(&mut data[got..], offset + got as u64)
-                        .map(|()| data)
-                })
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::internal(format!("reading content {d}: {e}")))?;
-            }
-            let one = (!data.is_empty()).then(|| {
-                Ok(api::ReadContentResponse {
-                    offset: 0,
-                    data: data.into(),
-                })
-            });
-            return Ok(Response::new(Box::pin(tokio_stream::iter(one))));
-        }
         // One chunk of the range; chunks are numbered from the range's start, as containerd does.
         let chunk = move |file: &std::fs::File, at: u64| {
             let mut data = vec![0u8; READ_CHUNK.min((end - at) as usize)];
@@ -342,6 +319,27 @@ impl Content for ContentService {
                 })
                 .map_err(|e| Status::internal(format!("reading content {d}: {e}")))
         };
+        if end - offset <= READ_CHUNK as u64 {
+            // The common case (containerd's readers ask for 32 KiB at a time): one chunk, read in
+            // place when the page cache has it all; otherwise on the blocking pool, so a slow
+            // disk never stalls the socket.
+            let mut data = vec![0u8; (end - offset) as usize];
+            let one = if data.is_empty() {
+                None
+            } else if read_cached(&file, &mut data, offset) == data.len() {
+                Some(Ok(api::ReadContentResponse {
+                    offset: 0,
+                    data: data.into(),
+                }))
+            } else {
+                Some(
+                    tokio::task::spawn_blocking(move || chunk(&file, offset))
+                        .await
+                        .map_err(|e| Status::internal(e.to_string()))?,
+                )
+            };
+            return Ok(Response::new(Box::pin(tokio_stream::iter(one))));
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
             let mut at = offset;
