@@ -2,9 +2,7 @@
 //! releases from `integration/provision.sh` and fail (not skip) without them.
 
 use airlift_integration::{Containerd, Options, Version};
-use std::io::Write as _;
 use std::path::Path;
-use std::process::Stdio;
 
 use anyhow::{ensure, Result};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -100,32 +98,41 @@ fn check_serving(c: &Containerd) -> Result<()> {
     Ok(())
 }
 
-/// Ingests a blob with ctr and finds it below `content_root()`.
+/// Imports a fixture with ctr and finds every blob containerd lists below `content_root()`,
+/// with the content its digest names. The blobs are held by the image, so containerd's
+/// garbage collection (which runs shortly after every start) cannot take them meanwhile.
 fn check_content_root(c: &Containerd) -> Result<()> {
-    let mut child = c
-        .ctr()
-        .args(["-n", "airlift-harness", "content", "ingest", "harness-blob"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(b"airlift harness blob\n")?;
-    let out = child.wait_with_output()?;
-    ensure!(out.status.success(), "ctr content ingest: {out:?}");
+    use sha2::Digest as _;
+    let archive = airlift_integration::fixtures_dir().join("busybox-docker.tar");
+    let archive = archive.to_str().expect("fixture path is UTF-8");
+    c.ctr_output(&[
+        "-n",
+        "airlift-harness",
+        "images",
+        "import",
+        "--no-unpack",
+        "--all-platforms",
+        archive,
+    ])?;
     let listing = c.ctr_output(&["-n", "airlift-harness", "content", "ls", "-q"])?;
-    let digest = listing.lines().next().unwrap_or_default().trim().to_owned();
-    let hex = digest
-        .strip_prefix("sha256:")
-        .ok_or_else(|| anyhow::anyhow!("unexpected content listing: {listing}"))?;
-    let blob = c.content_root().join("blobs/sha256").join(hex);
+    let digests: Vec<&str> = listing.lines().map(str::trim).collect();
     ensure!(
-        std::fs::read(&blob)? == b"airlift harness blob\n",
-        "{} has other content",
-        blob.display()
+        digests.len() >= 3,
+        "{} lists too few blobs after importing {archive}:\n{listing}",
+        c.version()
     );
+    for digest in digests {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or_else(|| anyhow::anyhow!("unexpected content listing: {listing}"))?;
+        let blob = c.content_root().join("blobs/sha256").join(hex);
+        let data = std::fs::read(&blob).map_err(|e| anyhow::anyhow!("{}: {e}", blob.display()))?;
+        ensure!(
+            format!("{:x}", sha2::Sha256::digest(&data)) == hex,
+            "{} has other content",
+            blob.display()
+        );
+    }
     Ok(())
 }
 
