@@ -90,8 +90,9 @@ fn startup_and_delete(version: Version) {
     }
     d.until("the multitag lease to go", || leases(&ctd).len() == 1);
     let took = deleted.elapsed();
-    // Deletions are acted on at once (no settle interval); generous bound for a loaded machine.
-    assert!(took < Duration::from_secs(5), "unpinning took {took:?}");
+    // Deletions are acted on at once (no settle interval); generous bound for a loaded machine,
+    // where each of the few containerd transactions involved may wait seconds for its fsync.
+    assert!(took < Duration::from_secs(15), "unpinning took {took:?}");
     assert!(d.archive(&multitag).is_none());
     assert_eq!(d.archive(&bundle).unwrap()["state"], "imported");
 
@@ -166,7 +167,9 @@ fn runtime_imports() {
             .unwrap();
         f.write_all(chunk).unwrap();
         drop(f);
-        std::thread::sleep(Duration::from_millis(150));
+        // Well inside the settle interval (300 ms), so a loaded machine's stalls do not make
+        // a pause look like the end of the copy.
+        std::thread::sleep(Duration::from_millis(50));
     }
     d.until("slow.tar to be imported", || {
         d.archive(&slow).is_some_and(|a| a["state"] == "imported")
@@ -331,8 +334,9 @@ fn containerd_away_and_restarted() {
     big_archive(&big, "example.com/big:1", 400, 7);
     ctd.stop();
     d.start();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(d.status().contains("not connected"), "{}", d.status());
+    d.until("the daemon to report containerd away", || {
+        d.status().contains("not connected")
+    });
     ctd.restart().unwrap();
     d.wait();
     assert_eq!(pinned(&rt, &ctd, "example.com/big:1"), Some(true));

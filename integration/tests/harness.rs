@@ -88,7 +88,17 @@ fn check_serving(c: &Containerd) -> Result<()> {
         );
     }
     if c.options().cri {
-        let images = cri_list_images(c.cri_address())?;
+        // The CRI plugin finishes starting in the background; it may refuse a call at first.
+        let mut tries = 0;
+        let images = loop {
+            match cri_list_images(c.cri_address()) {
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                result => break result?,
+            }
+        };
         ensure!(
             images == 0,
             "fresh {} lists {images} CRI images",
@@ -99,8 +109,9 @@ fn check_serving(c: &Containerd) -> Result<()> {
 }
 
 /// Imports a fixture with ctr and finds every blob containerd lists below `content_root()`,
-/// with the content its digest names. The blobs are held by the image, so containerd's
-/// garbage collection (which runs shortly after every start) cannot take them meanwhile.
+/// with the content its digest names. The blobs are held by images (the index too, through
+/// `--index-name`), so containerd's garbage collection (which runs shortly after every start)
+/// cannot take them meanwhile.
 fn check_content_root(c: &Containerd) -> Result<()> {
     use sha2::Digest as _;
     let archive = airlift_integration::fixtures_dir().join("busybox-docker.tar");
@@ -112,6 +123,9 @@ fn check_content_root(c: &Containerd) -> Result<()> {
         "import",
         "--no-unpack",
         "--all-platforms",
+        // Otherwise the index ctr writes is held only by its lease, gone when ctr exits.
+        "--index-name",
+        "example.com/airlift-harness/index:1",
         archive,
     ])?;
     let listing = c.ctr_output(&["-n", "airlift-harness", "content", "ls", "-q"])?;

@@ -157,7 +157,7 @@ pub fn cri(
 }
 
 /// The image CRI lists under `tag`, waiting for it a while (CRI learns of images through
-/// events).
+/// events, and answers only once its plugin has finished starting).
 pub fn cri_listed(
     rt: &tokio::runtime::Runtime,
     ctd: &Containerd,
@@ -167,9 +167,8 @@ pub fn cri_listed(
     for _ in 0..100 {
         let list = rt
             .block_on(cri.list_images(k8s_cri::v1::ListImagesRequest { filter: None }))
-            .unwrap()
-            .into_inner()
-            .images;
+            .map(|r| r.into_inner().images)
+            .unwrap_or_default();
         if let Some(i) = list
             .into_iter()
             .find(|i| i.repo_tags.iter().any(|t| t == tag))
@@ -221,6 +220,22 @@ pub fn blob(
 ) -> Option<BlobInfo> {
     rt.block_on(client(rt, ctd, namespace).info(&digest.parse::<Digest>().unwrap()))
         .unwrap()
+}
+
+/// Runs containerd's garbage collection to the end (a lease removed with `--sync`), so a
+/// collection that an earlier deletion scheduled cannot run in the middle of what follows.
+pub fn collect_garbage(ctd: &Containerd, namespace: &str) {
+    ctd.ctr_output(&[
+        "-n",
+        namespace,
+        "leases",
+        "create",
+        "--id",
+        "collect-garbage",
+    ])
+    .unwrap();
+    ctd.ctr_output(&["-n", namespace, "leases", "rm", "--sync", "collect-garbage"])
+        .unwrap();
 }
 
 /// Files left in airlift's temporary directory and containerd's ingest directory.
