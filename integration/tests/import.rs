@@ -526,6 +526,11 @@ fn store_conformance_on_real_containerd() {
                 .exists(),
             "unneeded blob linked"
         );
+        // A blob staged and never claimed goes with the store, before `drop` returns.
+        let orphan = conformance::bytes(90_000, 9);
+        direct
+            .put(&mut &orphan[..], orphan.len() as u64, None)
+            .unwrap();
         drop(direct);
         assert_eq!(
             leftovers(&ctd),

@@ -424,7 +424,9 @@ impl ContentStore for DirectStore {
 
 impl Drop for DirectStore {
     fn drop(&mut self) {
-        // Pending fsyncs finish before the store goes; staged blobs nobody claimed are removed.
+        // Pending fsyncs finish before the store goes; staged blobs nobody claimed are removed
+        // now, not when the commit thread lets go of them (the process may exit first).
         let _ = self.flush();
+        self.shared.staged.lock().unwrap().clear();
     }
 }
