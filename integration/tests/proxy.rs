@@ -207,7 +207,7 @@ fn airlift_in_proxy_mode(version: Version) {
     // `airlift import` finds airlift's store through containerd's introspection and the
     // daemon's API, and writes there directly. The suites above deleted content: the collection
     // that schedules finishes first, so it cannot sweep a blob between its link and its claim.
-    collect_garbage(&p.ctd, "conformance");
+    p.ctd.collect_garbage("conformance").unwrap();
     let bundle = fixtures_dir().join("bundle-ctr-export.tar.zst");
     let report = import_ok(
         &p.ctd,

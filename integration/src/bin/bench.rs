@@ -398,9 +398,7 @@ fn reset(ctd: &Containerd) {
     for l in leases.lines().filter(|l| !l.is_empty()) {
         let _ = ctd.ctr_output(&["-n", NS, "leases", "rm", l]);
     }
-    // A synchronous garbage collection.
-    let _ = ctd.ctr_output(&["-n", NS, "leases", "create", "--id", "bench-gc"]);
-    let _ = ctd.ctr_output(&["-n", NS, "leases", "rm", "--sync", "bench-gc"]);
+    let _ = ctd.collect_garbage(NS);
     let left = ctd
         .ctr_output(&["-n", NS, "content", "ls", "-q"])
         .unwrap_or_default();

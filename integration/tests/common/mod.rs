@@ -222,22 +222,6 @@ pub fn blob(
         .unwrap()
 }
 
-/// Runs containerd's garbage collection to the end (a lease removed with `--sync`), so a
-/// collection that an earlier deletion scheduled cannot run in the middle of what follows.
-pub fn collect_garbage(ctd: &Containerd, namespace: &str) {
-    ctd.ctr_output(&[
-        "-n",
-        namespace,
-        "leases",
-        "create",
-        "--id",
-        "collect-garbage",
-    ])
-    .unwrap();
-    ctd.ctr_output(&["-n", namespace, "leases", "rm", "--sync", "collect-garbage"])
-        .unwrap();
-}
-
 /// Files left in airlift's temporary directory and containerd's ingest directory.
 pub fn leftovers(ctd: &Containerd) -> Vec<PathBuf> {
     let mut v = Vec::new();
