@@ -267,13 +267,7 @@ fn restart_reads_nothing_and_never_unpins() {
         let names = names.clone();
         std::thread::spawn(move || {
             let rt = rt_small();
-            let c = rt
-                .block_on(airlift::containerd::Containerd::connect(
-                    &address,
-                    "k8s.io",
-                    Duration::from_secs(5),
-                ))
-                .unwrap();
+            let c = common::grpc(&rt, &address, "k8s.io");
             let mut polls = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 let imgs = rt.block_on(c.list_images(vec![])).unwrap();
@@ -524,7 +518,7 @@ fn startup_repairs_and_releases() {
         "docker.io/library/busybox:1.35",
     ])
     .unwrap();
-    let lease = airlift::import::archive_lease_id(&std::fs::canonicalize(&docker).unwrap());
+    let lease = airlift::labels::archive_lease(&std::fs::canonicalize(&docker).unwrap());
     std::fs::remove_file(&multitag).unwrap();
     d.start();
     d.wait();

@@ -2,10 +2,12 @@
 
 mod common;
 
-use airlift::store::{conformance, direct::DirectStore, stream::StreamStore};
+use airlift::store::layout::ContentRoot;
+use airlift::store::{conformance, direct::DirectStore, stream::StreamStore, Staging};
 use airlift_integration::{fixtures_dir, Containerd, Version};
 use common::*;
 use std::process::Command;
+use std::sync::Arc;
 
 fn canonical(p: &std::path::Path) -> String {
     std::fs::canonicalize(p).unwrap().display().to_string()
@@ -466,16 +468,16 @@ fn store_conformance_on_real_containerd() {
         let plain = client(&rt, &ctd, "conformance");
         rt.block_on(plain.create_lease("conformance", Default::default(), None))
             .unwrap();
-        let c = plain.with_lease(Some("conformance"));
+        let c = grpc(&rt, ctd.address(), "conformance").leased("conformance");
         let handle = rt.handle().clone();
         rt.block_on(conformance::content_api::run(
             &c,
             &format!("containerd {version}'s built-in store"),
         ));
-        let stream = StreamStore::new(c.clone(), handle.clone(), "conf-stream".into());
+        let stream = StreamStore::new(Arc::new(c.clone()), handle.clone(), "conf-stream".into());
         conformance::run(&stream);
-        let direct =
-            DirectStore::open(&ctd.content_root(), c, handle, "conf-direct".into()).unwrap();
+        let root = ContentRoot::new(ctd.content_root());
+        let direct = DirectStore::open(&root, Arc::new(c), handle, "conf-direct".into()).unwrap();
         conformance::run(&direct);
 
         // Staged blobs become visible only when claimed: with their labels, in the lease of the
@@ -508,7 +510,11 @@ fn store_conformance_on_real_containerd() {
         );
         let needed = std::collections::BTreeSet::from([&w]);
         let claimed = direct
-            .claim_staged(&plain.with_lease(Some("archive-test")), &labels, &needed)
+            .claim_staged(
+                plain.with_lease(Some("archive-test")).as_ref(),
+                &labels,
+                &needed,
+            )
             .unwrap();
         assert_eq!(claimed, std::collections::BTreeSet::from([w.clone()]));
         let info = blob(&rt, &ctd, "conformance", &w.to_string()).expect("claimed blob visible");

@@ -4,13 +4,14 @@
 
 mod common;
 
-use airlift::containerd::Containerd as Client;
 use airlift::digest::Digest;
+use airlift::store::layout::ContentRoot;
 use airlift::store::{conformance, direct::DirectStore, stream::StreamStore, ContentStore};
 use airlift_integration::{fixtures_dir, Containerd, Options, Version};
 use common::daemon::{big_archive, Daemon};
 use common::*;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// containerd with airlift as its content store.
@@ -173,19 +174,13 @@ fn airlift_in_proxy_mode(version: Version) {
     let handle = rt.handle().clone();
 
     // The proxy itself, over its socket.
-    let direct_api = rt
-        .block_on(Client::connect(
-            &p.daemon.socket(),
-            "conformance",
-            Duration::from_secs(5),
-        ))
-        .unwrap();
+    let direct_api = grpc(&rt, &p.daemon.socket(), "conformance");
     rt.block_on(conformance::content_api::run(
         &direct_api,
         "airlift's socket",
     ));
     conformance::run(&StreamStore::new(
-        direct_api,
+        Arc::new(direct_api),
         handle.clone(),
         "conf-proxy".into(),
     ));
@@ -193,14 +188,20 @@ fn airlift_in_proxy_mode(version: Version) {
     let plain = client(&rt, &p.ctd, "conformance");
     rt.block_on(plain.create_lease("conformance", Default::default(), None))
         .unwrap();
-    let c = plain.with_lease(Some("conformance"));
+    let c = grpc(&rt, p.ctd.address(), "conformance").leased("conformance");
     rt.block_on(conformance::content_api::run(&c, "containerd over airlift"));
     conformance::run(&StreamStore::new(
-        c.clone(),
+        Arc::new(c.clone()),
         handle.clone(),
         "conf-s".into(),
     ));
-    let direct = DirectStore::open(&p.root, c, handle, "conf-d".into()).unwrap();
+    let direct = DirectStore::open(
+        &ContentRoot::new(&p.root),
+        Arc::new(c),
+        handle,
+        "conf-d".into(),
+    )
+    .unwrap();
     conformance::run(&direct);
     drop(direct);
 
@@ -389,13 +390,7 @@ fn ready_before_containerd() {
     notify.expect_ready();
     // The store answers; the startup import waits for containerd.
     let rt = rt();
-    let c = rt
-        .block_on(Client::connect(
-            &daemon.socket(),
-            "k8s.io",
-            Duration::from_secs(5),
-        ))
-        .unwrap();
+    let c = grpc(&rt, &daemon.socket(), "k8s.io");
     let absent = Digest::of(b"absent");
     assert_eq!(rt.block_on(c.info(&absent)).unwrap().map(|i| i.size), None);
     assert!(root.join("blobs/sha256").is_dir());

@@ -12,13 +12,27 @@ use std::time::Duration;
 pub const DEFAULT_PATH: &str = "/etc/airlift/config.toml";
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?}: expected text or json"
+            )),
+        }
+    }
 }
 
 /// The daemon's settings. See `config/airlift.toml` for the annotated example.
@@ -85,20 +99,6 @@ impl Default for Config {
             digest_refs: false,
             mode: Mode::Auto,
             content_proxy: ContentProxy::default(),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Mode {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "auto" => Ok(Mode::Auto),
-            "direct" => Ok(Mode::Direct),
-            "stream" => Ok(Mode::Stream),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown mode {other:?}: expected auto, direct or stream"
-            ))),
         }
     }
 }

@@ -31,6 +31,18 @@ pub struct Counters {
     pub bytes_written: u64,
 }
 
+impl Counters {
+    /// Counts one stored blob.
+    pub fn count(&mut self, put: &crate::store::Put) {
+        if put.written > 0 {
+            self.blobs_written += 1;
+            self.bytes_written += put.written;
+        } else {
+            self.blobs_present += 1;
+        }
+    }
+}
+
 /// Why an ingest stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -48,6 +60,33 @@ pub enum IngestError {
         /// Why.
         cause: StoreError,
     },
+    /// A layout document is larger than airlift reads into memory.
+    #[error(
+        "entry {entry:?}: {size} bytes, more than the {limit}-byte limit for a layout document"
+    )]
+    TooLarge {
+        /// The entry.
+        entry: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl IngestError {
+    /// Whether the archive itself is broken (rather than the store failing).
+    pub fn is_archive_fault(&self) -> bool {
+        match self {
+            IngestError::Decode(_) | IngestError::Walk(_) | IngestError::TooLarge { .. } => true,
+            IngestError::Entry { cause, .. } => matches!(
+                cause,
+                StoreError::Source(_)
+                    | StoreError::Truncated { .. }
+                    | StoreError::DigestMismatch { .. }
+            ),
+        }
+    }
 }
 
 /// Counts bytes read from the raw archive (for progress and the summary).
@@ -173,9 +212,11 @@ pub fn ingest(
                 };
                 if is_layout_file(&name) {
                     if size > JSON_LIMIT {
-                        return Err(fail(StoreError::Source(io::Error::other(format!(
-                            "larger than {JSON_LIMIT} bytes"
-                        )))));
+                        return Err(IngestError::TooLarge {
+                            entry: name,
+                            size,
+                            limit: JSON_LIMIT,
+                        });
                     }
                     let mut buf = vec![0; size as usize];
                     let n = read_full(data, &mut buf).map_err(fail)?;
@@ -242,23 +283,11 @@ pub fn ingest(
                     remember(&mut inv, name, record, size, head);
                     return Ok(());
                 }
-                // Present already? Then the rest of the entry is skipped unread.
-                if let Some(d) = &declared {
-                    if store.exists(d).map_err(fail)? == Some(size) {
-                        counters.blobs_present += 1;
-                        remember(&mut inv, name, Ok(d.clone()), size, head);
-                        return Ok(());
-                    }
-                }
+                // A blob present already is not read further: the walk skips the rest of it.
                 let mut reader = Cursor::new(&head[..]).chain(data);
                 let record = match store.put(&mut reader, size, declared.as_ref()) {
                     Ok(put) => {
-                        if put.written > 0 {
-                            counters.blobs_written += 1;
-                            counters.bytes_written += put.written;
-                        } else {
-                            counters.blobs_present += 1;
-                        }
+                        counters.count(&put);
                         Ok(put.digest)
                     }
                     Err(StoreError::DigestMismatch { expected, actual }) => {

@@ -3,44 +3,67 @@
 //!
 //! # Layout
 //!
-//! The modules are the stations of one archive's journey, and imports point one way along it:
+//! The modules are the stations of one archive's journey — decode → walk → understand → store →
+//! record — and imports point one way along it: nothing downstream is used upstream, and the
+//! archive side never talks to containerd.
 //!
-//! - [`archive`] — the archive side, which never talks to containerd:
-//!   [`archive::decode`] (compression by magic bytes; a large zstd window spilled to a file by
-//!   [`archive::spill`], decoding ahead on its own thread in [`archive::readahead`]) →
-//!   [`archive::walk`] (tar entries, refusing escapes) → [`archive::understand`] (OCI layout /
-//!   docker save → a plan of images and labels), with the formats themselves in [`archive::oci`];
-//! - [`store`] — the one content-store abstraction and its homes (direct into containerd's
-//!   content root, streamed over the Content API, in memory for tests), with the conformance
-//!   suite every home passes;
+//! - [`archive`] — the archive side: [`archive::decode`] (compression by magic bytes; a large
+//!   zstd window spilled to a file by [`archive::spill`], decoding ahead on its own thread in
+//!   [`archive::readahead`]) → [`archive::walk`] (tar entries, refusing escapes) →
+//!   [`archive::understand`] (OCI layout / docker save → a plan of images and labels), with the
+//!   formats themselves in [`archive::spec`];
+//! - [`store`] — the one content-store trait and its homes (direct into containerd's content
+//!   root, streamed over the Content API, airlift's own store for the content proxy, in memory),
+//!   the content root's layout ([`store::layout`]) and the conformance suite every home passes;
 //! - [`ingest`] — drives an archive through decode and walk into the store, producing the
 //!   inventory the plan is made from;
-//! - [`import`] — one import start to finish: leases, plan, then the record step (labels, the
-//!   archive's pinned lease, image records);
-//! - [`recall`] — answers a repeated `airlift import` of an unchanged archive from its record;
-//! - [`containerd`] — the gRPC client, with containerd's error classes mapped in one place;
-//! - [`digest`], [`reference`], [`platform`] — the value types everything shares;
-//! - [`filters`] — containerd's filter syntax (`labels."example.com/x"==y`), parsed and matched
-//!   for the Content API's `List` and `ListStatuses`;
-//! - [`liveness`] — which airlift process owns a leftover, across PID namespaces;
-//! - [`proxy`] — containerd's content service over a [`store::local`] store, for running airlift
-//!   as containerd's content proxy plugin;
-//! - [`daemon`] — `airlift serve`: startup reconciliation, the directory watcher, pins and
-//!   leases following the archives, the API socket and metrics; configured by [`config`];
-//! - [`cli`] — the command line, a thin adapter over [`import`] and [`daemon`].
+//! - [`import`] — one import start to finish: leases, plan, then the record step
+//!   ([`import::record`]: labels, the archive's pinned lease, image records), and its report;
+//! - [`state`] — what airlift remembers of each archive, and whether (and how) a record still
+//!   stands in containerd ([`state::verify`]);
+//! - [`service`] — the one entry point every import goes through (`airlift import`, the daemon,
+//!   the API): where blobs may be written, recall of unchanged archives, the record kept;
+//! - [`pins`] — which images lose their pin when an archive goes, and nothing else;
+//! - [`leftovers`] — what dead airlift processes left behind, removed ([`liveness`] tells who
+//!   is dead, across PID namespaces);
+//! - [`daemon`] — `airlift serve`: startup, reconciliation per archive, the directory watcher,
+//!   the API server and metrics; configured by [`config`];
+//! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
+//!   containerd's content proxy plugin;
+//! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`];
+//! - the edges every station uses: [`containerd`] (the operations airlift asks of containerd,
+//!   as a trait with a gRPC client and an in-memory fake), [`api`] (airlift's own gRPC API),
+//!   [`error`] (containerd's error classes and their one mapping to gRPC codes), [`labels`] (the
+//!   names airlift writes into containerd), [`sys`] (system calls, through safe wrappers);
+//! - value types: [`digest`], [`reference`], [`platform`], and [`filters`] (containerd's filter
+//!   syntax, for the Content API's `List` and the fake).
+//!
+//! Two seams carry the tests: [`containerd::Containerd`], whose fake lets everything above it
+//! be unit-tested (ordering, pins, repair, recall, claims), and [`store::ContentStore`], whose
+//! conformance suite runs against every home.
 
+pub mod api;
 pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod containerd;
 pub mod daemon;
 pub mod digest;
+pub mod error;
 pub mod filters;
 pub mod import;
 pub mod ingest;
+pub mod labels;
+pub mod leftovers;
 pub mod liveness;
+pub mod pins;
 pub mod platform;
 pub mod proxy;
-pub mod recall;
 pub mod reference;
+pub mod service;
+pub mod state;
 pub mod store;
+pub mod sys;
+
+#[cfg(test)]
+mod testing;

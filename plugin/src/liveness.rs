@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -29,10 +28,6 @@ fn held() -> &'static Mutex<HashMap<PathBuf, File>> {
     HELD.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn try_lock(file: &File) -> bool {
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-}
-
 /// Holds this process's lock in `dir` (once per directory, for the life of the process).
 pub fn hold(dir: &Path) -> io::Result<()> {
     let mut held = held().lock().unwrap();
@@ -43,7 +38,7 @@ pub fn hold(dir: &Path) -> io::Result<()> {
     // lock file of a live process.
     let staging = dir.join(format!("{}.lock.new", token()));
     let file = File::create(&staging)?;
-    if !try_lock(&file) {
+    if !crate::sys::try_lock(&file) {
         return Err(io::Error::other("cannot lock the liveness file"));
     }
     fs::rename(&staging, dir.join(format!("{}.lock", token())))?;
@@ -65,7 +60,7 @@ pub fn is_dead(dir: &Path, token: &str) -> bool {
     }
     match File::open(dir.join(format!("{token}.lock"))) {
         Err(_) => true,
-        Ok(f) => try_lock(&f), // released again when `f` closes
+        Ok(f) => crate::sys::try_lock(&f), // released again when `f` closes
     }
 }
 
@@ -96,7 +91,7 @@ mod tests {
         );
         // A lock held through another open file description counts as alive.
         let other = File::open(dir.path().join("p2x0.lock")).unwrap();
-        assert!(try_lock(&other));
+        assert!(crate::sys::try_lock(&other));
         assert!(!is_dead(dir.path(), "p2x0"));
         assert_eq!(
             token_of("airlift-import-p9xab", "airlift-import-"),

@@ -10,6 +10,7 @@
 //! blocking threads. Reads stream in 1 MiB chunks.
 
 use crate::digest::Digest;
+use crate::error::Class;
 use crate::filters::Filter;
 use crate::store::local::{BlobInfo, IngestStatus, LocalError, LocalStore, Writer};
 use std::os::unix::fs::FileExt;
@@ -33,21 +34,6 @@ const LIST_BATCH: usize = 100;
 
 /// The largest message containerd sends (its default gRPC limit).
 pub const MAX_MESSAGE: usize = 16 << 20;
-
-impl From<LocalError> for Status {
-    fn from(e: LocalError) -> Status {
-        let msg = e.to_string();
-        match e {
-            LocalError::NotFound(_) => Status::not_found(msg),
-            LocalError::AlreadyExists(_) => Status::already_exists(msg),
-            LocalError::FailedPrecondition(_) => Status::failed_precondition(msg),
-            LocalError::Unavailable(_) => Status::unavailable(msg),
-            LocalError::InvalidArgument(_) => Status::invalid_argument(msg),
-            LocalError::OutOfRange(_) => Status::out_of_range(msg),
-            LocalError::Io { .. } => Status::internal(msg),
-        }
-    }
-}
 
 fn timestamp(t: std::time::SystemTime) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp::from(t))
@@ -75,39 +61,11 @@ fn status(s: &IngestStatus) -> api::Status {
 }
 
 fn filter(filters: &[String]) -> Result<Filter, Status> {
-    Filter::parse(filters).map_err(|e| Status::invalid_argument(e.to_string()))
+    Filter::parse(filters).map_err(|e| Class::InvalidArgument.status(e.to_string()))
 }
 
 fn size(n: i64, what: &str) -> Result<u64, Status> {
-    u64::try_from(n).map_err(|_| Status::invalid_argument(format!("negative {what} {n}")))
-}
-
-/// Reads what the page cache holds of `buf.len()` bytes at `at`, without waiting for the disk
-/// (`RWF_NOWAIT`); returns how many bytes it got.
-fn read_cached(file: &std::fs::File, buf: &mut [u8], at: u64) -> usize {
-    use std::os::fd::AsRawFd;
-    let mut got = 0;
-    while got < buf.len() {
-        let iov = libc::iovec {
-            iov_base: buf[got..].as_mut_ptr().cast(),
-            iov_len: buf.len() - got,
-        };
-        // SAFETY: `iov` describes the unfilled part of `buf`, which outlives the call.
-        let n = unsafe {
-            libc::preadv2(
-                file.as_raw_fd(),
-                &iov,
-                1,
-                (at + got as u64) as libc::off_t,
-                libc::RWF_NOWAIT,
-            )
-        };
-        if n <= 0 {
-            break;
-        }
-        got += n as usize;
-    }
-    got
+    u64::try_from(n).map_err(|_| Class::InvalidArgument.status(format!("negative {what} {n}")))
 }
 
 /// Runs long filesystem work (a directory walk) on the blocking pool.
@@ -116,7 +74,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(Status::from),
-        Err(e) => Err(Status::internal(format!("content store task failed: {e}"))),
+        Err(e) => Err(Class::Internal.status(format!("content store task failed: {e}"))),
     }
 }
 
@@ -158,7 +116,7 @@ impl Session {
         req: api::WriteContentRequest,
     ) -> Result<api::WriteContentResponse, Status> {
         if !req.r#ref.is_empty() && req.r#ref != self.reference {
-            return Err(Status::invalid_argument(format!(
+            return Err(Class::InvalidArgument.status(format!(
                 "ref {:?} differs from the session's ref {:?}",
                 req.r#ref, self.reference
             )));
@@ -169,9 +127,8 @@ impl Session {
                 if let Some(w) = self.writer.take() {
                     w.abort();
                 }
-                return Err(Status::already_exists(format!(
-                    "blob with expected digest {expected} exists"
-                )));
+                return Err(Class::AlreadyExists
+                    .status(format!("blob with expected digest {expected} exists")));
             }
             self.expected = Some(expected);
         }
@@ -179,11 +136,11 @@ impl Session {
             self.total = req.total as u64;
         }
         let action = api::WriteAction::try_from(req.action)
-            .map_err(|_| Status::invalid_argument(format!("unknown action {}", req.action)))?;
+            .map_err(|_| Class::InvalidArgument.status(format!("unknown action {}", req.action)))?;
         let w = self
             .writer
             .as_mut()
-            .ok_or_else(|| Status::failed_precondition("the writer was closed"))?;
+            .ok_or_else(|| Class::FailedPrecondition.status("the writer was closed"))?;
         let mut resp = api::WriteContentResponse {
             action: req.action,
             offset: w.status().offset as i64,
@@ -201,9 +158,10 @@ impl Session {
                 let offset = size(req.offset, "offset")?;
                 let current = w.status().offset;
                 if offset > 0 && offset != current {
-                    return Err(LocalError::OutOfRange(format!(
-                        "write @{offset} must occur at current offset {current}"
-                    ))
+                    return Err(LocalError::new(
+                        Class::OutOfRange,
+                        format!("write @{offset} must occur at current offset {current}"),
+                    )
                     .into());
                 }
                 if offset == 0 && current > 0 {
@@ -248,7 +206,7 @@ impl Content for ContentService {
         let req = req.into_inner();
         let i = req
             .info
-            .ok_or_else(|| Status::invalid_argument("update without info"))?;
+            .ok_or_else(|| Class::InvalidArgument.status("update without info"))?;
         let d = LocalStore::parse_digest(&i.digest)?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let store = self.store.clone();
@@ -299,9 +257,11 @@ impl Content for ContentService {
         let (file, len) = self.store.open_blob(&d)?;
         let offset = req.offset.max(0) as u64;
         if offset > len {
-            return Err(
-                LocalError::OutOfRange(format!("read past object length {len} bytes")).into(),
-            );
+            return Err(LocalError::new(
+                Class::OutOfRange,
+                format!("read past object length {len} bytes"),
+            )
+            .into());
         }
         let want = req.size.max(0) as u64;
         let end = if want == 0 || offset + want > len {
@@ -317,7 +277,7 @@ impl Content for ContentService {
                     offset: (at - offset) as i64,
                     data: data.into(),
                 })
-                .map_err(|e| Status::internal(format!("reading content {d}: {e}")))
+                .map_err(|e| Class::Internal.status(format!("reading content {d}: {e}")))
         };
         if end - offset <= READ_CHUNK as u64 {
             // The common case (containerd's readers ask for 32 KiB at a time): one chunk, read in
@@ -326,7 +286,7 @@ impl Content for ContentService {
             let mut data = vec![0u8; (end - offset) as usize];
             let one = if data.is_empty() {
                 None
-            } else if read_cached(&file, &mut data, offset) == data.len() {
+            } else if crate::sys::read_cached(&file, &mut data, offset) == data.len() {
                 Some(Ok(api::ReadContentResponse {
                     offset: 0,
                     data: data.into(),
@@ -335,7 +295,7 @@ impl Content for ContentService {
                 Some(
                     tokio::task::spawn_blocking(move || chunk(&file, offset))
                         .await
-                        .map_err(|e| Status::internal(e.to_string()))?,
+                        .map_err(|e| Class::Internal.status(e.to_string()))?,
                 )
             };
             return Ok(Response::new(Box::pin(tokio_stream::iter(one))));
@@ -393,9 +353,7 @@ impl Content for ContentService {
             return Ok(Response::new(Box::pin(tokio_stream::empty())));
         };
         if first.r#ref.is_empty() {
-            return Err(Status::invalid_argument(
-                "first message must have a reference",
-            ));
+            return Err(Class::InvalidArgument.status("first message must have a reference"));
         }
         let total = size(first.total, "total")?;
         let expected = match first.expected.as_str() {
@@ -429,7 +387,9 @@ impl Content for ContentService {
                     Ok(v) => v,
                     Err(e) => {
                         let _ = tx
-                            .send(Err(Status::internal(format!("write task failed: {e}"))))
+                            .send(Err(
+                                Class::Internal.status(format!("write task failed: {e}"))
+                            ))
                             .await;
                         return;
                     }

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use airlift::containerd::{BlobInfo, Containerd as Client, ImageRecord};
+pub use airlift::containerd::Containerd as _;
+use airlift::containerd::{BlobInfo, Client, Grpc, ImageRecord};
 use airlift::digest::Digest;
 use airlift_integration::{fixtures_dir, repo_root, Containerd};
 use std::collections::BTreeMap;
@@ -182,12 +183,13 @@ pub fn cri_listed(
 
 /// A client of `ctd` in `namespace`.
 pub fn client(rt: &tokio::runtime::Runtime, ctd: &Containerd, namespace: &str) -> Client {
-    rt.block_on(Client::connect(
-        ctd.address(),
-        namespace,
-        Duration::from_secs(10),
-    ))
-    .unwrap()
+    grpc(rt, ctd.address(), namespace).with_lease(None)
+}
+
+/// The gRPC client of the socket at `address` in `namespace` (for checks of the wire protocol).
+pub fn grpc(rt: &tokio::runtime::Runtime, address: &Path, namespace: &str) -> Grpc {
+    rt.block_on(Grpc::connect(address, namespace, Duration::from_secs(10)))
+        .unwrap()
 }
 
 /// The images of a namespace.
@@ -226,7 +228,7 @@ pub fn blob(
 pub fn leftovers(ctd: &Containerd) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for dir in [
-        ctd.content_root().join(airlift::store::direct::TEMP_DIR),
+        ctd.content_root().join(airlift::store::layout::TEMP_DIR),
         ctd.content_root().join("ingest"),
     ] {
         if let Ok(entries) = std::fs::read_dir(&dir) {

@@ -1,8 +1,8 @@
 //! The archive side of the journey: decode → walk → understand. Nothing here talks to containerd.
 
 pub mod decode;
-pub mod oci;
 pub mod readahead;
+pub mod spec;
 pub mod spill;
 pub mod understand;
 pub mod walk;

@@ -20,13 +20,13 @@
 use std::ffi::{c_void, CStr};
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use rustix::mm;
 use zstd_sys as sys;
 
 /// Allocations at least this large are spilled to a file mapping.
@@ -43,24 +43,9 @@ const SAFE_FILESYSTEMS: [i64; 2] = [0xEF53, 0x5846_5342];
 
 /// Whether a window would be spilled to a file in `dir`: it exists on ext4 or xfs.
 pub fn spills_to(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a valid C string and a zeroed statfs for the kernel to fill.
-    unsafe {
-        let mut fs: libc::statfs = std::mem::zeroed();
-        libc::statfs(path.as_ptr(), &mut fs) == 0 && safe_filesystem(&fs)
-    }
-}
-
-/// Whether a filesystem is one of [`SAFE_FILESYSTEMS`].
-fn safe_filesystem(fs: &libc::statfs) -> bool {
-    // The field is signed or not depending on the C library (a cast clippy sees as needless
-    // only where it is already i64); the magics are small.
-    #[allow(clippy::unnecessary_cast)]
-    let kind = fs.f_type as i64;
-    SAFE_FILESYSTEMS.contains(&kind)
+    std::fs::File::open(dir)
+        .and_then(|d| crate::sys::filesystem_type(&d))
+        .is_ok_and(|kind| SAFE_FILESYSTEMS.contains(&kind))
 }
 
 /// One spilled allocation.
@@ -94,36 +79,28 @@ impl Spill {
             .mode(0o600)
             .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
             .open(&self.dir)?;
-        let fd = file.as_raw_fd();
-        // SAFETY: plain system calls on a file descriptor this function owns.
-        unsafe {
-            let mut fs: libc::statfs = std::mem::zeroed();
-            if libc::fstatfs(fd, &mut fs) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if !safe_filesystem(&fs) {
-                return Err(io::Error::other(format!(
-                    "its filesystem (type {:#x}) is not ext4 or xfs",
-                    fs.f_type
-                )));
-            }
-            if libc::fallocate(fd, 0, 0, len as libc::off_t) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let addr = libc::mmap(
+        let kind = crate::sys::filesystem_type(&file)?;
+        if !SAFE_FILESYSTEMS.contains(&kind) {
+            return Err(io::Error::other(format!(
+                "its filesystem (type {kind:#x}) is not ext4 or xfs"
+            )));
+        }
+        crate::sys::reserve(&file, len as u64)?;
+        // SAFETY: a fresh shared mapping at an address the kernel chooses, of a file nobody
+        // else can reach (unlinked, ours); it aliases no Rust memory. zstd alone uses it, as the
+        // allocation it asked for, until `spill_free` unmaps it. The mapping keeps the file
+        // alive; the descriptor closes with `file`.
+        let addr = unsafe {
+            mm::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
+                mm::ProtFlags::READ | mm::ProtFlags::WRITE,
+                mm::MapFlags::SHARED,
+                &file,
                 0,
-            );
-            if addr == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
-            }
-            // The mapping keeps the file alive; the descriptor closes with `file`.
-            Ok(addr)
-        }
+            )
+        }?;
+        Ok(addr)
     }
 
     /// Drops the process's view of every spilled page; their contents stay in the file.
@@ -131,9 +108,7 @@ impl Spill {
         for m in lock(&self.maps).iter() {
             // SAFETY: the range is a live shared file mapping made by `map`; for such a mapping
             // MADV_DONTNEED only unmaps pages, which the next access faults in from the page cache.
-            unsafe {
-                libc::madvise(m.addr as *mut c_void, m.len, libc::MADV_DONTNEED);
-            }
+            let _ = unsafe { mm::madvise(m.addr as *mut c_void, m.len, mm::Advice::LinuxDontNeed) };
         }
     }
 }
@@ -168,7 +143,7 @@ unsafe extern "C" fn spill_free(opaque: *mut c_void, address: *mut c_void) {
     if let Some(i) = maps.iter().position(|m| m.addr == address as usize) {
         let m = maps.swap_remove(i);
         // SAFETY: the mapping was made by `map` with this length, and zstd no longer uses it.
-        unsafe { libc::munmap(m.addr as *mut c_void, m.len) };
+        let _ = unsafe { mm::munmap(m.addr as *mut c_void, m.len) };
     } else {
         // SAFETY: every other pointer zstd frees came from `malloc` in `spill_alloc`.
         unsafe { libc::free(address) };

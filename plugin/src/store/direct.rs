@@ -4,7 +4,7 @@
 //! Each blob is streamed into a temporary file beside the blobs (same filesystem, outside
 //! containerd's `ingest/`), hashed on the way, and — on a committer thread, while the next blob
 //! is already streaming — fsynced and made read-only: the blob is *staged*. Once the plan says
-//! which blobs the images use, [`ContentStore::claim_staged`] links each into place as
+//! which blobs the images use, [`Staging::claim_staged`] links each into place as
 //! `blobs/sha256/<hex>` and claims it: a `Content.Write` STAT + COMMIT carrying only the expected
 //! digest, size and the blob's labels, under the archive's lease, makes containerd's shared
 //! content policy commit the on-disk blob into the namespace — blob, labels and lease entry in one
@@ -12,14 +12,14 @@
 //! Should a claim fail (containerd sees a different filesystem, or its garbage collector removed
 //! the linked file meanwhile), the blob is streamed from the temporary file instead.
 
+use super::layout::ContentRoot;
 use super::stream::StreamStore;
-use super::{copy_verified, ContentStore, Put, StoreError};
-use crate::containerd::Containerd;
+use super::{copy_verified, ContentStore, Put, Staging, StoreError, StoreKind};
+use crate::containerd::{Client, Containerd};
 use crate::digest::Digest;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,9 +28,6 @@ use tokio::runtime::Handle;
 
 /// Numbers temporary files uniquely within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Name of airlift's temporary directory inside the content root.
-pub const TEMP_DIR: &str = "airlift.tmp";
 
 /// Claims sent to containerd at the same time.
 const CLAIMS_IN_FLIGHT: usize = 8;
@@ -41,9 +38,9 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 
 /// What the committer thread shares with the store.
 struct Shared {
-    root: PathBuf,
+    root: ContentRoot,
     stream: StreamStore,
-    client: Containerd,
+    client: Client,
     handle: Handle,
     /// Blobs written and queued for their fsync: digest → size.
     pending: Mutex<HashMap<Digest, u64>>,
@@ -66,7 +63,6 @@ enum Job {
 /// Writes into a content root that containerd shares with this process.
 pub struct DirectStore {
     shared: Arc<Shared>,
-    temp: PathBuf,
     jobs: Mutex<mpsc::SyncSender<Job>>,
 }
 
@@ -74,30 +70,27 @@ impl DirectStore {
     /// Opens the content root `root`, checking it is on this machine and writable. Temporary
     /// files of dead airlift processes are removed.
     pub fn open(
-        root: &Path,
-        client: Containerd,
+        root: &ContentRoot,
+        client: Client,
         handle: Handle,
         prefix: String,
     ) -> io::Result<DirectStore> {
-        // containerd creates the content root lazily, on its first blob; its parent (containerd's
-        // root) must exist, or this is not the machine containerd runs on.
-        let parent_ok = root.parent().is_some_and(Path::is_dir);
-        if !root.is_dir() && !parent_ok {
+        if !root.is_here() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
                     "{} does not exist here (containerd runs elsewhere?)",
-                    root.display()
+                    root.path().display()
                 ),
             ));
         }
-        fs::create_dir_all(root.join("blobs").join("sha256"))?;
-        let temp = root.join(TEMP_DIR);
+        fs::create_dir_all(root.blobs())?;
+        let temp = root.temp();
         fs::create_dir_all(&temp)?;
         crate::liveness::hold(&temp)?;
         clean_stale(&temp);
         let shared = Arc::new(Shared {
-            root: root.to_path_buf(),
+            root: root.clone(),
             stream: StreamStore::new(client.clone(), handle.clone(), prefix),
             client,
             handle,
@@ -110,81 +103,77 @@ impl DirectStore {
         let worker = shared.clone();
         std::thread::Builder::new()
             .name("airlift-commit".into())
-            .spawn(move || {
-                for job in rx {
-                    match job {
-                        Job::Barrier(done) => {
-                            let _ = done.send(());
-                        }
-                        Job::Stage {
-                            file,
-                            tmp,
-                            digest,
-                            size,
-                        } => {
-                            let result = stage(file, &tmp);
-                            if result.is_ok() {
-                                worker
-                                    .staged
-                                    .lock()
-                                    .unwrap()
-                                    .insert(digest.clone(), (tmp, size));
-                            }
-                            worker.pending.lock().unwrap().remove(&digest);
-                            if let Err(e) = result {
-                                worker.failure.lock().unwrap().get_or_insert(e);
-                            }
-                        }
-                    }
-                }
-            })?;
+            .spawn(move || worker.commit_loop(rx))?;
         Ok(DirectStore {
             shared,
-            temp,
             jobs: Mutex::new(tx),
         })
     }
 }
 
 impl Shared {
-    fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("blobs").join("sha256").join(d.hex())
-    }
-
-    /// Claims an on-disk blob with its labels; falls back to streaming `fallback` when
-    /// containerd will not (the blob is then committed without labels: returns `false`).
-    fn claim(
-        &self,
-        client: &Containerd,
-        digest: &Digest,
-        size: u64,
-        labels: &BTreeMap<String, String>,
-        fallback: Option<&Path>,
-    ) -> Result<bool, StoreError> {
-        let reference = self.stream.next_ref();
-        match self
-            .handle
-            .block_on(client.claim(&reference, digest, size, labels))
-        {
-            Ok(claimed) => Ok(claimed),
-            Err(e) => {
-                let Some(path) = fallback else {
-                    return Err(e.into());
-                };
-                tracing::warn!(%digest, error = %e, "claiming the on-disk blob failed; streaming it instead");
-                let mut f = File::open(path)?;
-                self.stream.put(&mut f, size, Some(digest))?;
-                Ok(false)
+    /// The committer thread: makes written blobs durable, in order.
+    fn commit_loop(&self, jobs: mpsc::Receiver<Job>) {
+        for job in jobs {
+            match job {
+                Job::Barrier(done) => {
+                    let _ = done.send(());
+                }
+                Job::Stage {
+                    file,
+                    tmp,
+                    digest,
+                    size,
+                } => {
+                    let result = stage(file, &tmp, &digest);
+                    if result.is_ok() {
+                        self.staged
+                            .lock()
+                            .unwrap()
+                            .insert(digest.clone(), (tmp, size));
+                    }
+                    self.pending.lock().unwrap().remove(&digest);
+                    if let Err(e) = result {
+                        self.failure.lock().unwrap().get_or_insert(e);
+                    }
+                }
             }
         }
+    }
+
+    /// Claims a blob that another namespace has on disk already, without writing it.
+    fn claim_present(&self, digest: &Digest, size: u64) -> bool {
+        let on_disk = fs::metadata(self.root.blob(digest)).is_ok_and(|m| m.len() == size);
+        on_disk
+            && self
+                .handle
+                .block_on(self.client.claim(
+                    &self.stream.next_ref(),
+                    digest,
+                    size,
+                    &BTreeMap::new(),
+                ))
+                .is_ok()
+    }
+
+    /// Streams a staged blob whose claim failed.
+    fn stream_instead(&self, tmp: &TempFile, digest: &Digest, size: u64) -> Result<(), StoreError> {
+        let mut f = File::open(tmp.path()).map_err(StoreError::io(format!(
+            "reopening staged blob {digest} at {}",
+            tmp.path().display()
+        )))?;
+        self.stream.put(&mut f, size, Some(digest))?;
+        Ok(())
     }
 }
 
 /// Makes a written temporary file durable and read-only.
-fn stage(file: File, tmp: &TempFile) -> Result<(), StoreError> {
-    file.sync_all()?;
+fn stage(file: File, tmp: &TempFile, digest: &Digest) -> Result<(), StoreError> {
+    let what = |doing: &str| format!("{doing} blob {digest} at {}", tmp.path().display());
+    file.sync_all().map_err(StoreError::io(what("syncing")))?;
     drop(file);
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o444))?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o444))
+        .map_err(StoreError::io(what("sealing")))?;
     Ok(())
 }
 
@@ -223,30 +212,17 @@ impl Drop for TempFile {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Starts writeback of a file range without waiting for it.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    // Advisory: errors only mean the final fsync does all the work.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as i64,
-            len as i64,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
 impl ContentStore for DirectStore {
-    fn kind(&self) -> &'static str {
-        "direct"
+    fn kind(&self) -> StoreKind {
+        StoreKind::Direct
     }
 
     fn scratch_dir(&self) -> Option<PathBuf> {
-        Some(self.shared.root.join(TEMP_DIR))
+        Some(self.shared.root.temp())
+    }
+
+    fn staging(&self) -> Option<&dyn Staging> {
+        Some(self)
     }
 
     fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
@@ -259,52 +235,50 @@ impl ContentStore for DirectStore {
         self.shared.stream.exists(digest)
     }
 
-    fn put(
+    fn write(
         &self,
         data: &mut dyn Read,
         size: u64,
         expected: Option<&Digest>,
     ) -> Result<Put, StoreError> {
-        let present = |digest: &Digest| Put {
-            digest: digest.clone(),
-            size,
-            written: 0,
-        };
         if let Some(d) = expected {
-            if self.exists(d)?.is_some() {
-                return Ok(present(d));
-            }
-            // On disk already (another namespace has it): claim without writing.
-            if fs::metadata(self.shared.blob_path(d)).is_ok_and(|m| m.len() == size)
-                && self
-                    .shared
-                    .claim(&self.shared.client, d, size, &BTreeMap::new(), None)
-                    .is_ok()
-            {
-                return Ok(present(d));
+            // On disk already (another namespace has it): claimed without writing.
+            if self.shared.claim_present(d, size) {
+                return Ok(Put::present(d, size));
             }
         }
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = TempFile(self.temp.join(format!("{}-{n}", crate::liveness::token())));
+        let tmp = TempFile(
+            self.shared
+                .root
+                .temp()
+                .join(format!("{}-{n}", crate::liveness::token())),
+        );
+        let what = |doing: &str| {
+            let blob = expected.map_or("a blob".to_string(), |d| format!("blob {d}"));
+            format!("{doing} {blob} at {}", tmp.path().display())
+        };
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(tmp.path())?;
+            .open(tmp.path())
+            .map_err(StoreError::io(what("creating")))?;
         let mut offset = 0u64;
         let mut flushed = 0u64;
         let digest = copy_verified(data, size, expected, |chunk| {
-            file.write_all(chunk).map_err(StoreError::Io)?;
+            file.write_all(chunk)
+                .map_err(StoreError::io(what("writing")))?;
             offset += chunk.len() as u64;
             if offset - flushed >= WRITEBACK_EVERY {
-                start_writeback(&file, flushed, offset - flushed);
+                crate::sys::start_writeback(&file, flushed, offset - flushed);
                 flushed = offset;
             }
             Ok(())
         })?;
         if expected.is_none() {
-            // Its digest is known only now: present already? Then drop the copy unsynced.
-            if self.exists(&digest)?.is_some() {
-                return Ok(present(&digest));
+            // Its digest is known only now: present already? Then the copy goes unsynced.
+            if let Some(present) = self.exists(&digest)? {
+                return Ok(Put::present(&digest, present));
             }
         }
         if let Some(e) = self.shared.failure.lock().unwrap().take() {
@@ -322,15 +296,11 @@ impl ContentStore for DirectStore {
             size,
         };
         if self.jobs.lock().unwrap().send(job).is_err() {
-            return Err(StoreError::Io(io::Error::other(
-                "the commit thread stopped",
-            )));
+            return Err(StoreError::io(format!("staging blob {digest}"))(
+                io::Error::other("the commit thread stopped"),
+            ));
         }
-        Ok(Put {
-            digest,
-            size,
-            written: size,
-        })
+        Ok(Put::written(digest, size))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -344,9 +314,33 @@ impl ContentStore for DirectStore {
         }
     }
 
+    fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        self.flush()?;
+        let staged = self
+            .shared
+            .staged
+            .lock()
+            .unwrap()
+            .get(digest)
+            .map(|(tmp, _)| tmp.path().to_path_buf());
+        let path = match staged {
+            Some(p) => p,
+            None if self.exists(digest)?.is_none() => {
+                return Err(StoreError::NotFound(digest.clone()))
+            }
+            None => self.shared.root.blob(digest),
+        };
+        fs::read(&path).map_err(StoreError::io(format!(
+            "reading blob {digest} at {}",
+            path.display()
+        )))
+    }
+}
+
+impl Staging for DirectStore {
     fn claim_staged(
         &self,
-        client: &Containerd,
+        client: &dyn Containerd,
         labels: &BTreeMap<Digest, BTreeMap<String, String>>,
         needed: &BTreeSet<&Digest>,
     ) -> Result<BTreeSet<Digest>, StoreError> {
@@ -358,10 +352,16 @@ impl ContentStore for DirectStore {
             if !needed.contains(&digest) {
                 continue; // no image uses it: its temporary file goes with `tmp`
             }
-            match fs::hard_link(tmp.path(), self.shared.blob_path(&digest)) {
+            let target = self.shared.root.blob(&digest);
+            match fs::hard_link(tmp.path(), &target) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    return Err(StoreError::io(format!(
+                        "linking blob {digest} into {}",
+                        target.display()
+                    ))(e))
+                }
             }
             linked.push((digest, tmp, size));
         }
@@ -369,18 +369,20 @@ impl ContentStore for DirectStore {
             return Ok(BTreeSet::new());
         }
         // One directory fsync makes every new name durable before containerd records them.
-        sync_dir(&self.shared.root.join("blobs").join("sha256"))?;
+        let blobs = self.shared.root.blobs();
+        File::open(&blobs)
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::io(format!("syncing {}", blobs.display())))?;
         // Claims run concurrently: containerd's round trips overlap its metadata commits.
+        let client = client.with_lease(client.lease());
         let results = self.shared.handle.block_on(async {
             let limit = Arc::new(tokio::sync::Semaphore::new(CLAIMS_IN_FLIGHT));
             let mut tasks = tokio::task::JoinSet::new();
             for (i, (digest, _, size)) in linked.iter().enumerate() {
-                let client = client.clone();
+                let (client, limit) = (client.clone(), limit.clone());
                 let reference = self.shared.stream.next_ref();
-                let digest = digest.clone();
-                let size = *size;
+                let (digest, size) = (digest.clone(), *size);
                 let l = labels.get(&digest).cloned().unwrap_or_default();
-                let limit = limit.clone();
                 tasks.spawn(async move {
                     let _slot = limit.acquire_owned().await;
                     (i, client.claim(&reference, &digest, size, &l).await)
@@ -402,23 +404,11 @@ impl ContentStore for DirectStore {
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(%digest, error = %e, "claiming the on-disk blob failed; streaming it instead");
-                    let mut f = File::open(tmp.path())?;
-                    self.shared.stream.put(&mut f, *size, Some(digest))?;
+                    self.shared.stream_instead(tmp, digest, *size)?;
                 }
             }
         }
         Ok(claimed)
-    }
-
-    fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
-        self.flush()?;
-        if let Some((tmp, _)) = self.shared.staged.lock().unwrap().get(digest) {
-            return Ok(fs::read(tmp.path())?);
-        }
-        if self.exists(digest)?.is_none() {
-            return Err(StoreError::NotFound(digest.clone()));
-        }
-        Ok(fs::read(self.shared.blob_path(digest))?)
     }
 }
 
@@ -428,5 +418,126 @@ impl Drop for DirectStore {
         // now, not when the commit thread lets go of them (the process may exit first).
         let _ = self.flush();
         self.shared.staged.lock().unwrap().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containerd::fake::Fake;
+    use crate::error::Class;
+
+    fn open(fake: &Fake, root: &ContentRoot, rt: &tokio::runtime::Runtime) -> DirectStore {
+        DirectStore::open(root, fake.client(), rt.handle().clone(), "airlift-t".into()).unwrap()
+    }
+
+    fn blocking<T: Send + 'static>(
+        rt: &tokio::runtime::Runtime,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        rt.block_on(async { tokio::task::spawn_blocking(f).await.unwrap() })
+    }
+
+    #[test]
+    fn conforms_and_claims_only_what_is_needed() {
+        let rt = crate::testing::runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let root = ContentRoot::new(dir.path().join("content"));
+        std::fs::create_dir_all(root.path()).unwrap();
+        let fake = Fake::new().with_content_root(root.path());
+        let store = Arc::new(open(&fake, &root, &rt));
+        let s = store.clone();
+        blocking(&rt, move || super::super::conformance::run(s.as_ref()));
+
+        // Two staged blobs, one needed: only that one is linked and claimed, with its labels.
+        let (a, b) = (b"needed blob".to_vec(), b"unused blob".to_vec());
+        let (da, db) = (Digest::of(&a), Digest::of(&b));
+        let s = store.clone();
+        let (da2, db2) = (da.clone(), db.clone());
+        let claimed = blocking(&rt, move || {
+            s.put(&mut &a[..], a.len() as u64, Some(&da2)).unwrap();
+            s.put(&mut &b[..], b.len() as u64, Some(&db2)).unwrap();
+            let labels = BTreeMap::from([(
+                da2.clone(),
+                BTreeMap::from([("k".to_string(), "v".to_string())]),
+            )]);
+            let needed = BTreeSet::from([&da2]);
+            s.claim_staged(s.shared.client.as_ref(), &labels, &needed)
+                .unwrap()
+        });
+        assert!(claimed.contains(&da));
+        assert!(root.blob(&da).exists());
+        assert!(!root.blob(&db).exists(), "an unused blob was linked");
+        assert_eq!(
+            fake.state().blobs[&da].labels.get("k").map(String::as_str),
+            Some("v")
+        );
+        assert!(!fake.state().blobs.contains_key(&db));
+        drop(store);
+        let left: Vec<_> = std::fs::read_dir(root.temp())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+
+    #[test]
+    fn a_failed_claim_falls_back_to_streaming() {
+        let rt = crate::testing::runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let root = ContentRoot::new(dir.path());
+        let fake = Fake::new().with_content_root(dir.path());
+        fake.fail("claim", None, Class::FailedPrecondition);
+        let store = Arc::new(open(&fake, &root, &rt));
+        let data = vec![9u8; 100_000];
+        let d = Digest::of(&data);
+        let s = store.clone();
+        let d2 = d.clone();
+        let claimed = blocking(&rt, move || {
+            s.put(&mut &data[..], data.len() as u64, Some(&d2)).unwrap();
+            s.claim_staged(
+                s.shared.client.as_ref(),
+                &BTreeMap::new(),
+                &BTreeSet::from([&d2]),
+            )
+            .unwrap()
+        });
+        assert!(
+            claimed.is_empty(),
+            "a streamed blob needs its labels set separately"
+        );
+        assert_eq!(fake.state().blobs[&d].data.len(), 100_000);
+        assert_eq!(fake.count("write"), 1);
+    }
+
+    #[test]
+    fn failures_name_the_blob_and_the_path() {
+        let rt = crate::testing::runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let root = ContentRoot::new(dir.path());
+        let fake = Fake::new().with_content_root(dir.path());
+        let store = Arc::new(open(&fake, &root, &rt));
+        // The blobs directory is replaced by a file: the link fails.
+        let data = b"abc".to_vec();
+        let d = Digest::of(&data);
+        let s = store.clone();
+        let d2 = d.clone();
+        let blobs = root.blobs();
+        let err = blocking(&rt, move || {
+            s.put(&mut &data[..], 3, Some(&d2)).unwrap();
+            std::fs::remove_dir_all(&blobs).unwrap();
+            std::fs::write(&blobs, b"not a directory").unwrap();
+            s.claim_staged(
+                s.shared.client.as_ref(),
+                &BTreeMap::new(),
+                &BTreeSet::from([&d2]),
+            )
+            .unwrap_err()
+        });
+        let msg = err.to_string();
+        assert!(msg.contains(&d.to_string()), "{msg}");
+        assert!(msg.contains("blobs/sha256"), "{msg}");
     }
 }

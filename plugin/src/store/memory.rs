@@ -1,6 +1,6 @@
 //! An in-memory content store: the fake for unit tests.
 
-use super::{copy_verified, ContentStore, Put, StoreError};
+use super::{copy_verified, ContentStore, Put, StoreError, StoreKind};
 use crate::digest::Digest;
 use std::collections::HashMap;
 use std::io::Read;
@@ -25,8 +25,8 @@ impl MemoryStore {
 }
 
 impl ContentStore for MemoryStore {
-    fn kind(&self) -> &'static str {
-        "memory"
+    fn kind(&self) -> StoreKind {
+        StoreKind::Memory
     }
 
     fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
@@ -38,21 +38,12 @@ impl ContentStore for MemoryStore {
             .map(|b| b.len() as u64))
     }
 
-    fn put(
+    fn write(
         &self,
         data: &mut dyn Read,
         size: u64,
         expected: Option<&Digest>,
     ) -> Result<Put, StoreError> {
-        if let Some(d) = expected {
-            if let Some(size) = self.exists(d)? {
-                return Ok(Put {
-                    digest: d.clone(),
-                    size,
-                    written: 0,
-                });
-            }
-        }
         let mut bytes = Vec::with_capacity(size as usize);
         let digest = copy_verified(data, size, expected, |chunk| {
             bytes.extend_from_slice(chunk);

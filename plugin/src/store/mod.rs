@@ -1,31 +1,64 @@
 //! Store: the one content-store abstraction every blob goes through, and its homes.
 //!
-//! A [`ContentStore`] puts a verified blob, tells whether the namespace already has a blob, and
-//! reads blobs back. A blob is never visible under a digest it does not hash to: "put" either
-//! commits it into the namespace, or (the direct store) stages it verified on disk until
-//! [`ContentStore::claim_staged`] commits the ones an image uses. Implementations:
+//! A [`ContentStore`] puts a verified blob, tells whether it has a blob, and reads blobs back. A
+//! blob is never visible under a digest it does not hash to. The "already there?" check is
+//! written once, in [`ContentStore::put`]; homes implement [`ContentStore::write`] for blobs they
+//! do not have. Homes:
 //!
-//! - [`direct::DirectStore`] writes into containerd's on-disk content root and claims by digest,
-//!   so no data crosses the socket;
+//! - [`direct::DirectStore`] writes into containerd's on-disk content root; its blobs are
+//!   *staged* (verified and durable on disk, not yet in the namespace) until the import claims
+//!   the ones an image uses — the [`Staging`] side, which only the direct store has;
 //! - [`stream::StreamStore`] streams data through containerd's Content API;
-//! - [`memory::MemoryStore`], an in-memory fake for unit tests;
+//! - [`memory::MemoryStore`], an in-memory store for unit tests;
 //! - [`local::LocalStore`], containerd's on-disk layout owned by airlift, which [`crate::proxy`]
-//!   serves to containerd as its content store (the import side reaches it as a direct store or
-//!   over the socket as a streaming store).
+//!   serves to containerd as its content store.
 //!
-//! [`conformance`] is the behaviour every implementation must show; it runs against all three.
+//! [`layout`] is the content root's layout, known nowhere else. [`conformance`] is the behaviour
+//! every home must show, run against all four (the containerd-backed ones against real containerd
+//! in the end-to-end tests, against the containerd fake in unit tests).
 //!
 //! The trait is synchronous: the archive is read on a blocking thread, and the containerd-backed
 //! stores bridge to async gRPC with a runtime handle.
 
 pub mod conformance;
 pub mod direct;
+pub mod layout;
 pub mod local;
 pub mod memory;
 pub mod stream;
 
+use crate::containerd::{Containerd, ContainerdError};
 use crate::digest::Digest;
+use crate::error::Class;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
+use std::path::PathBuf;
+
+/// Which home a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Into containerd's content root, claimed by digest.
+    Direct,
+    /// Through containerd's Content API.
+    Stream,
+    /// In memory (tests).
+    Memory,
+    /// airlift's own store in containerd's layout (the content proxy).
+    Local,
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreKind::Direct => "direct",
+            StoreKind::Stream => "stream",
+            StoreKind::Memory => "memory",
+            StoreKind::Local => "local",
+        })
+    }
+}
 
 /// What a [`ContentStore::put`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +69,26 @@ pub struct Put {
     pub size: u64,
     /// Bytes written to disk or sent over the socket for it (0 when it was already present).
     pub written: u64,
+}
+
+impl Put {
+    /// A blob the store had already.
+    pub fn present(digest: &Digest, size: u64) -> Put {
+        Put {
+            digest: digest.clone(),
+            size,
+            written: 0,
+        }
+    }
+
+    /// A blob written now.
+    pub fn written(digest: Digest, size: u64) -> Put {
+        Put {
+            digest,
+            size,
+            written: size,
+        }
+    }
 }
 
 /// Why a blob could not be stored.
@@ -60,76 +113,141 @@ pub enum StoreError {
     /// Reading the source (the archive) failed: it is broken.
     #[error("reading the archive: {0}")]
     Source(io::Error),
-    /// Writing to the local content root failed.
-    #[error("writing to the content store: {0}")]
-    Io(#[from] io::Error),
+    /// The local filesystem failed, doing what `what` says (naming the blob and the path).
+    #[error("{what}: {cause}")]
+    Io {
+        /// What was being done, to which blob, where.
+        what: String,
+        /// The error.
+        cause: io::Error,
+    },
     /// containerd refused or failed.
     #[error(transparent)]
-    Containerd(#[from] crate::containerd::ContainerdError),
+    Containerd(#[from] ContainerdError),
+    /// airlift's own store refused or failed.
+    #[error(transparent)]
+    Local(#[from] local::LocalError),
     /// The blob is not in the store.
     #[error("blob {0} not found")]
     NotFound(Digest),
 }
 
 impl StoreError {
+    /// A filesystem failure while `what` (naming the blob and the path).
+    pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+        let what = what.into();
+        move |cause| StoreError::Io { what, cause }
+    }
+
     /// Whether the fault lies in the blob itself (the images using it fail) rather than in the
     /// archive stream or the store (the whole import stops).
     pub fn is_blob_fault(&self) -> bool {
         matches!(self, StoreError::DigestMismatch { .. })
     }
+
+    /// The error class.
+    pub fn class(&self) -> Class {
+        match self {
+            StoreError::DigestMismatch { .. } | StoreError::Truncated { .. } => {
+                Class::FailedPrecondition
+            }
+            StoreError::Source(_) => Class::InvalidArgument,
+            StoreError::Io { .. } => Class::Internal,
+            StoreError::Containerd(e) => e.class(),
+            StoreError::Local(e) => e.class(),
+            StoreError::NotFound(_) => Class::NotFound,
+        }
+    }
+
+    /// Whether the local disk is full (of blocks or inodes) or over quota.
+    pub fn is_out_of_space(&self) -> bool {
+        let io = match self {
+            StoreError::Io { cause, .. } => Some(cause),
+            StoreError::Local(e) => e.io(),
+            _ => None,
+        };
+        io.and_then(io::Error::raw_os_error).is_some_and(|c| {
+            c == rustix::io::Errno::NOSPC.raw_os_error()
+                || c == rustix::io::Errno::DQUOT.raw_os_error()
+        })
+    }
 }
 
 /// Where verified blobs go.
 pub trait ContentStore: Send + Sync {
-    /// A short name for logs and summaries (`direct`, `stream`, `memory`).
-    fn kind(&self) -> &'static str;
+    /// Which home this is.
+    fn kind(&self) -> StoreKind;
 
-    /// The size of `digest` if the namespace already has it.
+    /// The size of `digest` if the store already has it.
     fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
 
     /// Stores exactly `size` bytes read from `data`, verifying them against `expected` when
-    /// given, and commits the blob into the namespace. A blob already present is not written
-    /// again. On any error nothing is committed and no temporary data is left behind.
+    /// given. A blob already present is not written again. On any error nothing is committed and
+    /// no temporary data is left behind.
     fn put(
+        &self,
+        data: &mut dyn Read,
+        size: u64,
+        expected: Option<&Digest>,
+    ) -> Result<Put, StoreError> {
+        if let Some(d) = expected {
+            if let Some(present) = self.exists(d)? {
+                return Ok(Put::present(d, present));
+            }
+        }
+        self.write(data, size, expected)
+    }
+
+    /// [`ContentStore::put`] for a blob not known to be present: writes it (a blob that turns
+    /// out present once hashed is not kept twice).
+    fn write(
         &self,
         data: &mut dyn Read,
         size: u64,
         expected: Option<&Digest>,
     ) -> Result<Put, StoreError>;
 
-    /// A directory on the store's own filesystem for a decoder's scratch files (a spilled
-    /// zstd window), when the store has one.
-    fn scratch_dir(&self) -> Option<std::path::PathBuf> {
-        None
-    }
-
     /// Reads a whole blob back.
     fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError>;
 
-    /// Waits until every blob `put` so far is committed, and reports the first failure. A store
-    /// may finish commits in the background (the direct store overlaps fsync and claim with the
-    /// next blob); callers flush before anything refers to the blobs.
+    /// Waits until every blob put so far is durable, and reports the first failure. A store may
+    /// finish writes in the background (the direct store overlaps fsync with the next blob);
+    /// callers flush before anything refers to the blobs.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
-    /// Makes the staged blobs an import needs visible in the namespace, each with its `labels`,
+    /// A directory on the store's own filesystem for a decoder's scratch files (a spilled zstd
+    /// window), when the store has one.
+    fn scratch_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// The staging side, for a store whose blobs must be claimed into the namespace.
+    fn staging(&self) -> Option<&dyn Staging> {
+        None
+    }
+}
+
+/// A store that stages blobs (verified and durable, outside the namespace) until the import
+/// claims the ones its images use.
+pub trait Staging {
+    /// Makes the staged blobs in `needed` visible in the namespace, each with its `labels`,
     /// through `client` (whose lease they join); returns those so claimed, whose labels and lease
-    /// entry need no further update. Stores that commit at `put` (the default) stage nothing.
+    /// entry need no further update. Staged blobs not needed are discarded.
     fn claim_staged(
         &self,
-        _client: &crate::containerd::Containerd,
-        _labels: &std::collections::BTreeMap<Digest, std::collections::BTreeMap<String, String>>,
-        _needed: &std::collections::BTreeSet<&Digest>,
-    ) -> Result<std::collections::BTreeSet<Digest>, StoreError> {
-        Ok(std::collections::BTreeSet::new())
-    }
+        client: &dyn Containerd,
+        labels: &BTreeMap<Digest, BTreeMap<String, String>>,
+        needed: &BTreeSet<&Digest>,
+    ) -> Result<BTreeSet<Digest>, StoreError>;
 }
 
 /// Size of the chunks data is moved in.
 pub const CHUNK: usize = 1 << 20;
 
-/// Reads exactly `want` bytes (or up to EOF) into `buf`, tagging read errors as source errors.
+/// Reads exactly `buf.len()` bytes (or up to EOF) into `buf`, tagging read errors as source
+/// errors.
 pub(crate) fn read_full(data: &mut dyn Read, buf: &mut [u8]) -> Result<usize, StoreError> {
     let mut filled = 0;
     while filled < buf.len() {

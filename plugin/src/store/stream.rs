@@ -1,17 +1,17 @@
 //! The streaming store: blobs travel through containerd's Content API (`Write` with data), for
 //! when containerd's content root is elsewhere or not writable.
 
-use super::{copy_verified, ContentStore, Put, StoreError};
-use crate::containerd::{Containerd, ContainerdError};
+use super::{copy_verified, ContentStore, Put, StoreError, StoreKind};
+use crate::containerd::{exists_leased, Chunk, Client, Written};
 use crate::digest::Digest;
-use containerd_client::services::v1::{WriteAction, WriteContentRequest};
+use crate::error::Class;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::runtime::Handle;
 
 /// Streams blobs to containerd.
 pub struct StreamStore {
-    client: Containerd,
+    client: Client,
     handle: Handle,
     prefix: String,
     counter: AtomicU64,
@@ -20,7 +20,7 @@ pub struct StreamStore {
 impl StreamStore {
     /// A store writing through `client` (whose lease covers the writes). Ingest refs start with
     /// `prefix`, which must be unique to this import.
-    pub fn new(client: Containerd, handle: Handle, prefix: String) -> StreamStore {
+    pub fn new(client: Client, handle: Handle, prefix: String) -> StreamStore {
         StreamStore {
             client,
             handle,
@@ -40,113 +40,110 @@ impl StreamStore {
 }
 
 impl ContentStore for StreamStore {
-    fn kind(&self) -> &'static str {
-        "stream"
+    fn kind(&self) -> StoreKind {
+        StoreKind::Stream
     }
 
     fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        Ok(self.handle.block_on(self.client.exists_leased(digest))?)
+        Ok(self
+            .handle
+            .block_on(exists_leased(self.client.as_ref(), digest))?)
     }
 
-    fn put(
+    fn write(
         &self,
         data: &mut dyn Read,
         size: u64,
         expected: Option<&Digest>,
     ) -> Result<Put, StoreError> {
-        if let Some(d) = expected {
-            if let Some(present) = self.exists(d)? {
-                return Ok(Put {
-                    digest: d.clone(),
-                    size: present,
-                    written: 0,
-                });
-            }
-        }
         let reference = self.next_ref();
-        let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
-        let client = self.client.clone();
-        let task = self.handle.spawn(async move {
-            let mut resp = client
-                .content()
-                .write(client.wrap(tokio_stream::wrappers::ReceiverStream::new(rx)))
-                .await?
-                .into_inner();
-            while resp.message().await?.is_some() {}
-            Ok::<_, tonic::Status>(())
-        });
-        let expected_str = expected.map(|d| d.to_string()).unwrap_or_default();
-        let mut offset = 0i64;
-        let mut closed = false;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+        let task = {
+            let (client, reference, expected) =
+                (self.client.clone(), reference.clone(), expected.cloned());
+            self.handle
+                .spawn(async move { client.write(&reference, size, expected.as_ref(), rx).await })
+        };
+        let mut open = true;
         let copied = copy_verified(data, size, expected, |chunk| {
-            let msg = WriteContentRequest {
-                action: WriteAction::Write as i32,
-                r#ref: reference.clone(),
-                total: size as i64,
-                offset,
-                data: chunk.to_vec(),
-                expected: expected_str.clone(),
-                ..Default::default()
-            };
-            offset += chunk.len() as i64;
-            if !closed && tx.blocking_send(msg).is_err() {
-                // containerd ended the stream; its error comes from the task below.
-                closed = true;
+            // Once containerd ends the stream (it has the blob, or failed: the task tells which),
+            // the rest is hashed but not sent.
+            if open && tx.blocking_send(Chunk::Data(chunk.to_vec())).is_err() {
+                open = false;
             }
             Ok(())
         });
-        let fail = |e: StoreError| -> Result<Put, StoreError> {
-            let _ = self.handle.block_on(self.client.abort(&reference));
-            Err(e)
-        };
-        let digest = match copied {
-            Ok(d) => d,
-            Err(e) => {
-                drop(tx);
-                let _ = self.handle.block_on(task);
-                return fail(e);
-            }
-        };
-        let _ = tx.blocking_send(WriteContentRequest {
-            action: WriteAction::Commit as i32,
-            r#ref: reference.clone(),
-            total: size as i64,
-            offset: size as i64,
-            expected: digest.to_string(),
-            ..Default::default()
-        });
+        if let Ok(digest) = &copied {
+            let _ = tx.blocking_send(Chunk::Commit(digest.clone()));
+        }
         drop(tx);
         let outcome = self
             .handle
             .block_on(task)
-            .map_err(|e| tonic::Status::internal(format!("write task: {e}")))
-            .and_then(|r| r);
-        match outcome {
-            Ok(()) => Ok(Put {
-                digest,
-                size,
-                written: size,
-            }),
-            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(Put {
-                digest,
-                size,
-                written: 0,
-            }),
-            Err(s) => fail(StoreError::Containerd(ContainerdError::Call {
-                op: format!("write blob {digest}"),
-                code: s.code(),
-                message: s.message().to_string(),
-            })),
-        }
+            .unwrap_or_else(|e| panic!("write task for {reference} failed: {e}"));
+        let done = match (copied, outcome) {
+            (Ok(digest), Ok(Written::Committed)) => return Ok(Put::written(digest, size)),
+            (Ok(digest), Ok(Written::AlreadyExists)) => return Ok(Put::present(&digest, size)),
+            (Err(e), _) => e,
+            (Ok(_), Ok(Written::Abandoned)) => {
+                StoreError::Containerd(crate::containerd::ContainerdError::call(
+                    format!("write {reference}"),
+                    Class::Internal,
+                    "the stream ended before the commit",
+                ))
+            }
+            (Ok(_), Err(e)) => e.into(),
+        };
+        let _ = self.handle.block_on(self.client.abort(&reference));
+        Err(done)
     }
 
     fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         match self.handle.block_on(self.client.read(digest, 0, 0)) {
             Ok(b) => Ok(b),
-            Err(e) if e.class() == crate::containerd::ErrorClass::NotFound => {
-                Err(StoreError::NotFound(digest.clone()))
-            }
+            Err(e) if e.class() == Class::NotFound => Err(StoreError::NotFound(digest.clone())),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containerd::fake::Fake;
+
+    #[test]
+    fn conforms_on_the_fake() {
+        let rt = crate::testing::runtime();
+        let fake = Fake::new();
+        let store = StreamStore::new(fake.client(), rt.handle().clone(), "airlift-t".into());
+        rt.block_on(async {
+            tokio::task::spawn_blocking(move || super::super::conformance::run(&store))
+                .await
+                .unwrap()
+        });
+        // Failed writes left no ingest behind.
+        assert!(fake.state().ingests.is_empty(), "ingests left behind");
+    }
+
+    #[test]
+    fn a_refused_write_is_aborted_and_reported() {
+        let rt = crate::testing::runtime();
+        let fake = Fake::new();
+        fake.fail("write", None, Class::Unavailable);
+        let store = StreamStore::new(fake.client(), rt.handle().clone(), "airlift-t".into());
+        let err = rt.block_on(async {
+            tokio::task::spawn_blocking(move || {
+                let data = vec![1u8; 3 * super::super::CHUNK];
+                store
+                    .put(&mut &data[..], data.len() as u64, None)
+                    .unwrap_err()
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(err.class(), Class::Unavailable, "{err}");
+        assert_eq!(fake.count("abort"), 1);
+        assert!(fake.state().blobs.is_empty());
     }
 }

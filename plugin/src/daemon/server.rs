@@ -1,23 +1,19 @@
-//! The daemon's API: gRPC (`proto/airlift/v1/airlift.proto`) on a unix socket, and the client
-//! side used by `airlift status`, `airlift ls`, `airlift wait` and `airlift import --daemon`.
+//! The daemon's API server: airlift's gRPC API ([`crate::api`]) on a unix socket, with
+//! containerd's content service beside it when airlift is containerd's content store.
 
 use super::{ArchiveStatus, Daemon, DaemonError, State};
+use crate::api::proto;
+use crate::error::Class;
 use crate::proxy::ContentService;
 use crate::store::local::LocalStore;
 use proto::airlift_server::{Airlift, AirliftServer};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
-
-/// Generated from `proto/airlift/v1/airlift.proto`.
-#[allow(missing_docs, clippy::all)]
-pub mod proto {
-    tonic::include_proto!("airlift.v1");
-}
 
 fn state(s: State) -> proto::ArchiveState {
     match s {
@@ -60,18 +56,15 @@ impl Airlift for Service {
     ) -> Result<Response<ProgressStream>, Status> {
         let path = PathBuf::from(&req.get_ref().path);
         if !path.is_absolute() {
-            return Err(Status::invalid_argument(format!(
-                "{}: the path must be absolute",
-                path.display()
-            )));
+            return Err(Class::InvalidArgument
+                .status(format!("{}: the path must be absolute", path.display())));
         }
         let meta = std::fs::metadata(&path)
-            .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
+            .map_err(|e| Class::NotFound.status(format!("{}: {e}", path.display())))?;
         if !meta.is_file() {
-            return Err(Status::invalid_argument(format!(
-                "{}: not a regular file",
-                path.display()
-            )));
+            return Err(
+                Class::InvalidArgument.status(format!("{}: not a regular file", path.display()))
+            );
         }
         let daemon = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -97,19 +90,18 @@ impl Airlift for Service {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let result = match job.await {
-                Ok(Some(a)) => Ok(proto::ImportProgress {
-                    bytes_read: a.record.as_ref().map_or(0, |r| r.bytes),
-                    total_bytes: total,
-                    done: true,
-                    archive: Some(archive(&a)),
-                }),
-                Ok(None) => Err(Status::not_found(format!(
-                    "{}: the archive disappeared",
-                    path.display()
-                ))),
-                Err(e) => Err(Status::internal(e.to_string())),
-            };
+            let result =
+                match job.await {
+                    Ok(Some(a)) => Ok(proto::ImportProgress {
+                        bytes_read: a.record.as_ref().map_or(0, |r| r.bytes),
+                        total_bytes: total,
+                        done: true,
+                        archive: Some(archive(&a)),
+                    }),
+                    Ok(None) => Err(Class::NotFound
+                        .status(format!("{}: the archive disappeared", path.display()))),
+                    Err(e) => Err(Class::Internal.status(e.to_string())),
+                };
             let _ = tx.send(result).await;
         });
         Ok(Response::new(Box::pin(
@@ -137,13 +129,10 @@ impl Airlift for Service {
             .1
             .spawn(async move { daemon.forget(&p).await })
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Class::Internal.status(e.to_string()))?;
         match forgotten {
             Some(unpinned) => Ok(Response::new(proto::ForgetResponse { unpinned })),
-            None => Err(Status::not_found(format!(
-                "{}: not a known archive",
-                path.display()
-            ))),
+            None => Err(Class::NotFound.status(format!("{}: not a known archive", path.display()))),
         }
     }
 
@@ -252,34 +241,4 @@ pub async fn listen(daemon: Arc<Daemon>) -> Result<ApiServer, DaemonError> {
         })
         .map_err(super::setup(what))?;
     Ok(ApiServer { stop: Some(stop) })
-}
-
-/// A client of the daemon's API socket.
-pub async fn connect(
-    socket: &Path,
-) -> Result<proto::airlift_client::AirliftClient<tonic::transport::Channel>, String> {
-    containerd_client::connect(socket)
-        .await
-        .map(proto::airlift_client::AirliftClient::new)
-        .map_err(|e| {
-            let mut msg = e.to_string();
-            if let Some(src) = std::error::Error::source(&e) {
-                msg = format!("{msg}: {src}");
-            }
-            format!(
-                "cannot reach the airlift daemon at {}: {msg}",
-                socket.display()
-            )
-        })
-}
-
-/// The state name users see.
-pub fn state_name(s: i32) -> &'static str {
-    match proto::ArchiveState::try_from(s).unwrap_or(proto::ArchiveState::Unspecified) {
-        proto::ArchiveState::Pending => "pending",
-        proto::ArchiveState::Importing => "importing",
-        proto::ArchiveState::Imported => "imported",
-        proto::ArchiveState::Failed => "failed",
-        proto::ArchiveState::Unspecified => "unknown",
-    }
 }

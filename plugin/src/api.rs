@@ -1,0 +1,39 @@
+//! airlift's own API (`proto/airlift/v1/airlift.proto`): the generated types, and the client side
+//! that `airlift status`, `ls`, `wait`, `forget` and `import --daemon` use (the server is the
+//! daemon's, [`crate::daemon::server`]).
+
+use std::path::Path;
+
+/// Generated from `proto/airlift/v1/airlift.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("airlift.v1");
+}
+
+/// A client of the API.
+pub type ApiClient = proto::airlift_client::AirliftClient<tonic::transport::Channel>;
+
+/// Connects to the daemon's API socket.
+pub async fn connect(socket: &Path) -> Result<ApiClient, String> {
+    containerd_client::connect(socket)
+        .await
+        .map(proto::airlift_client::AirliftClient::new)
+        .map_err(|e| {
+            format!(
+                "cannot reach the airlift daemon at {}: {}",
+                socket.display(),
+                crate::error::chain(&e)
+            )
+        })
+}
+
+/// The state name users see.
+pub fn state_name(s: i32) -> &'static str {
+    match proto::ArchiveState::try_from(s).unwrap_or(proto::ArchiveState::Unspecified) {
+        proto::ArchiveState::Pending => "pending",
+        proto::ArchiveState::Importing => "importing",
+        proto::ArchiveState::Imported => "imported",
+        proto::ArchiveState::Failed => "failed",
+        proto::ArchiveState::Unspecified => "unknown",
+    }
+}

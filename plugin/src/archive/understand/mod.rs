@@ -1,0 +1,374 @@
+//! Understand: turn what the walk found into a plan — which images to create, what they point
+//! to, and which labels each blob needs.
+//!
+//! Input is an [`Inventory`]: every regular file with its verified digest, the links, the small
+//! JSON documents and the layout files. Output is a [`Plan`]. Nothing here performs I/O; failures
+//! and skips are per image, so one broken image never hides the intact ones beside it.
+
+mod docker;
+mod names;
+mod oci;
+
+use super::spec::{self, Descriptor, OciLayout};
+use crate::digest::Digest;
+use crate::platform::PlatformPolicy;
+use crate::reference::Reference;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What the walk learned about one regular file.
+#[derive(Debug, Clone)]
+pub struct FileRecord {
+    /// The digest of its bytes, or why it is unusable (a hash or size mismatch, a failed write).
+    pub digest: Result<Digest, String>,
+    /// Its size.
+    pub size: u64,
+    /// Its first bytes (for layer media type detection).
+    pub head: Vec<u8>,
+}
+
+/// Everything the walk collected from one archive.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Regular files by normalised name.
+    pub files: HashMap<String, FileRecord>,
+    /// Links: name → target (both normalised archive paths).
+    pub links: HashMap<String, String>,
+    /// Small JSON documents (manifests, indexes, configs) by digest.
+    pub json: HashMap<Digest, Vec<u8>>,
+    /// Blobs held only in memory (in `json`), not yet stored: stored after planning, and only
+    /// when an image needs them, so documents no image uses never reach containerd.
+    pub deferred: std::collections::HashSet<Digest>,
+    /// `oci-layout`, `index.json` and `manifest.json`, when present.
+    pub oci_layout: Option<Vec<u8>>,
+    /// `index.json`.
+    pub index_json: Option<Vec<u8>>,
+    /// docker-save `manifest.json`.
+    pub manifest_json: Option<Vec<u8>>,
+}
+
+/// How to build the plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Which platforms to import.
+    pub platforms: PlatformPolicy,
+    /// Repository for tag-only names (`--base-name`).
+    pub base_name: Option<String>,
+    /// Also name the whole index (`--index-name`).
+    pub index_name: Option<String>,
+    /// Also create `<repository>@<digest>` names (`--digest-refs`).
+    pub digest_refs: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            platforms: PlatformPolicy::Host,
+            base_name: None,
+            index_name: None,
+            digest_refs: false,
+        }
+    }
+}
+
+/// The archive's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OCI image layout (including `ctr export`'s hybrid archives).
+    OciLayout,
+    /// docker save.
+    DockerSave,
+}
+
+/// One image record to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePlan {
+    /// The normalised name.
+    pub name: String,
+    /// What it points to (manifest or index), with the index entry's annotations.
+    pub target: Descriptor,
+    /// Every blob it needs.
+    pub blobs: BTreeSet<Digest>,
+}
+
+/// Something that did not become an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The image is broken; nothing was recorded for it.
+    Failed {
+        /// The image (a name, or the index entry).
+        image: String,
+        /// The archive entry at fault, when there is one.
+        entry: Option<String>,
+        /// What is wrong.
+        cause: String,
+    },
+    /// The image was left out on purpose.
+    Skipped {
+        /// The image.
+        image: String,
+        /// Why.
+        reason: String,
+        /// An expected skip (another platform under the host default) rather than a warning.
+        informational: bool,
+    },
+}
+
+/// The outcome of understanding an archive.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// The format, when recognised.
+    pub format: Option<Format>,
+    /// Images to record.
+    pub images: Vec<ImagePlan>,
+    /// Failures and skips.
+    pub problems: Vec<Problem>,
+    /// Labels every used blob should carry (GC references and distribution sources).
+    pub labels: BTreeMap<Digest, BTreeMap<String, String>>,
+    /// Blobs the plan created (docker manifests, indexes) that must be stored.
+    pub synthesized: BTreeMap<Digest, Vec<u8>>,
+}
+
+/// Why the archive as a whole cannot be understood.
+#[derive(Debug, thiserror::Error)]
+pub enum UnderstandError {
+    /// Neither an OCI layout nor docker save.
+    #[error("not an image archive: it has neither oci-layout + index.json nor manifest.json")]
+    Unrecognised,
+    /// A layout file is not valid JSON of the expected shape.
+    #[error("entry {entry:?}: invalid JSON: {cause}")]
+    InvalidJson {
+        /// The file.
+        entry: String,
+        /// The parser's complaint.
+        cause: String,
+    },
+    /// An OCI layout version airlift does not know.
+    #[error("entry \"oci-layout\": unsupported OCI layout version {0:?}")]
+    LayoutVersion(String),
+    /// `oci-layout` without `index.json`.
+    #[error("OCI layout without index.json")]
+    MissingIndex,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    entry: &str,
+    data: &[u8],
+) -> Result<T, UnderstandError> {
+    serde_json::from_slice(data).map_err(|e| UnderstandError::InvalidJson {
+        entry: entry.to_string(),
+        cause: e.to_string(),
+    })
+}
+
+/// A per-image failure while resolving content.
+struct Failure {
+    entry: Option<String>,
+    cause: String,
+}
+
+fn fail(entry: impl Into<Option<String>>, cause: impl Into<String>) -> Failure {
+    Failure {
+        entry: entry.into(),
+        cause: cause.into(),
+    }
+}
+
+/// The content one root resolved to.
+#[derive(Default)]
+struct Resolved {
+    blobs: BTreeSet<Digest>,
+    labels: BTreeMap<Digest, BTreeMap<String, String>>,
+    /// Manifests that matched the platform policy and are present.
+    manifests: usize,
+    /// Platforms that were not selected (for the skip message).
+    other_platforms: BTreeSet<String>,
+}
+
+/// Builds the plan for an inventory.
+pub fn plan(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, UnderstandError> {
+    if let Some(layout) = &inv.oci_layout {
+        let layout: OciLayout = parse_json("oci-layout", layout)?;
+        if layout.image_layout_version != "1.0.0" {
+            return Err(UnderstandError::LayoutVersion(layout.image_layout_version));
+        }
+        let index = inv
+            .index_json
+            .as_ref()
+            .ok_or(UnderstandError::MissingIndex)?;
+        return oci::OciPlanner { inv, opts }.plan(index);
+    }
+    if let Some(manifest) = &inv.manifest_json {
+        return docker::DockerPlanner { inv, opts }.plan(manifest);
+    }
+    Err(UnderstandError::Unrecognised)
+}
+
+/// Shared steps of both formats.
+struct Builder<'a> {
+    opts: &'a PlanOptions,
+    plan: Plan,
+    /// Digests of all roots that resolved, for the index-name image.
+    all_blobs: BTreeSet<Digest>,
+    any_failed: bool,
+}
+
+impl<'a> Builder<'a> {
+    fn new(opts: &'a PlanOptions, format: Format) -> Self {
+        Builder {
+            opts,
+            plan: Plan {
+                format: Some(format),
+                ..Plan::default()
+            },
+            all_blobs: BTreeSet::new(),
+            any_failed: false,
+        }
+    }
+
+    /// Records a resolved root under its names.
+    fn add(
+        &mut self,
+        subject: &str,
+        target: Descriptor,
+        names: Vec<Result<Reference, String>>,
+        unnamed: Option<String>,
+        res: Result<Resolved, Failure>,
+    ) {
+        let res = match res {
+            Err(f) => {
+                self.any_failed = true;
+                self.plan.problems.push(Problem::Failed {
+                    image: subject.to_string(),
+                    entry: f.entry,
+                    cause: f.cause,
+                });
+                return;
+            }
+            Ok(r) => r,
+        };
+        if res.manifests == 0 {
+            let others: Vec<String> = res.other_platforms.into_iter().collect();
+            let reason = if others.is_empty() {
+                "no manifest for the selected platforms is in the archive".to_string()
+            } else {
+                format!(
+                    "no manifest for the selected platforms (the archive has {})",
+                    others.join(", ")
+                )
+            };
+            self.plan.problems.push(Problem::Skipped {
+                image: subject.to_string(),
+                reason,
+                informational: self.opts.platforms.is_host_default(),
+            });
+            return;
+        }
+        let mut good = Vec::new();
+        for n in names {
+            match n {
+                Ok(r) => good.push(r),
+                Err(cause) => {
+                    self.any_failed = true;
+                    self.plan.problems.push(Problem::Failed {
+                        image: subject.to_string(),
+                        entry: None,
+                        cause,
+                    });
+                }
+            }
+        }
+        let named = !good.is_empty();
+        if !named && self.opts.index_name.is_none() {
+            if let Some(reason) = unnamed {
+                self.plan.problems.push(Problem::Skipped {
+                    image: subject.to_string(),
+                    reason,
+                    informational: false,
+                });
+            }
+            return;
+        }
+        // distribution sources: registry → repositories, for every blob of the image.
+        let mut sources: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for r in &good {
+            sources
+                .entry(r.domain().to_string())
+                .or_default()
+                .insert(r.path().to_string());
+        }
+        for (digest, labels) in res.labels {
+            self.plan.labels.entry(digest).or_default().extend(labels);
+        }
+        for digest in &res.blobs {
+            let labels = self.plan.labels.entry(digest.clone()).or_default();
+            for (domain, repos) in &sources {
+                let key = format!("containerd.io/distribution.source.{domain}");
+                let mut all: BTreeSet<String> = labels
+                    .get(&key)
+                    .map(|v| v.split(',').map(str::to_string).collect())
+                    .unwrap_or_default();
+                all.extend(repos.iter().cloned());
+                labels.insert(key, all.into_iter().collect::<Vec<_>>().join(","));
+            }
+        }
+        self.all_blobs.extend(res.blobs.iter().cloned());
+        let mut names: Vec<String> = Vec::new();
+        for r in &good {
+            names.push(r.to_string());
+            if self.opts.digest_refs {
+                names.push(r.with_digest(&target.digest).to_string());
+            }
+        }
+        for name in names {
+            if self.plan.images.iter().any(|i| i.name == name) {
+                continue;
+            }
+            self.plan.images.push(ImagePlan {
+                name,
+                target: target.clone(),
+                blobs: res.blobs.clone(),
+            });
+        }
+    }
+
+    /// Adds the `--index-name` image for the archive's whole index.
+    fn finish(
+        mut self,
+        index: Descriptor,
+        index_children: &[Descriptor],
+        index_bytes: Option<Vec<u8>>,
+    ) -> Plan {
+        if let Some(name) = self.opts.index_name.clone() {
+            match Reference::parse_normalized(&name) {
+                Err(e) => self.plan.problems.push(Problem::Failed {
+                    image: name,
+                    entry: None,
+                    cause: e.to_string(),
+                }),
+                Ok(_) if self.any_failed || self.all_blobs.is_empty() => self.plan.problems.push(Problem::Skipped {
+                    image: name,
+                    reason: "not every image of the archive could be imported, so the index is incomplete".into(),
+                    informational: false,
+                }),
+                Ok(r) => {
+                    let mut blobs = std::mem::take(&mut self.all_blobs);
+                    blobs.insert(index.digest.clone());
+                    self.plan
+                        .labels
+                        .entry(index.digest.clone())
+                        .or_default()
+                        .extend(spec::gc_labels(index_children));
+                    if let Some(bytes) = index_bytes {
+                        self.plan.synthesized.insert(index.digest.clone(), bytes);
+                    }
+                    self.plan.images.push(ImagePlan {
+                        name: r.to_string(),
+                        target: index,
+                        blobs,
+                    });
+                }
+            }
+        }
+        self.plan
+    }
+}

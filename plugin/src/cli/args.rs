@@ -1,0 +1,342 @@
+//! The command line's arguments, and what they turn into: import options for `airlift import`, a
+//! configuration for `airlift serve` (the file, then the flags).
+
+use crate::archive::understand::PlanOptions;
+use crate::config::{Config, LogFormat};
+use crate::import::{ImportOptions, Mode};
+use crate::platform::{Platform, PlatformPolicy};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Imports container image archives into containerd with minimal copying.
+#[derive(Parser, Debug)]
+#[command(name = "airlift", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Import an image archive (docker save or OCI layout; tar, gzip, zstd, lz4 or bzip2).
+    Import(ImportArgs),
+    /// Run the daemon: import the archives of the images directories, keep them imported and
+    /// pinned while they are there, release them when they go.
+    Serve(ServeArgs),
+    /// Show the daemon's status.
+    Status(SocketArgs),
+    /// List the archives the daemon knows.
+    Ls(LsArgs),
+    /// Wait until the daemon's startup import is done (for ordering kubelet after it).
+    Wait(WaitArgs),
+    /// Unpin an archive's images and release its lease (the daemon forgets the archive).
+    Forget(ForgetArgs),
+}
+
+fn mode_parser() -> impl TypedValueParser<Value = Mode> {
+    PossibleValuesParser::new(["auto", "direct", "stream"])
+        .map(|s| s.parse::<Mode>().expect("a listed mode"))
+}
+
+fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
+    PossibleValuesParser::new(["text", "json"])
+        .map(|s| s.parse::<LogFormat>().expect("a listed format"))
+}
+
+/// The daemon's API socket.
+#[derive(Args, Debug)]
+pub struct SocketArgs {
+    /// airlift's API socket.
+    #[arg(long, default_value = "/run/airlift/airlift.sock")]
+    pub socket: PathBuf,
+}
+
+/// `airlift ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `airlift wait`.
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Give up after this many seconds (exit status 1); 0 waits forever.
+    #[arg(long, default_value = "0", value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+/// `airlift forget`.
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// The archive's path.
+    pub file: PathBuf,
+}
+
+/// `airlift serve`: flags override the configuration file.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Configuration file [default: /etc/airlift/config.toml, if present].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// containerd's socket.
+    #[arg(long, short = 'a')]
+    pub address: Option<PathBuf>,
+    /// containerd namespace.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Images directory to watch (repeatable; replaces the configured list).
+    #[arg(long = "images-dir", value_name = "DIR")]
+    pub images_dirs: Vec<PathBuf>,
+    /// State directory.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// API socket.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Prometheus metrics address (host:port).
+    #[arg(long)]
+    pub metrics_address: Option<String>,
+    /// Log format.
+    #[arg(long, value_parser = log_format_parser())]
+    pub log_format: Option<LogFormat>,
+    /// Archives imported at the same time.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Settle interval in milliseconds.
+    #[arg(long)]
+    pub settle_ms: Option<u64>,
+    /// How blobs reach containerd.
+    #[arg(long, value_parser = mode_parser())]
+    pub mode: Option<Mode>,
+    /// Serve containerd's content store from DIR on the API socket (airlift as containerd's
+    /// content proxy plugin; `[content_proxy] root` in the file).
+    #[arg(long, value_name = "DIR")]
+    pub content_proxy_root: Option<PathBuf>,
+}
+
+/// `airlift import`.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The archive, or `-` for standard input.
+    pub file: String,
+    /// containerd's socket (k3s: /run/k3s/containerd/containerd.sock).
+    #[arg(
+        long,
+        short = 'a',
+        env = "CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub address: PathBuf,
+    /// containerd namespace (kubelet's is k8s.io).
+    #[arg(
+        long,
+        short = 'n',
+        env = "CONTAINERD_NAMESPACE",
+        default_value = "k8s.io"
+    )]
+    pub namespace: String,
+    /// Import this platform (os/arch[/variant]); repeatable. Default: what this host runs.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Vec<String>,
+    /// Import every platform in the archive.
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    /// Repository for tag-only names (`1.35` becomes `<base-name>:1.35`).
+    #[arg(long, value_name = "NAME")]
+    pub base_name: Option<String>,
+    /// Also create an image named NAME for the archive's whole index.
+    #[arg(long, value_name = "NAME")]
+    pub index_name: Option<String>,
+    /// Also create `<repository>@sha256:…` names for every image.
+    #[arg(long)]
+    pub digest_refs: bool,
+    /// Extra image label (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Do not pin the images (kubelet may then garbage-collect them).
+    #[arg(long)]
+    pub no_pin: bool,
+    /// How blobs reach containerd.
+    #[arg(long, value_parser = mode_parser(), default_value = "auto")]
+    pub mode: Mode,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for containerd's socket.
+    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    pub connect_timeout: u64,
+    /// Where imports are remembered: an unchanged archive imported again with the same options
+    /// is not read again (its images, pins and lease are checked).
+    #[arg(long, default_value = "/var/lib/airlift", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Import even if the archive is unchanged since its last import.
+    #[arg(long)]
+    pub force: bool,
+    /// Have the running daemon import the file (it then tracks the archive).
+    #[arg(long)]
+    pub daemon: bool,
+    /// The daemon's API socket (with --daemon).
+    #[arg(long, default_value = "/run/airlift/airlift.sock")]
+    pub socket: PathBuf,
+}
+
+impl ImportArgs {
+    /// The import options the flags describe.
+    pub fn options(&self) -> Result<ImportOptions, String> {
+        let platforms = if self.all_platforms {
+            PlatformPolicy::All
+        } else if self.platform.is_empty() {
+            PlatformPolicy::Host
+        } else {
+            let parsed: Result<Vec<Platform>, _> =
+                self.platform.iter().map(|p| Platform::parse(p)).collect();
+            PlatformPolicy::Only(parsed.map_err(|e| e.to_string())?)
+        };
+        let mut labels = BTreeMap::new();
+        for l in &self.label {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| format!("invalid --label {l:?}: expected KEY=VALUE"))?;
+            if k.is_empty() {
+                return Err(format!("invalid --label {l:?}: empty key"));
+            }
+            labels.insert(k.to_string(), v.to_string());
+        }
+        Ok(ImportOptions {
+            plan: PlanOptions {
+                platforms,
+                base_name: self.base_name.clone(),
+                index_name: self.index_name.clone(),
+                digest_refs: self.digest_refs,
+            },
+            labels,
+            pin: !self.no_pin,
+            mode: self.mode,
+            scratch_dir: Some(self.state_dir.clone()),
+            ..ImportOptions::default()
+        })
+    }
+}
+
+impl ServeArgs {
+    /// The daemon's configuration: the file, then the flags.
+    pub fn config(&self) -> Result<Config, String> {
+        let mut cfg = Config::load(self.config.as_deref()).map_err(|e| e.to_string())?;
+        let set = |field: &mut PathBuf, v: &Option<PathBuf>| {
+            if let Some(v) = v {
+                *field = v.clone();
+            }
+        };
+        set(&mut cfg.address, &self.address);
+        set(&mut cfg.state_dir, &self.state_dir);
+        set(&mut cfg.socket, &self.socket);
+        if let Some(v) = &self.namespace {
+            cfg.namespace = v.clone();
+        }
+        if !self.images_dirs.is_empty() {
+            cfg.images_dirs = self.images_dirs.clone();
+        }
+        if let Some(v) = &self.metrics_address {
+            cfg.metrics_address = v.clone();
+        }
+        if let Some(v) = self.log_format {
+            cfg.log_format = v;
+        }
+        if let Some(v) = self.concurrency {
+            cfg.concurrency = v;
+        }
+        if let Some(v) = self.settle_ms {
+            cfg.settle_ms = v;
+        }
+        if let Some(v) = self.mode {
+            cfg.mode = v;
+        }
+        if let Some(v) = &self.content_proxy_root {
+            cfg.content_proxy.root = Some(v.clone());
+        }
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn import_flags_become_options() {
+        let Command::Import(a) = parse(&[
+            "airlift",
+            "import",
+            "x.tar",
+            "--platform",
+            "linux/arm64",
+            "--label",
+            "a=b",
+            "--no-pin",
+            "--mode",
+            "stream",
+            "--base-name",
+            "example.com/base",
+        ])
+        .command
+        else {
+            panic!("not an import")
+        };
+        let o = a.options().unwrap();
+        assert!(matches!(o.plan.platforms, PlatformPolicy::Only(ref p) if p.len() == 1));
+        assert_eq!(o.labels["a"], "b");
+        assert!(!o.pin);
+        assert_eq!(o.mode, Mode::Stream);
+        assert_eq!(o.plan.base_name.as_deref(), Some("example.com/base"));
+        let Command::Import(a) = parse(&["airlift", "import", "x.tar", "--label", "=b"]).command
+        else {
+            panic!()
+        };
+        assert!(a.options().unwrap_err().contains("empty key"));
+        assert!(Cli::try_parse_from(["airlift", "import", "x", "--mode", "fast"]).is_err());
+    }
+
+    #[test]
+    fn serve_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "namespace = \"from-file\"\nconcurrency = 3\n").unwrap();
+        let Command::Serve(a) = parse(&[
+            "airlift",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--concurrency",
+            "5",
+            "--log-format",
+            "json",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        let c = a.config().unwrap();
+        assert_eq!((c.namespace.as_str(), c.concurrency), ("from-file", 5));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+}

@@ -1,0 +1,92 @@
+//! `airlift import FILE`: one import through the [`Importer`], with a progress bar and a summary.
+
+use super::args::ImportArgs;
+use super::output;
+use crate::containerd::Grpc;
+use crate::import::Source;
+use crate::service::{Importer, Remember, Request};
+use crate::state::Records;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Runs `airlift import`.
+pub async fn run(args: ImportArgs) -> ExitCode {
+    let opts = match args.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("airlift: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let source = if args.file == "-" {
+        Source::Stdin
+    } else {
+        Source::File(PathBuf::from(&args.file))
+    };
+    let timeout = Duration::from_secs(args.connect_timeout);
+    let client = match Grpc::client(&args.address, &args.namespace, timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("airlift: {}: {e}", source.display_name());
+            return ExitCode::FAILURE;
+        }
+    };
+    // Imports are remembered apart from the daemon's records (standard input is never recalled).
+    let records = match &source {
+        Source::File(_) => Records::open(&args.state_dir.join("imports")).ok(),
+        Source::Stdin => None,
+    };
+    let importer = Importer::new(opts, records, Remember::Successes);
+    let req = Request {
+        force: args.force,
+        ..Request::default()
+    };
+    let bar =
+        (!args.json && std::io::stderr().is_terminal()).then(|| output::progress_bar(&source));
+    let ticker = bar.clone().map(|bar| {
+        let progress = req.progress.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(progress.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    let result = importer.run(&client, &source, &req).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match result {
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "archive": source.display_name(), "error": e.to_string() })
+                );
+            }
+            eprintln!("airlift: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serialises")
+                );
+            } else {
+                output::print_report(&report);
+            }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

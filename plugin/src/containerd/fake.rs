@@ -1,0 +1,705 @@
+//! An in-memory containerd for unit tests: one namespace's blobs, leases, images and ingests, with
+//! containerd's semantics where airlift relies on them (shared content claimed by digest, commits
+//! verified, `AlreadyExists` for present blobs, leases holding content, a garbage collector that
+//! follows `containerd.io/gc.ref.content.*` labels). Every call is recorded in order, and calls can
+//! be made to fail with a chosen error class.
+
+use super::{
+    BlobInfo, Chunk, Client, Containerd, ContainerdError, ImageRecord, ImageTarget, Result, Written,
+};
+use crate::digest::Digest;
+use crate::error::Class;
+use crate::filters::{map_field, Adaptor, Filter};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+/// One call airlift made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The operation: the [`Containerd`] method's name (`put_image`, `claim`, …).
+    pub op: &'static str,
+    /// What it was about (a digest, an image name, a lease id), empty when nothing.
+    pub subject: String,
+    /// The lease the call was made under.
+    pub lease: Option<String>,
+}
+
+/// A blob in the fake's namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Blob {
+    /// Its bytes.
+    pub data: Vec<u8>,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+}
+
+/// A lease in the fake's namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// Its labels (`containerd.io/gc.expire` among them, when it expires).
+    pub labels: HashMap<String, String>,
+    /// The blob digests it holds.
+    pub content: BTreeSet<String>,
+}
+
+struct Fault {
+    op: &'static str,
+    subject: Option<String>,
+    remaining: Option<u32>,
+    class: Class,
+}
+
+/// Everything the fake holds. Tests may read and change it through [`Fake::state`].
+#[derive(Default)]
+pub struct State {
+    /// Blobs of the namespace.
+    pub blobs: BTreeMap<Digest, Blob>,
+    /// Leases by id.
+    pub leases: BTreeMap<String, Lease>,
+    /// Image records by name.
+    pub images: BTreeMap<String, ImageRecord>,
+    /// Ingests in progress (and abandoned) by ref: the bytes so far.
+    pub ingests: BTreeMap<String, Vec<u8>>,
+    /// Every call, in order.
+    pub calls: Vec<Call>,
+    /// Run the garbage collector before every call (the strictest schedule containerd could
+    /// choose), so content left unprotected between two calls is lost.
+    pub gc_before_every_call: bool,
+    faults: Vec<Fault>,
+    content_root: Option<PathBuf>,
+    proxy_address: Option<PathBuf>,
+}
+
+/// The in-memory containerd. Clones share the state; each handle has its own lease.
+#[derive(Clone)]
+pub struct Fake {
+    state: Arc<Mutex<State>>,
+    lease: Option<String>,
+    address: PathBuf,
+}
+
+impl Default for Fake {
+    fn default() -> Self {
+        Fake::new()
+    }
+}
+
+struct LeaseView<'a>(&'a str, &'a Lease);
+
+impl Adaptor for LeaseView<'_> {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str) {
+            Some("id") => Some(self.0.to_string()),
+            Some("labels") => map_field(&path[1..], &self.1.labels),
+            _ => None,
+        }
+    }
+}
+
+impl Adaptor for ImageRecord {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str) {
+            Some("name") => Some(self.name.clone()),
+            Some("target") => match path.get(1).map(String::as_str) {
+                Some("digest") => Some(self.digest.clone()),
+                Some("mediatype") => Some(self.media_type.clone()),
+                _ => None,
+            },
+            Some("labels") => map_field(&path[1..], &self.labels),
+            _ => None,
+        }
+    }
+}
+
+fn invalid_filter(e: crate::filters::FilterError) -> ContainerdError {
+    ContainerdError::call("filter", Class::InvalidArgument, e.to_string())
+}
+
+impl Fake {
+    /// An empty namespace, with no content root (every blob must be streamed).
+    pub fn new() -> Fake {
+        static FAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Fake {
+            state: Arc::new(Mutex::new(State::default())),
+            lease: None,
+            address: PathBuf::from(format!("/fake/{n}/containerd.sock")),
+        }
+    }
+
+    /// Reports `root` as the content root, where [`Containerd::claim`] finds blobs on disk.
+    pub fn with_content_root(self, root: &Path) -> Fake {
+        self.state().content_root = Some(root.to_path_buf());
+        self
+    }
+
+    /// Reports a content proxy plugin at `address` (and no content root).
+    pub fn with_content_proxy(self, address: &Path) -> Fake {
+        {
+            let mut s = self.state();
+            s.content_root = None;
+            s.proxy_address = Some(address.to_path_buf());
+        }
+        self
+    }
+
+    /// This fake as a shared handle.
+    pub fn client(&self) -> Client {
+        Arc::new(self.clone())
+    }
+
+    /// The state, locked.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// The operations called so far, in order (`"put_image"`, …), filtered by `op` prefix.
+    pub fn count(&self, op: &str) -> usize {
+        self.state().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    /// Makes every call of `op` (about `subject`, when given) fail with `class`.
+    pub fn fail(&self, op: &'static str, subject: Option<&str>, class: Class) {
+        self.state().faults.push(Fault {
+            op,
+            subject: subject.map(str::to_string),
+            remaining: None,
+            class,
+        });
+    }
+
+    /// Makes the next `times` calls of `op` fail with `class`.
+    pub fn fail_times(&self, op: &'static str, times: u32, class: Class) {
+        self.state().faults.push(Fault {
+            op,
+            subject: None,
+            remaining: Some(times),
+            class,
+        });
+    }
+
+    /// Removes every injected fault.
+    pub fn heal(&self) {
+        self.state().faults.clear();
+    }
+
+    /// Adds a blob to the namespace directly (as another client would), under no lease.
+    pub fn add_blob(&self, data: &[u8], labels: &[(&str, &str)]) -> Digest {
+        let d = Digest::of(data);
+        self.state().blobs.insert(
+            d.clone(),
+            Blob {
+                data: data.to_vec(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        );
+        d
+    }
+
+    /// An image record.
+    pub fn image(&self, name: &str) -> Option<ImageRecord> {
+        self.state().images.get(name).cloned()
+    }
+
+    /// Runs the garbage collector now; returns the blobs it removed.
+    pub fn collect_garbage(&self) -> Vec<Digest> {
+        collect(&mut self.state())
+    }
+
+    /// Records a call and applies faults (and the garbage collector, when asked for).
+    fn enter(&self, op: &'static str, subject: impl Into<String>) -> Result<()> {
+        let subject = subject.into();
+        let mut s = self.state();
+        if s.gc_before_every_call {
+            collect(&mut s);
+        }
+        s.calls.push(Call {
+            op,
+            subject: subject.clone(),
+            lease: self.lease.clone(),
+        });
+        let hit = s.faults.iter_mut().find(|f| {
+            f.op == op && f.subject.as_ref().is_none_or(|x| *x == subject) && f.remaining != Some(0)
+        });
+        if let Some(f) = hit {
+            if let Some(n) = &mut f.remaining {
+                *n -= 1;
+            }
+            let class = f.class;
+            return Err(ContainerdError::call(
+                format!("{op} {subject}"),
+                class,
+                "injected fault",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds a committed blob to the handle's lease.
+    fn hold(&self, s: &mut State, digest: &Digest) {
+        if let Some(lease) = &self.lease {
+            if let Some(l) = s.leases.get_mut(lease) {
+                l.content.insert(digest.to_string());
+            }
+        }
+    }
+}
+
+/// containerd's collector in miniature: expired leases go, then every blob no image target or
+/// lease reaches (directly or through `containerd.io/gc.ref.content.*` labels).
+fn collect(s: &mut State) -> Vec<Digest> {
+    let now = SystemTime::now();
+    s.leases.retain(|_, l| {
+        l.labels
+            .get("containerd.io/gc.expire")
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .is_none_or(|at| at > now)
+    });
+    let mut todo: Vec<String> = s.images.values().map(|i| i.digest.clone()).collect();
+    todo.extend(s.leases.values().flat_map(|l| l.content.iter().cloned()));
+    let mut reached = BTreeSet::new();
+    while let Some(d) = todo.pop() {
+        let Ok(digest) = d.parse::<Digest>() else {
+            continue;
+        };
+        if !reached.insert(digest.clone()) {
+            continue;
+        }
+        if let Some(b) = s.blobs.get(&digest) {
+            for (k, v) in &b.labels {
+                if k.starts_with("containerd.io/gc.ref.content") {
+                    todo.push(v.clone());
+                }
+            }
+        }
+    }
+    let gone: Vec<Digest> = s
+        .blobs
+        .keys()
+        .filter(|d| !reached.contains(*d))
+        .cloned()
+        .collect();
+    for d in &gone {
+        s.blobs.remove(d);
+    }
+    gone
+}
+
+#[async_trait::async_trait]
+impl Containerd for Fake {
+    fn address(&self) -> &Path {
+        &self.address
+    }
+
+    fn namespace(&self) -> &str {
+        "fake"
+    }
+
+    fn lease(&self) -> Option<&str> {
+        self.lease.as_deref()
+    }
+
+    fn with_lease(&self, lease: Option<&str>) -> Client {
+        Arc::new(Fake {
+            lease: lease.map(str::to_string),
+            ..self.clone()
+        })
+    }
+
+    async fn content_root(&self) -> Result<Option<PathBuf>> {
+        self.enter("content_root", "")?;
+        Ok(self.state().content_root.clone())
+    }
+
+    async fn content_proxy_address(&self) -> Result<Option<PathBuf>> {
+        self.enter("content_proxy_address", "")?;
+        Ok(self.state().proxy_address.clone())
+    }
+
+    async fn info(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        self.enter("info", digest.to_string())?;
+        Ok(self.state().blobs.get(digest).map(|b| BlobInfo {
+            size: b.data.len() as u64,
+            labels: b.labels.clone(),
+        }))
+    }
+
+    async fn set_blob_labels(
+        &self,
+        digest: &Digest,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.enter("set_blob_labels", digest.to_string())?;
+        let mut s = self.state();
+        let b = s.blobs.get_mut(digest).ok_or_else(|| {
+            ContainerdError::call(format!("label blob {digest}"), Class::NotFound, "not found")
+        })?;
+        b.labels
+            .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(())
+    }
+
+    async fn read(&self, digest: &Digest, offset: u64, size: u64) -> Result<Vec<u8>> {
+        self.enter("read", digest.to_string())?;
+        let s = self.state();
+        let b = s.blobs.get(digest).ok_or_else(|| {
+            ContainerdError::call(format!("read blob {digest}"), Class::NotFound, "not found")
+        })?;
+        let start = (offset as usize).min(b.data.len());
+        let end = if size == 0 {
+            b.data.len()
+        } else {
+            (start + size as usize).min(b.data.len())
+        };
+        Ok(b.data[start..end].to_vec())
+    }
+
+    async fn write(
+        &self,
+        reference: &str,
+        total: u64,
+        expected: Option<&Digest>,
+        mut chunks: tokio::sync::mpsc::Receiver<Chunk>,
+    ) -> Result<Written> {
+        let subject = expected.map_or(reference.to_string(), |d| d.to_string());
+        self.enter("write", subject.clone())?;
+        if let Some(d) = expected {
+            if self.state().blobs.contains_key(d) {
+                return Ok(Written::AlreadyExists);
+            }
+        }
+        self.state()
+            .ingests
+            .entry(reference.to_string())
+            .or_default();
+        while let Some(chunk) = chunks.recv().await {
+            let mut s = self.state();
+            match chunk {
+                Chunk::Data(data) => s
+                    .ingests
+                    .entry(reference.to_string())
+                    .or_default()
+                    .extend_from_slice(&data),
+                Chunk::Commit(digest) => {
+                    let data = s.ingests.remove(reference).unwrap_or_default();
+                    let fail = |m: String| {
+                        ContainerdError::call(
+                            format!("write blob {subject}"),
+                            Class::FailedPrecondition,
+                            m,
+                        )
+                    };
+                    if total > 0 && data.len() as u64 != total {
+                        return Err(fail(format!(
+                            "unexpected commit size {}, expected {total}",
+                            data.len()
+                        )));
+                    }
+                    if Digest::of(&data) != digest {
+                        return Err(fail(format!("unexpected commit digest, expected {digest}")));
+                    }
+                    if s.blobs.contains_key(&digest) {
+                        return Ok(Written::AlreadyExists);
+                    }
+                    s.blobs.insert(
+                        digest.clone(),
+                        Blob {
+                            data,
+                            labels: HashMap::new(),
+                        },
+                    );
+                    self.hold(&mut s, &digest);
+                    return Ok(Written::Committed);
+                }
+            }
+        }
+        Ok(Written::Abandoned)
+    }
+
+    async fn claim(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        size: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<bool> {
+        self.enter("claim", digest.to_string())?;
+        let _ = reference;
+        let mut s = self.state();
+        if s.blobs.contains_key(digest) {
+            return Ok(false);
+        }
+        let on_disk = s
+            .content_root
+            .as_ref()
+            .map(|r| r.join("blobs/sha256").join(digest.hex()))
+            .and_then(|p| std::fs::read(p).ok())
+            .filter(|data| data.len() as u64 == size && Digest::of(data) == *digest);
+        let Some(data) = on_disk else {
+            return Err(ContainerdError::call(
+                format!("claim blob {digest}"),
+                Class::FailedPrecondition,
+                format!("unexpected commit size 0, expected {size}"),
+            ));
+        };
+        s.blobs.insert(
+            digest.clone(),
+            Blob {
+                data,
+                labels: labels.clone().into_iter().collect(),
+            },
+        );
+        self.hold(&mut s, digest);
+        Ok(true)
+    }
+
+    async fn ingest_refs(&self) -> Result<Vec<String>> {
+        self.enter("ingest_refs", "")?;
+        Ok(self
+            .state()
+            .ingests
+            .keys()
+            .filter(|r| r.starts_with("airlift-"))
+            .cloned()
+            .collect())
+    }
+
+    async fn abort(&self, reference: &str) -> Result<()> {
+        self.enter("abort", reference)?;
+        self.state().ingests.remove(reference);
+        Ok(())
+    }
+
+    async fn create_lease(
+        &self,
+        id: &str,
+        mut labels: HashMap<String, String>,
+        expire: Option<Duration>,
+    ) -> Result<()> {
+        self.enter("create_lease", id)?;
+        if let Some(after) = expire {
+            labels.insert(
+                "containerd.io/gc.expire".into(),
+                super::rfc3339(SystemTime::now() + after),
+            );
+        }
+        self.state().leases.entry(id.to_string()).or_insert(Lease {
+            labels,
+            content: BTreeSet::new(),
+        });
+        Ok(())
+    }
+
+    async fn delete_lease(&self, id: &str) -> Result<()> {
+        self.enter("delete_lease", id)?;
+        self.state().leases.remove(id);
+        Ok(())
+    }
+
+    async fn list_leases(&self, filter: &str) -> Result<Vec<String>> {
+        self.enter("list_leases", filter)?;
+        let f = Filter::parse(&[filter]).map_err(invalid_filter)?;
+        Ok(self
+            .state()
+            .leases
+            .iter()
+            .filter(|(id, l)| f.matches(&LeaseView(id, l)))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    async fn lease_content(&self, id: &str) -> Result<Vec<String>> {
+        self.enter("lease_content", id)?;
+        let s = self.state();
+        let l = s.leases.get(id).ok_or_else(|| {
+            ContainerdError::call(
+                format!("list resources of lease {id}"),
+                Class::NotFound,
+                "not found",
+            )
+        })?;
+        Ok(l.content.iter().cloned().collect())
+    }
+
+    async fn lease_resource(&self, id: &str, digest: &str, add: bool) -> Result<()> {
+        self.enter("lease_resource", format!("{id} {digest}"))?;
+        let mut s = self.state();
+        let l = s.leases.get_mut(id).ok_or_else(|| {
+            ContainerdError::call(
+                format!("update lease {id} with {digest}"),
+                Class::NotFound,
+                "lease not found",
+            )
+        })?;
+        if add {
+            l.content.insert(digest.to_string());
+        } else {
+            l.content.remove(digest);
+        }
+        Ok(())
+    }
+
+    async fn get_image(&self, name: &str) -> Result<Option<ImageRecord>> {
+        self.enter("get_image", name)?;
+        Ok(self.state().images.get(name).cloned())
+    }
+
+    async fn list_images(&self, filters: Vec<String>) -> Result<Vec<ImageRecord>> {
+        self.enter("list_images", filters.join(","))?;
+        let f = Filter::parse(&filters).map_err(invalid_filter)?;
+        Ok(self
+            .state()
+            .images
+            .values()
+            .filter(|i| f.matches(*i))
+            .cloned()
+            .collect())
+    }
+
+    async fn put_image(
+        &self,
+        image: &ImageTarget,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.enter("put_image", image.name.clone())?;
+        let mut s = self.state();
+        let record = s
+            .images
+            .entry(image.name.clone())
+            .or_insert_with(|| ImageRecord {
+                name: image.name.clone(),
+                media_type: String::new(),
+                digest: String::new(),
+                size: 0,
+                labels: HashMap::new(),
+            });
+        record.media_type = image.media_type.clone();
+        record.digest = image.digest.clone();
+        record.size = image.size;
+        record
+            .labels
+            .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(())
+    }
+
+    async fn set_image_labels(
+        &self,
+        image: &ImageRecord,
+        labels: &BTreeMap<String, Option<String>>,
+    ) -> Result<()> {
+        self.enter("set_image_labels", image.name.clone())?;
+        let mut s = self.state();
+        let record = s.images.get_mut(&image.name).ok_or_else(|| {
+            ContainerdError::call(
+                format!("label image {}", image.name),
+                Class::NotFound,
+                "not found",
+            )
+        })?;
+        for (k, v) in labels {
+            match v {
+                Some(v) => record.labels.insert(k.clone(), v.clone()),
+                None => record.labels.remove(k),
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn leases_hold_content_and_gc_follows_labels() {
+        let fake = Fake::new();
+        let child = fake.add_blob(b"child", &[]);
+        let parent = fake.add_blob(
+            b"parent",
+            &[("containerd.io/gc.ref.content.l.0", &child.to_string())],
+        );
+        let loose = fake.add_blob(b"loose", &[]);
+        let c = fake.client();
+        rt().block_on(async {
+            c.create_lease("l", HashMap::new(), None).await.unwrap();
+            c.lease_resource("l", &parent.to_string(), true)
+                .await
+                .unwrap();
+        });
+        assert_eq!(fake.collect_garbage(), vec![loose]);
+        assert!(fake.state().blobs.contains_key(&child));
+        rt().block_on(c.delete_lease("l")).unwrap();
+        assert_eq!(fake.collect_garbage().len(), 2);
+    }
+
+    #[test]
+    fn writes_verify_and_claims_need_the_blob_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new().with_content_root(dir.path());
+        let c = fake.client();
+        let data = b"some bytes".to_vec();
+        let d = Digest::of(&data);
+        rt().block_on(async {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(Chunk::Data(data.clone())).await.unwrap();
+            tx.send(Chunk::Commit(Digest::of(b"other"))).await.unwrap();
+            let e = c.write("r", 10, None, rx).await.unwrap_err();
+            assert_eq!(e.class(), Class::FailedPrecondition);
+            // Not on disk: nothing to claim.
+            let e = c.claim("r", &d, 10, &BTreeMap::new()).await.unwrap_err();
+            assert_eq!(e.class(), Class::FailedPrecondition);
+            std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+            std::fs::write(dir.path().join("blobs/sha256").join(d.hex()), &data).unwrap();
+            assert!(c.claim("r", &d, 10, &BTreeMap::new()).await.unwrap());
+            assert!(!c.claim("r", &d, 10, &BTreeMap::new()).await.unwrap());
+            let (_tx, rx) = tokio::sync::mpsc::channel(1);
+            assert_eq!(
+                c.write("r2", 10, Some(&d), rx).await.unwrap(),
+                Written::AlreadyExists
+            );
+        });
+    }
+
+    #[test]
+    fn faults_and_filters() {
+        let fake = Fake::new();
+        let c = fake.client();
+        fake.fail_times("create_lease", 1, Class::Unavailable);
+        rt().block_on(async {
+            let e = c
+                .create_lease("airlift-x", HashMap::new(), None)
+                .await
+                .unwrap_err();
+            assert_eq!(e.class(), Class::Unavailable);
+            c.create_lease("airlift-x", HashMap::new(), None)
+                .await
+                .unwrap();
+            c.create_lease("other", HashMap::new(), None).await.unwrap();
+            assert_eq!(
+                c.list_leases("id~=^airlift-").await.unwrap(),
+                vec!["airlift-x"]
+            );
+            assert_eq!(c.list_leases("id==other").await.unwrap(), vec!["other"]);
+        });
+        assert_eq!(fake.count("create_lease"), 3);
+    }
+}

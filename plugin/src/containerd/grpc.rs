@@ -1,0 +1,561 @@
+//! The gRPC client of containerd's API socket: [`Containerd`] over containerd's images, leases,
+//! content and introspection services. Every status containerd answers becomes a
+//! [`ContainerdError`] here, with its class; nothing above looks at gRPC codes.
+
+use super::{
+    BlobInfo, Chunk, Client, Containerd, ContainerdError, ImageRecord, ImageTarget, Result, Written,
+};
+use crate::digest::Digest;
+use crate::error::Class;
+use containerd_client::services::v1 as api;
+use containerd_client::services::v1::{
+    content_client::ContentClient, images_client::ImagesClient,
+    introspection_client::IntrospectionClient, leases_client::LeasesClient,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::Request;
+
+/// Largest message airlift accepts from containerd (a `Read` chunk, a long image list).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// A connection to containerd's socket, bound to a namespace and optionally a lease.
+#[derive(Clone)]
+pub struct Grpc {
+    channel: Channel,
+    address: PathBuf,
+    namespace: String,
+    lease: Option<String>,
+}
+
+impl Grpc {
+    /// Connects to the socket at `address`, waiting at most `timeout`.
+    pub async fn connect(address: &Path, namespace: &str, timeout: Duration) -> Result<Grpc> {
+        let unreachable = |cause: String| ContainerdError::Unreachable {
+            address: address.to_path_buf(),
+            cause,
+        };
+        let channel = tokio::time::timeout(timeout, containerd_client::connect(address))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
+            .map_err(|e| unreachable(crate::error::chain(&e)))?;
+        Ok(Grpc {
+            channel,
+            address: address.to_path_buf(),
+            namespace: namespace.to_string(),
+            lease: None,
+        })
+    }
+
+    /// Connects, as a shared handle.
+    pub async fn client(address: &Path, namespace: &str, timeout: Duration) -> Result<Client> {
+        Ok(Arc::new(Grpc::connect(address, namespace, timeout).await?))
+    }
+
+    fn request<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        let md = req.metadata_mut();
+        md.insert(
+            "containerd-namespace",
+            self.namespace.parse().expect("namespace is ASCII"),
+        );
+        if let Some(lease) = &self.lease {
+            md.insert(
+                "containerd-lease",
+                lease.parse().expect("lease id is ASCII"),
+            );
+        }
+        req
+    }
+
+    /// The same connection under `lease` (a concrete [`Containerd::with_lease`]).
+    pub fn leased(&self, lease: &str) -> Grpc {
+        Grpc {
+            lease: Some(lease.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The raw Content API client, for checks of the wire protocol itself
+    /// ([`crate::store::conformance::content_api`]); requests go through [`Grpc::wrap`].
+    pub fn raw_content(&self) -> ContentClient<Channel> {
+        self.content()
+    }
+
+    /// A request carrying this handle's namespace and lease.
+    pub fn wrap<T>(&self, msg: T) -> Request<T> {
+        self.request(msg)
+    }
+
+    fn content(&self) -> ContentClient<Channel> {
+        ContentClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    fn leases(&self) -> LeasesClient<Channel> {
+        LeasesClient::new(self.channel.clone())
+    }
+
+    fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    async fn content_plugin_export(&self, key: &str) -> Result<Option<PathBuf>> {
+        let resp = IntrospectionClient::new(self.channel.clone())
+            .plugins(self.request(api::PluginsRequest {
+                filters: vec!["type==io.containerd.content.v1".into()],
+            }))
+            .await
+            .map_err(|s| ContainerdError::from_status("introspection", &s))?
+            .into_inner();
+        Ok(resp
+            .plugins
+            .iter()
+            .find(|p| p.init_err.is_none())
+            .and_then(|p| p.exports.get(key))
+            .map(PathBuf::from))
+    }
+}
+
+/// `Ok(None)` for a status of class `absent`, the error otherwise.
+fn unless<T>(
+    result: std::result::Result<T, tonic::Status>,
+    absent: Class,
+    op: impl FnOnce() -> String,
+) -> Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(s) if Class::of_status(&s) == absent => Ok(None),
+        Err(s) => Err(ContainerdError::from_status(op(), &s)),
+    }
+}
+
+fn descriptor(image: &ImageTarget) -> containerd_client::types::Descriptor {
+    containerd_client::types::Descriptor {
+        media_type: image.media_type.clone(),
+        digest: image.digest.clone(),
+        size: image.size,
+        annotations: image.annotations.clone().into_iter().collect(),
+    }
+}
+
+fn image_record(i: api::Image) -> ImageRecord {
+    let t = i.target.unwrap_or_default();
+    ImageRecord {
+        name: i.name,
+        media_type: t.media_type,
+        digest: t.digest,
+        size: t.size,
+        labels: i.labels,
+    }
+}
+
+#[async_trait::async_trait]
+impl Containerd for Grpc {
+    fn address(&self) -> &Path {
+        &self.address
+    }
+
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn lease(&self) -> Option<&str> {
+        self.lease.as_deref()
+    }
+
+    fn with_lease(&self, lease: Option<&str>) -> Client {
+        Arc::new(Grpc {
+            lease: lease.map(str::to_string),
+            ..self.clone()
+        })
+    }
+
+    async fn content_root(&self) -> Result<Option<PathBuf>> {
+        self.content_plugin_export("root").await
+    }
+
+    async fn content_proxy_address(&self) -> Result<Option<PathBuf>> {
+        self.content_plugin_export("address").await
+    }
+
+    async fn info(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        let r = self
+            .content()
+            .info(self.request(api::InfoRequest {
+                digest: digest.to_string(),
+            }))
+            .await;
+        Ok(
+            unless(r, Class::NotFound, || format!("content info {digest}"))?.map(|r| {
+                let info = r.into_inner().info.unwrap_or_default();
+                BlobInfo {
+                    size: info.size as u64,
+                    labels: info.labels,
+                }
+            }),
+        )
+    }
+
+    async fn set_blob_labels(
+        &self,
+        digest: &Digest,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+        self.content()
+            .update(self.request(api::UpdateRequest {
+                info: Some(api::Info {
+                    digest: digest.to_string(),
+                    labels: labels.clone().into_iter().collect(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask { paths }),
+            }))
+            .await
+            .map_err(|s| ContainerdError::from_status(format!("label blob {digest}"), &s))?;
+        Ok(())
+    }
+
+    async fn read(&self, digest: &Digest, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let op = || format!("read blob {digest}");
+        let mut stream = self
+            .content()
+            .read(self.request(api::ReadContentRequest {
+                digest: digest.to_string(),
+                offset: offset as i64,
+                size: size as i64,
+            }))
+            .await
+            .map_err(|s| ContainerdError::from_status(op(), &s))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| ContainerdError::from_status(op(), &s))?
+        {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
+    }
+
+    async fn write(
+        &self,
+        reference: &str,
+        total: u64,
+        expected: Option<&Digest>,
+        chunks: tokio::sync::mpsc::Receiver<Chunk>,
+    ) -> Result<Written> {
+        let committed = Arc::new(AtomicBool::new(false));
+        let mut offset = 0u64;
+        let (r, expected_str) = (reference.to_string(), expected.map(|d| d.to_string()));
+        let saw_commit = committed.clone();
+        let messages = tokio_stream::wrappers::ReceiverStream::new(chunks).map(move |chunk| {
+            let mut msg = api::WriteContentRequest {
+                r#ref: r.clone(),
+                total: total as i64,
+                expected: expected_str.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            match chunk {
+                Chunk::Data(data) => {
+                    msg.action = api::WriteAction::Write as i32;
+                    msg.offset = offset as i64;
+                    offset += data.len() as u64;
+                    msg.data = data;
+                }
+                Chunk::Commit(digest) => {
+                    msg.action = api::WriteAction::Commit as i32;
+                    msg.offset = offset as i64;
+                    msg.expected = digest.to_string();
+                    saw_commit.store(true, Ordering::Relaxed);
+                }
+            }
+            msg
+        });
+        let result = async {
+            let mut resp = self
+                .content()
+                .write(self.request(messages))
+                .await?
+                .into_inner();
+            while resp.message().await?.is_some() {}
+            Ok::<_, tonic::Status>(())
+        }
+        .await;
+        match result {
+            Ok(()) if committed.load(Ordering::Relaxed) => Ok(Written::Committed),
+            Ok(()) => Ok(Written::Abandoned),
+            Err(s) if Class::of_status(&s) == Class::AlreadyExists => Ok(Written::AlreadyExists),
+            Err(s) => Err(ContainerdError::from_status(
+                format!(
+                    "write blob {}",
+                    expected.map_or(reference.to_string(), |d| d.to_string())
+                ),
+                &s,
+            )),
+        }
+    }
+
+    async fn claim(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        size: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<bool> {
+        let msg = |action: api::WriteAction| {
+            let commit = action == api::WriteAction::Commit;
+            api::WriteContentRequest {
+                action: action as i32,
+                r#ref: reference.to_string(),
+                total: size as i64,
+                expected: digest.to_string(),
+                // Labels take effect with the commit: one transaction for blob and labels.
+                labels: if commit {
+                    labels.clone().into_iter().collect()
+                } else {
+                    HashMap::new()
+                },
+                // COMMIT at the current offset, so containerd does not truncate the shared blob.
+                offset: if commit { size as i64 } else { 0 },
+                ..Default::default()
+            }
+        };
+        let reqs = vec![msg(api::WriteAction::Stat), msg(api::WriteAction::Commit)];
+        let result = async {
+            let mut resp = self
+                .content()
+                .write(self.request(tokio_stream::iter(reqs)))
+                .await?
+                .into_inner();
+            while resp.message().await?.is_some() {}
+            Ok::<_, tonic::Status>(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(true),
+            Err(s) if Class::of_status(&s) == Class::AlreadyExists => Ok(false),
+            Err(s) => {
+                let _ = self.abort(reference).await;
+                Err(ContainerdError::from_status(
+                    format!("claim blob {digest}"),
+                    &s,
+                ))
+            }
+        }
+    }
+
+    async fn ingest_refs(&self) -> Result<Vec<String>> {
+        let resp = self
+            .content()
+            .list_statuses(self.request(api::ListStatusesRequest {
+                filters: vec!["ref~=^airlift-".into()],
+            }))
+            .await
+            .map_err(|s| ContainerdError::from_status("list ingests", &s))?
+            .into_inner();
+        Ok(resp.statuses.into_iter().map(|s| s.r#ref).collect())
+    }
+
+    async fn abort(&self, reference: &str) -> Result<()> {
+        let r = self
+            .content()
+            .abort(self.request(api::AbortRequest {
+                r#ref: reference.to_string(),
+            }))
+            .await;
+        unless(r, Class::NotFound, || format!("abort ingest {reference}")).map(|_| ())
+    }
+
+    async fn create_lease(
+        &self,
+        id: &str,
+        mut labels: HashMap<String, String>,
+        expire: Option<Duration>,
+    ) -> Result<()> {
+        if let Some(after) = expire {
+            let at = std::time::SystemTime::now() + after;
+            labels.insert("containerd.io/gc.expire".into(), super::rfc3339(at));
+        }
+        let r = self
+            .leases()
+            .create(self.request(api::CreateRequest {
+                id: id.to_string(),
+                labels,
+            }))
+            .await;
+        unless(r, Class::AlreadyExists, || format!("create lease {id}")).map(|_| ())
+    }
+
+    async fn delete_lease(&self, id: &str) -> Result<()> {
+        let r = self
+            .leases()
+            .delete(self.request(api::DeleteRequest {
+                id: id.to_string(),
+                sync: false,
+            }))
+            .await;
+        unless(r, Class::NotFound, || format!("delete lease {id}")).map(|_| ())
+    }
+
+    async fn list_leases(&self, filter: &str) -> Result<Vec<String>> {
+        let resp = self
+            .leases()
+            .list(self.request(api::ListRequest {
+                filters: vec![filter.to_string()],
+            }))
+            .await
+            .map_err(|s| ContainerdError::from_status("list leases", &s))?
+            .into_inner();
+        Ok(resp.leases.into_iter().map(|l| l.id).collect())
+    }
+
+    async fn lease_content(&self, id: &str) -> Result<Vec<String>> {
+        let resp = self
+            .leases()
+            .list_resources(self.request(api::ListResourcesRequest { id: id.to_string() }))
+            .await
+            .map_err(|s| ContainerdError::from_status(format!("list resources of lease {id}"), &s))?
+            .into_inner();
+        Ok(resp
+            .resources
+            .into_iter()
+            .filter(|r| r.r#type == "content")
+            .map(|r| r.id)
+            .collect())
+    }
+
+    async fn lease_resource(&self, id: &str, digest: &str, add: bool) -> Result<()> {
+        let resource = Some(api::Resource {
+            id: digest.to_string(),
+            r#type: "content".into(),
+        });
+        let mut client = self.leases();
+        let result = if add {
+            client
+                .add_resource(self.request(api::AddResourceRequest {
+                    id: id.to_string(),
+                    resource,
+                }))
+                .await
+                .map(|_| ())
+        } else {
+            client
+                .delete_resource(self.request(api::DeleteResourceRequest {
+                    id: id.to_string(),
+                    resource,
+                }))
+                .await
+                .map(|_| ())
+        };
+        result.map_err(|s| {
+            ContainerdError::from_status(format!("update lease {id} with {digest}"), &s)
+        })
+    }
+
+    async fn get_image(&self, name: &str) -> Result<Option<ImageRecord>> {
+        let r = self
+            .images()
+            .get(self.request(api::GetImageRequest {
+                name: name.to_string(),
+            }))
+            .await;
+        Ok(unless(r, Class::NotFound, || format!("get image {name}"))?
+            .and_then(|r| r.into_inner().image.map(image_record)))
+    }
+
+    async fn list_images(&self, filters: Vec<String>) -> Result<Vec<ImageRecord>> {
+        let resp = self
+            .images()
+            .list(self.request(api::ListImagesRequest { filters }))
+            .await
+            .map_err(|s| ContainerdError::from_status("list images", &s))?
+            .into_inner();
+        Ok(resp.images.into_iter().map(image_record).collect())
+    }
+
+    async fn put_image(
+        &self,
+        image: &ImageTarget,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let name = &image.name;
+        let record = api::Image {
+            name: name.clone(),
+            labels: labels.clone().into_iter().collect(),
+            target: Some(descriptor(image)),
+            ..Default::default()
+        };
+        let mut client = self.images();
+        // New names are the common case: create first, update when the name exists.
+        let created = client
+            .create(self.request(api::CreateImageRequest {
+                image: Some(record.clone()),
+                ..Default::default()
+            }))
+            .await;
+        if unless(created, Class::AlreadyExists, || {
+            format!("create image {name}")
+        })?
+        .is_some()
+        {
+            return Ok(());
+        }
+        let mut paths = vec!["target".to_string()];
+        paths.extend(labels.keys().map(|k| format!("labels.{k}")));
+        client
+            .update(self.request(api::UpdateImageRequest {
+                image: Some(record),
+                update_mask: Some(prost_types::FieldMask { paths }),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| ContainerdError::from_status(format!("update image {name}"), &s))?;
+        Ok(())
+    }
+
+    async fn set_image_labels(
+        &self,
+        image: &ImageRecord,
+        labels: &BTreeMap<String, Option<String>>,
+    ) -> Result<()> {
+        let name = &image.name;
+        // The current target is sent along: containerd dereferences it even when only labels
+        // are updated (an update without a target crashes containerd 1.7 and 2.1).
+        let update = api::Image {
+            name: name.clone(),
+            labels: labels
+                .iter()
+                .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+                .collect(),
+            target: Some(containerd_client::types::Descriptor {
+                media_type: image.media_type.clone(),
+                digest: image.digest.clone(),
+                size: image.size,
+                annotations: Default::default(),
+            }),
+            ..Default::default()
+        };
+        let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+        self.images()
+            .update(self.request(api::UpdateImageRequest {
+                image: Some(update),
+                update_mask: Some(prost_types::FieldMask { paths }),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| ContainerdError::from_status(format!("label image {name}"), &s))?;
+        Ok(())
+    }
+}

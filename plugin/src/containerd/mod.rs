@@ -1,0 +1,296 @@
+//! containerd: the operations airlift asks of containerd — leases, images, blob labels, claims,
+//! streamed writes, introspection — as one trait, with two implementations: [`grpc::Grpc`], the
+//! client of containerd's API socket, and [`fake::Fake`], an in-memory containerd that records
+//! every call (and can be told to fail some), for unit tests of everything above it.
+//!
+//! Every call is made in one namespace and, when the handle carries one, under one lease (what
+//! containerd's clients send as `containerd-namespace` and `containerd-lease`):
+//! [`Containerd::with_lease`] gives a handle of the same connection under another lease.
+
+pub mod fake;
+pub mod grpc;
+
+use crate::digest::Digest;
+use crate::error::Class;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use grpc::Grpc;
+
+/// A handle on containerd: one connection (or fake), one namespace, optionally one lease.
+pub type Client = Arc<dyn Containerd>;
+
+/// A failed containerd call.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerdError {
+    /// The socket could not be reached.
+    #[error("containerd is not reachable at {address}: {cause}")]
+    Unreachable {
+        /// The socket.
+        address: PathBuf,
+        /// Why, each cause said once.
+        cause: String,
+    },
+    /// A call failed.
+    #[error("containerd {op}: {message}")]
+    Call {
+        /// What airlift asked for (and of what).
+        op: String,
+        /// containerd's error class.
+        class: Class,
+        /// containerd's message.
+        message: String,
+    },
+}
+
+impl ContainerdError {
+    /// A failed call of class `class`.
+    pub fn call(
+        op: impl Into<String>,
+        class: Class,
+        message: impl Into<String>,
+    ) -> ContainerdError {
+        ContainerdError::Call {
+            op: op.into(),
+            class,
+            message: message.into(),
+        }
+    }
+
+    /// A failed call, from the gRPC status containerd answered.
+    pub fn from_status(op: impl Into<String>, status: &tonic::Status) -> ContainerdError {
+        ContainerdError::call(op, Class::of_status(status), status.message())
+    }
+
+    /// The error class: an unreachable containerd is `Unavailable`.
+    pub fn class(&self) -> Class {
+        match self {
+            ContainerdError::Unreachable { .. } => Class::Unavailable,
+            ContainerdError::Call { class, .. } => *class,
+        }
+    }
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, ContainerdError>;
+
+/// Metadata about a blob in the namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Its size.
+    pub size: u64,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+}
+
+/// An image record as containerd holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// Its name.
+    pub name: String,
+    /// Target media type.
+    pub media_type: String,
+    /// Target digest.
+    pub digest: String,
+    /// Target size.
+    pub size: i64,
+    /// Labels.
+    pub labels: HashMap<String, String>,
+}
+
+/// An image name and what it points to: what an import creates, what airlift records, and what
+/// a repair recreates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageTarget {
+    /// The image's name.
+    pub name: String,
+    /// Target media type.
+    pub media_type: String,
+    /// Target digest.
+    pub digest: String,
+    /// Target size.
+    pub size: i64,
+    /// The target descriptor's annotations (from the archive's index entry).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ImageTarget {
+    /// Whether `image` points where this target does.
+    pub fn points(&self, image: &ImageRecord) -> bool {
+        image.digest == self.digest
+    }
+}
+
+/// One piece of a blob streamed by [`Containerd::write`].
+#[derive(Debug)]
+pub enum Chunk {
+    /// The next bytes.
+    Data(Vec<u8>),
+    /// Everything is sent: commit, expecting this digest.
+    Commit(Digest),
+}
+
+/// How a streamed write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The blob is committed into the namespace.
+    Committed,
+    /// The namespace had the blob already.
+    AlreadyExists,
+    /// The writer stopped before committing; the ingest is left for [`Containerd::abort`].
+    Abandoned,
+}
+
+/// The operations airlift needs from containerd. Implementations convert their failures to
+/// [`ContainerdError`] with containerd's [`Class`]es, nowhere else.
+#[async_trait::async_trait]
+pub trait Containerd: Send + Sync {
+    /// The socket (for messages, and to tell one containerd from another).
+    fn address(&self) -> &Path;
+
+    /// The namespace every call is made in.
+    fn namespace(&self) -> &str;
+
+    /// The lease calls are made under, if any.
+    fn lease(&self) -> Option<&str>;
+
+    /// The same connection with every call made under `lease`.
+    fn with_lease(&self, lease: Option<&str>) -> Client;
+
+    /// The content store's root directory as containerd's introspection reports it; `None` when
+    /// its content store is a proxy plugin.
+    async fn content_root(&self) -> Result<Option<PathBuf>>;
+
+    /// The socket of containerd's content proxy plugin, when its content store is one.
+    async fn content_proxy_address(&self) -> Result<Option<PathBuf>>;
+
+    /// A blob's size and labels, or `None` when the namespace does not have it.
+    async fn info(&self, digest: &Digest) -> Result<Option<BlobInfo>>;
+
+    /// Sets labels on a blob (only the keys given; the others are kept).
+    async fn set_blob_labels(
+        &self,
+        digest: &Digest,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()>;
+
+    /// Reads `size` bytes of a blob from `offset` (`size` 0: to the end).
+    async fn read(&self, digest: &Digest, offset: u64, size: u64) -> Result<Vec<u8>>;
+
+    /// Streams a blob into the namespace under `reference`: the chunks as they arrive, then a
+    /// commit verified against `total` and the digest the commit names. `expected`, when known
+    /// up front, lets containerd answer `AlreadyExists` before any byte is sent.
+    async fn write(
+        &self,
+        reference: &str,
+        total: u64,
+        expected: Option<&Digest>,
+        chunks: tokio::sync::mpsc::Receiver<Chunk>,
+    ) -> Result<Written>;
+
+    /// Claims a blob that is on disk in the content root already into the namespace, by digest
+    /// alone (containerd's shared content policy): STAT and COMMIT with `digest`, `size` and the
+    /// blob's labels, no data. Under a lease the blob joins it in the same transaction. `false`
+    /// when the namespace had it (its labels are then unchanged).
+    async fn claim(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        size: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<bool>;
+
+    /// The refs of ingests in progress whose ref starts with `airlift-`.
+    async fn ingest_refs(&self) -> Result<Vec<String>>;
+
+    /// Abandons an ingest (one that is not there is fine).
+    async fn abort(&self, reference: &str) -> Result<()>;
+
+    /// Creates a lease (one that exists is fine); `expire` sets `containerd.io/gc.expire`.
+    async fn create_lease(
+        &self,
+        id: &str,
+        labels: HashMap<String, String>,
+        expire: Option<Duration>,
+    ) -> Result<()>;
+
+    /// Deletes a lease (one that is not there is fine).
+    async fn delete_lease(&self, id: &str) -> Result<()>;
+
+    /// The ids of the leases matching a filter (`id==x`, `id~=^airlift-`).
+    async fn list_leases(&self, filter: &str) -> Result<Vec<String>>;
+
+    /// The blob digests a lease holds.
+    async fn lease_content(&self, id: &str) -> Result<Vec<String>>;
+
+    /// Adds (`add`) or removes a blob from a lease.
+    async fn lease_resource(&self, id: &str, digest: &str, add: bool) -> Result<()>;
+
+    /// An image record, or `None`.
+    async fn get_image(&self, name: &str) -> Result<Option<ImageRecord>>;
+
+    /// The image records matching containerd filters (all with none).
+    async fn list_images(&self, filters: Vec<String>) -> Result<Vec<ImageRecord>>;
+
+    /// Creates an image record, or points an existing one at `image`'s target and sets the given
+    /// labels (others are kept).
+    async fn put_image(&self, image: &ImageTarget, labels: &BTreeMap<String, String>)
+        -> Result<()>;
+
+    /// Sets or (with `None`) removes labels of an existing image, keeping its target.
+    async fn set_image_labels(
+        &self,
+        image: &ImageRecord,
+        labels: &BTreeMap<String, Option<String>>,
+    ) -> Result<()>;
+}
+
+/// Whether the namespace has a blob, and its size. A blob found is first added to the handle's
+/// lease (when it has one), so garbage collection cannot take it between this check and the
+/// moment an image refers to it.
+pub async fn exists_leased(client: &dyn Containerd, digest: &Digest) -> Result<Option<u64>> {
+    // Absent (the common case on a first import) costs one call; present costs a lease update
+    // and a second look, which closes the window in which GC could have taken it.
+    if client.info(digest).await?.is_none() {
+        return Ok(None);
+    }
+    if let Some(lease) = client.lease() {
+        client
+            .lease_resource(lease, &digest.to_string(), true)
+            .await?;
+    }
+    Ok(client.info(digest).await?.map(|i| i.size))
+}
+
+/// Formats a time as RFC 3339 in UTC (what containerd's `gc.expire` label holds).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn unreachable_is_unavailable_and_calls_keep_their_class() {
+        let e = ContainerdError::Unreachable {
+            address: "/x".into(),
+            cause: "gone".into(),
+        };
+        assert_eq!(e.class(), Class::Unavailable);
+        let e = ContainerdError::from_status("get image x", &tonic::Status::not_found("nope"));
+        assert_eq!(e.class(), Class::NotFound);
+        assert_eq!(e.to_string(), "containerd get image x: nope");
+    }
+}

@@ -1,0 +1,164 @@
+//! One archive at a time: import it when it is new or changed, release it when it is gone —
+//! everything the daemon does for a path, serialised per path.
+
+use super::{Daemon, State};
+use crate::import::Source;
+use crate::state::{Identity, Record};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Imports of one archive tried again while containerd fails, before it is recorded as failed.
+const CONTAINERD_RETRIES: u32 = 30;
+
+impl Daemon {
+    /// Everything the daemon does for one path: import it if new or changed (or `force`),
+    /// release it if gone. Serialised per path.
+    pub async fn reconcile(
+        self: &Arc<Self>,
+        path: &Path,
+        force: bool,
+    ) -> Option<super::ArchiveStatus> {
+        let lock = self.path_lock(path);
+        self.queue(1);
+        let _guard = lock.lock().await;
+        self.queue(-1);
+        let record = self.archive(path).and_then(|a| a.record);
+        match Identity::of(path) {
+            Err(_) => {
+                if let Some(record) = record {
+                    self.release(&record).await;
+                }
+                None
+            }
+            Ok(identity) => {
+                let unchanged = record.as_ref().is_some_and(|r| r.identity == identity);
+                if unchanged && !force {
+                    return self.archive(path);
+                }
+                self.import(path, identity, record).await;
+                self.archive(path)
+            }
+        }
+    }
+
+    /// Imports an archive, trying again while containerd is away.
+    async fn import(self: &Arc<Self>, path: &Path, identity: Identity, previous: Option<Record>) {
+        self.set_state(path, State::Pending, None);
+        let Ok(_permit) = self.slots.acquire().await else {
+            return;
+        };
+        self.importing(1);
+        let progress = self.start_progress(path, identity.size);
+        self.set_state(path, State::Importing, None);
+        let source = Source::File(path.to_path_buf());
+        let mut attempt = 0;
+        let imported = loop {
+            let Some(client) = self.connect().await else {
+                break None;
+            };
+            progress.store(0, Ordering::Relaxed);
+            tracing::info!(archive = %path.display(), "importing");
+            let imported = self
+                .importer
+                .import(
+                    &client,
+                    &source,
+                    Some(identity),
+                    previous.as_ref(),
+                    progress.clone(),
+                )
+                .await;
+            self.bytes_read
+                .fetch_add(progress.load(Ordering::Relaxed), Ordering::Relaxed);
+            match &imported.result {
+                Err(e)
+                    if e.is_containerd_fault()
+                        && !self.cancelled()
+                        && attempt < CONTAINERD_RETRIES =>
+                {
+                    attempt += 1;
+                    tracing::warn!(archive = %path.display(), error = %e, "containerd failed during the import; trying again");
+                    self.connected.store(false, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                _ => break Some(imported),
+            }
+        };
+        self.importing(-1);
+        let Some(imported) = imported.filter(|_| !self.cancelled()) else {
+            // Shutting down: the next start resumes.
+            self.set_state(path, State::Pending, None);
+            return;
+        };
+        let Some(record) = imported.record.clone() else {
+            return;
+        };
+        match &imported.result {
+            Ok(report) => {
+                self.metrics.import_done(report);
+                if report.ok() {
+                    tracing::info!(archive = %path.display(), images = report.images.len(), seconds = report.seconds, "imported");
+                } else {
+                    tracing::error!(archive = %path.display(), error = %record.last_error, "some images of the archive failed");
+                }
+                // Images the archive provided before but no longer does lose their pin (after a
+                // partial failure the record keeps them: nothing is dropped).
+                if let Some(prev) = &previous {
+                    self.let_go(&record.dropped_from(prev), path).await;
+                }
+            }
+            Err(e) => {
+                self.metrics.import_failed();
+                tracing::error!(error = %e, "import failed");
+            }
+        }
+        // Kept last: a crash before this imports the archive again, and unpins again.
+        self.importer.keep(&imported);
+        self.set_state(path, State::of(&record), Some(Some(record)));
+    }
+
+    /// Lets go of `names` that `archive` provided (see [`crate::pins::release`]).
+    async fn let_go(&self, names: &[String], archive: &Path) -> Vec<String> {
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let Some(client) = self.connect().await else {
+            return Vec::new();
+        };
+        crate::pins::release(client.as_ref(), names, archive, &self.providers(archive)).await
+    }
+
+    /// The archive is gone (or forgotten): unpin its images and release its lease.
+    pub async fn release(&self, record: &Record) -> Vec<String> {
+        let names: Vec<String> = record.images.iter().map(|i| i.name.clone()).collect();
+        let unpinned = self.let_go(&names, &record.path).await;
+        // The recorded lease, and the one named after the path (a failed first import may have
+        // created it without recording it).
+        let mut leases: BTreeSet<String> = record.lease.iter().cloned().collect();
+        leases.insert(crate::labels::archive_lease(&record.path));
+        if let Some(client) = self.connect().await {
+            for lease in &leases {
+                if let Err(e) = client.delete_lease(lease).await {
+                    tracing::warn!(%lease, error = %e, "could not delete the archive lease");
+                }
+            }
+        }
+        if let Err(e) = self.records().remove(&record.path) {
+            tracing::warn!(archive = %record.path.display(), error = %e, "could not remove the state record");
+        }
+        self.forget_state(&record.path);
+        tracing::info!(archive = %record.path.display(), "released");
+        unpinned
+    }
+
+    /// Forgets an archive: unpins its images and releases its lease. Returns the images unpinned.
+    pub async fn forget(self: &Arc<Self>, path: &Path) -> Option<Vec<String>> {
+        let lock = self.path_lock(path);
+        let _guard = lock.lock().await;
+        let record = self.archive(path)?.record?;
+        Some(self.release(&record).await)
+    }
+}

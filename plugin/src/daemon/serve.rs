@@ -1,0 +1,105 @@
+//! Serving: the API socket, metrics, the directory watcher feeding [`Daemon::reconcile`], the
+//! startup import beside them, and a clean shutdown (in-flight imports abandoned, temporary
+//! files removed; the next start resumes).
+
+use super::{metrics, server, setup, watch, Daemon, DaemonError};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long shutdown waits for the startup import and in-flight imports to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+impl Daemon {
+    /// Runs everything until `shutdown`.
+    pub async fn serve(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        let api = server::listen(self.clone()).await?;
+        if self.cfg.content_proxy.root.is_some() {
+            // containerd starts after airlift and needs its content store, while the startup
+            // import needs containerd: as a content proxy, "ready" means the store is served
+            // (kubelet waits for the import with `airlift wait`).
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        }
+        let metrics_server = if self.cfg.metrics_address.is_empty() {
+            None
+        } else {
+            Some(metrics::serve(self.clone()).await.map_err(setup(format!(
+                "metrics address {}",
+                self.cfg.metrics_address
+            )))?)
+        };
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<watch::Event>(1024);
+        let watcher = tokio::spawn(watch::watch(
+            self.cfg.images_dirs.clone(),
+            self.cfg.settle(),
+            events_tx,
+        ));
+        let startup = {
+            let d = self.clone();
+            tokio::spawn(async move { d.startup().await })
+        };
+        let dispatcher = {
+            let d = self.clone();
+            tokio::spawn(async move {
+                d.wait_startup().await;
+                while let Some(ev) = events_rx.recv().await {
+                    let d = d.clone();
+                    tokio::spawn(async move {
+                        match ev {
+                            watch::Event::Settled(p) | watch::Event::Removed(p) => {
+                                d.reconcile(&p, false).await;
+                            }
+                        }
+                    });
+                }
+            })
+        };
+        shutdown.await;
+        tracing::info!("shutting down");
+        self.cancel.store(true, Ordering::Relaxed);
+        watcher.abort();
+        dispatcher.abort();
+        // In-flight imports notice the cancel flag at their next read and clean up.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, startup).await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.counts().1 > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        api.abort();
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
+        let _ = std::fs::remove_file(&self.cfg.socket);
+        Ok(())
+    }
+}
+
+/// Waits until `path` was last modified at least `settle` ago and stays unchanged that long.
+pub(super) async fn wait_settled(path: &Path, settle: Duration) {
+    let stat = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    loop {
+        let before = stat(path);
+        let age = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or(settle);
+        if age >= settle {
+            return;
+        }
+        tokio::time::sleep(settle - age).await;
+        if stat(path) == before && before.is_some() {
+            continue; // re-checks the age, which is now past the interval
+        }
+    }
+}

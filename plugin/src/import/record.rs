@@ -1,0 +1,191 @@
+//! The record step of an import, last station of the journey: the archive's lease, the blobs'
+//! claims and labels, then the image records — in that order, so no image record ever refers to
+//! content that is not committed, labelled and held.
+
+use super::{ImportError, ImportOptions, Source};
+use crate::archive::understand::{Plan, Problem};
+use crate::containerd::{Client, ContainerdError, ImageTarget};
+use crate::digest::Digest;
+use crate::labels;
+use crate::store::{ContentStore, StoreError};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Image records sent to containerd at the same time (one metadata transaction each).
+const IMAGES_IN_FLIGHT: usize = 8;
+
+/// What the record step made.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// The image records created or updated.
+    pub images: Vec<ImageTarget>,
+    /// The archive's lease, when it holds anything.
+    pub lease: Option<String>,
+    /// Every blob the images use.
+    pub blobs: Vec<String>,
+    /// Images that failed.
+    pub failed: Vec<String>,
+    /// Images skipped, with the reason.
+    pub skipped: Vec<String>,
+    /// Images of platforms not selected.
+    pub not_selected: Vec<String>,
+}
+
+/// Labels content, updates the archive lease and creates the image records. `client` is the
+/// plain connection, `leased` the one under the import's temporary lease.
+pub async fn record(
+    client: &Client,
+    leased: &Client,
+    store: Arc<dyn ContentStore>,
+    source: &Source,
+    archive: &str,
+    plan: &Plan,
+    opts: &ImportOptions,
+) -> Result<Recorded, ImportError> {
+    let cd_err = |cause: ContainerdError| ImportError::Containerd {
+        archive: archive.to_string(),
+        cause,
+    };
+    let store_err = |cause: StoreError| ImportError::Store {
+        archive: archive.to_string(),
+        what: "blobs".into(),
+        cause,
+    };
+    let needed: BTreeSet<&Digest> = plan.images.iter().flat_map(|i| i.blobs.iter()).collect();
+    let archive_path = source.path();
+
+    // 1. The archive's own lease (a file source only), created before anything joins it.
+    let lease = match &archive_path {
+        Some(path) if !needed.is_empty() => {
+            let id = labels::archive_lease(path);
+            let l = HashMap::from([(labels::ARCHIVE.to_string(), path.display().to_string())]);
+            client.create_lease(&id, l, None).await.map_err(cd_err)?;
+            Some(id)
+        }
+        _ => None,
+    };
+    let held: BTreeSet<String> = match &lease {
+        Some(id) => client
+            .lease_content(id)
+            .await
+            .map_err(cd_err)?
+            .into_iter()
+            .collect(),
+        None => BTreeSet::new(),
+    };
+
+    // 2. Staged blobs are claimed with their labels under the archive's lease: one containerd
+    //    transaction each (direct mode).
+    let claimed = match store.staging() {
+        None => BTreeSet::new(),
+        Some(_) => {
+            let claimer = match &lease {
+                Some(id) => client.with_lease(Some(id)),
+                None => leased.clone(),
+            };
+            let labels = plan.labels.clone();
+            let wanted: BTreeSet<Digest> = needed.iter().map(|d| (*d).clone()).collect();
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                let refs: BTreeSet<&Digest> = wanted.iter().collect();
+                let staging = store.staging().expect("checked above");
+                staging.claim_staged(claimer.as_ref(), &labels, &refs)
+            })
+            .await
+            .expect("claim thread panicked")
+            .map_err(store_err)?
+        }
+    };
+
+    // 3. Every other blob: labels (garbage-collection references, distribution sources) and its
+    //    place in the archive's lease; blobs the archive no longer needs leave the lease.
+    for digest in needed.iter().filter(|d| !claimed.contains(**d)) {
+        if let Some(labels) = plan.labels.get(*digest) {
+            leased
+                .set_blob_labels(digest, labels)
+                .await
+                .map_err(cd_err)?;
+        }
+        if let Some(id) = &lease {
+            if !held.contains(&digest.to_string()) {
+                client
+                    .lease_resource(id, &digest.to_string(), true)
+                    .await
+                    .map_err(cd_err)?;
+            }
+        }
+    }
+    if let Some(id) = &lease {
+        let want: BTreeSet<String> = needed.iter().map(|d| d.to_string()).collect();
+        for d in held.difference(&want) {
+            client.lease_resource(id, d, false).await.map_err(cd_err)?;
+        }
+    }
+
+    // 4. Image records, last, a few at a time.
+    let labels = opts.image_labels(archive_path.as_deref());
+    let images: Vec<ImageTarget> = plan
+        .images
+        .iter()
+        .map(|i| ImageTarget {
+            name: i.name.clone(),
+            media_type: i.target.media_type.clone(),
+            digest: i.target.digest.to_string(),
+            size: i.target.size,
+            annotations: i.target.annotations.clone(),
+        })
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(IMAGES_IN_FLIGHT));
+    for image in &images {
+        let (leased, labels, image, limit) =
+            (leased.clone(), labels.clone(), image.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _slot = limit.acquire_owned().await;
+            leased.put_image(&image, &labels).await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("image task panicked").map_err(cd_err)?;
+    }
+    for image in &images {
+        tracing::info!(archive, image = %image.name, digest = %image.digest, "imported");
+    }
+
+    let mut recorded = Recorded {
+        images,
+        lease: if needed.is_empty() { None } else { lease },
+        blobs: needed.iter().map(|d| d.to_string()).collect(),
+        ..Recorded::default()
+    };
+    for p in &plan.problems {
+        match p {
+            Problem::Failed {
+                image,
+                entry,
+                cause,
+            } => {
+                let msg = match entry {
+                    Some(e) => format!("{archive}: image {image}: entry {e:?}: {cause}"),
+                    None => format!("{archive}: image {image}: {cause}"),
+                };
+                tracing::debug!("{msg}");
+                recorded.failed.push(msg);
+            }
+            Problem::Skipped {
+                image,
+                reason,
+                informational,
+            } => {
+                tracing::debug!(archive, image = %image, "skipped: {reason}");
+                let list = if *informational {
+                    &mut recorded.not_selected
+                } else {
+                    &mut recorded.skipped
+                };
+                list.push(format!("{image}: {reason}"));
+            }
+        }
+    }
+    Ok(recorded)
+}

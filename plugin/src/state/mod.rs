@@ -1,0 +1,401 @@
+//! State: what airlift remembers about each archive it imported, in its state directory — the
+//! file's identity (so an unchanged archive is never read again) and the images and blobs it
+//! produced (so pins and leases can be checked and repaired without it). [`verify`] answers
+//! whether a record still stands in containerd, and repairs it when asked.
+//!
+//! One JSON file per archive, `<dir>/archives/<archive lease id>.json`, replaced atomically
+//! (temporary file, fsync, rename, directory fsync). The daemon keeps its records in the state
+//! directory itself; `airlift import` keeps its own under `<state dir>/imports`, so an archive
+//! imported from the command line and deleted afterwards keeps its images.
+
+pub mod verify;
+
+use crate::containerd::ImageTarget;
+use crate::import::Report;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// A file's identity: any change of content, replacement or touch changes it. The default (all
+/// zero) matches no file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Status change time, nanoseconds since the epoch.
+    pub ctime_ns: i128,
+}
+
+impl Identity {
+    /// The identity of the file at `path` (following symlinks).
+    pub fn of(path: &Path) -> io::Result<Identity> {
+        let m = fs::metadata(path)?;
+        Ok(Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        })
+    }
+}
+
+/// Outcome of the last import of an archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every image imported.
+    Imported,
+    /// The import failed (entirely or for some images).
+    Failed,
+}
+
+/// The record of one archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The archive's path.
+    pub path: PathBuf,
+    /// Its identity when last imported (or when its import last failed).
+    pub identity: Identity,
+    /// Outcome of the last import.
+    pub outcome: Outcome,
+    /// Why it failed, if it did.
+    #[serde(default)]
+    pub last_error: String,
+    /// The images it provides (from its last successful import).
+    pub images: Vec<ImageTarget>,
+    /// The blobs its lease holds.
+    pub blobs: Vec<String>,
+    /// Its lease.
+    pub lease: Option<String>,
+    /// Archive bytes read by the last import.
+    pub bytes: u64,
+    /// Duration of the last import.
+    pub seconds: f64,
+    /// Unix time of the last successful import.
+    pub imported_at: i64,
+    /// Number of imports done for it.
+    #[serde(default)]
+    pub imports: u32,
+    /// The options it was imported with (the daemon's are fixed by its configuration and leave
+    /// this empty; see [`crate::service`]).
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64
+}
+
+impl Record {
+    /// An empty record of `path` (nothing imported yet).
+    pub fn new(path: &Path, identity: Identity) -> Record {
+        Record {
+            path: path.to_path_buf(),
+            identity,
+            outcome: Outcome::Failed,
+            last_error: String::new(),
+            images: Vec::new(),
+            blobs: Vec::new(),
+            lease: None,
+            bytes: 0,
+            seconds: 0.0,
+            imported_at: 0,
+            imports: 0,
+            fingerprint: String::new(),
+        }
+    }
+
+    /// The record after an import read the archive (taken at `identity`) and reported `report`.
+    /// After a partial failure the images the previous import provided stay in the record (and
+    /// keep their pins) while the archive still names them: nothing is given up because one
+    /// image broke.
+    pub fn after_import(
+        path: &Path,
+        identity: Identity,
+        report: &Report,
+        previous: Option<&Record>,
+        fingerprint: &str,
+    ) -> Record {
+        let ok = report.ok();
+        let mut images = report.images.clone();
+        if !ok {
+            if let Some(prev) = previous {
+                let now: BTreeSet<&str> = images.iter().map(|i| i.name.as_str()).collect();
+                let kept: Vec<ImageTarget> = prev
+                    .images
+                    .iter()
+                    .filter(|i| !now.contains(i.name.as_str()))
+                    .cloned()
+                    .collect();
+                images.extend(kept);
+            }
+        }
+        Record {
+            path: path.to_path_buf(),
+            identity,
+            outcome: if ok {
+                Outcome::Imported
+            } else {
+                Outcome::Failed
+            },
+            last_error: report.failed.join("; "),
+            images,
+            blobs: report.blobs.clone(),
+            lease: report
+                .lease
+                .clone()
+                .or_else(|| previous.and_then(|p| p.lease.clone())),
+            bytes: report.archive_bytes,
+            seconds: report.seconds,
+            imported_at: now_unix(),
+            imports: previous.map_or(0, |p| p.imports) + 1,
+            fingerprint: fingerprint.to_string(),
+        }
+    }
+
+    /// The record after an import failed as a whole with `error`. What a previous import
+    /// provided is kept (its images stay pinned). A broken archive (`archive_fault`) keeps its
+    /// identity, so it is tried again only when it changes; any other failure (containerd, the
+    /// local disk) clears it, so the next event or start tries again.
+    pub fn after_failure(
+        path: &Path,
+        identity: Identity,
+        error: &str,
+        archive_fault: bool,
+        previous: Option<&Record>,
+    ) -> Record {
+        let mut r = previous
+            .cloned()
+            .unwrap_or_else(|| Record::new(path, identity));
+        r.identity = if archive_fault {
+            identity
+        } else {
+            Identity::default()
+        };
+        r.outcome = Outcome::Failed;
+        r.last_error = error.to_string();
+        r
+    }
+
+    /// The names `previous` provided that this record no longer does.
+    pub fn dropped_from(&self, previous: &Record) -> Vec<String> {
+        let now: BTreeSet<&str> = self.images.iter().map(|i| i.name.as_str()).collect();
+        previous
+            .images
+            .iter()
+            .filter(|i| !now.contains(i.name.as_str()))
+            .map(|i| i.name.clone())
+            .collect()
+    }
+}
+
+/// The record files of one directory.
+#[derive(Debug, Clone)]
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    /// Opens (creating) `<dir>/archives`, removing temporary files a crash left behind.
+    pub fn open(dir: &Path) -> io::Result<Records> {
+        let dir = dir.join("archives");
+        fs::create_dir_all(&dir)?;
+        for e in fs::read_dir(&dir)?.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(Records { dir })
+    }
+
+    fn file(&self, path: &Path) -> PathBuf {
+        let id = crate::labels::archive_lease(path);
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Every record that can be read; unreadable ones are logged with their file and skipped.
+    pub fn load_all(&self) -> io::Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)?.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                match fs::read(&p).map(|b| serde_json::from_slice::<Record>(&b)) {
+                    Ok(Ok(r)) => out.push(r),
+                    Ok(Err(err)) => {
+                        tracing::warn!(file = %p.display(), %err, "ignoring an unreadable state record")
+                    }
+                    Err(err) => {
+                        tracing::warn!(file = %p.display(), %err, "ignoring an unreadable state record")
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The record of one archive.
+    pub fn get(&self, path: &Path) -> Option<Record> {
+        let bytes = fs::read(self.file(path)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Writes a record atomically.
+    pub fn save(&self, r: &Record) -> io::Result<()> {
+        let file = self.file(&r.path);
+        let tmp = file.with_extension("json.tmp");
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(r).expect("record serialises"))?;
+        f.sync_all()?;
+        fs::rename(&tmp, &file)?;
+        fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// Removes a record.
+    pub fn remove(&self, path: &Path) -> io::Result<()> {
+        match fs::remove_file(self.file(path)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::Outcome as ImportOutcome;
+
+    fn image(name: &str) -> ImageTarget {
+        ImageTarget {
+            name: name.into(),
+            media_type: "m".into(),
+            digest: format!("sha256:{name}"),
+            size: 1,
+            annotations: Default::default(),
+        }
+    }
+
+    fn report(images: &[&str], failed: &[&str]) -> Report {
+        Report {
+            archive: "/a.tar".into(),
+            outcome: if failed.is_empty() {
+                ImportOutcome::Imported
+            } else {
+                ImportOutcome::Partial
+            },
+            mode: None,
+            images: images.iter().map(|n| image(n)).collect(),
+            failed: failed.iter().map(|s| s.to_string()).collect(),
+            skipped: vec![],
+            not_selected: vec![],
+            repaired: vec![],
+            blobs_written: 0,
+            blobs_present: 0,
+            bytes_written: 0,
+            archive_bytes: 10,
+            seconds: 0.5,
+            lease: None,
+            blobs: vec![],
+        }
+    }
+
+    #[test]
+    fn identity_changes_with_replacement_and_records_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.tar");
+        fs::write(&a, b"one").unwrap();
+        let id1 = Identity::of(&a).unwrap();
+        assert_eq!(id1, Identity::of(&a).unwrap());
+        // Same size, written elsewhere and renamed over it.
+        let b = dir.path().join(".a.tar.tmp");
+        fs::write(&b, b"two").unwrap();
+        fs::rename(&b, &a).unwrap();
+        assert_ne!(id1, Identity::of(&a).unwrap());
+
+        let records = Records::open(dir.path()).unwrap();
+        let mut r = Record::after_import(&a, id1, &report(&["x"], &[]), None, "");
+        r.lease = Some("l".into());
+        records.save(&r).unwrap();
+        let all = records.load_all().unwrap();
+        assert_eq!(all, vec![r.clone()]);
+        assert_eq!(records.get(&a), Some(r));
+        records.remove(&a).unwrap();
+        assert!(records.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_partial_failure_keeps_what_the_previous_import_provided() {
+        let p = Path::new("/a.tar");
+        let mut first =
+            Record::after_import(p, Identity::default(), &report(&["x", "y"], &[]), None, "");
+        first.lease = Some("lease-1".into());
+        let second = Record::after_import(
+            p,
+            Identity::default(),
+            &report(&["x"], &["y is broken"]),
+            Some(&first),
+            "",
+        );
+        assert_eq!(second.outcome, Outcome::Failed);
+        let names: Vec<&str> = second.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["x", "y"], "y keeps its place (and pin)");
+        assert_eq!(second.lease.as_deref(), Some("lease-1"));
+        assert_eq!(second.imports, 2);
+        assert!(second.dropped_from(&first).is_empty());
+        // A full success that no longer has y drops it.
+        let third = Record::after_import(
+            p,
+            Identity::default(),
+            &report(&["x"], &[]),
+            Some(&second),
+            "",
+        );
+        assert_eq!(third.dropped_from(&second), vec!["y".to_string()]);
+    }
+
+    #[test]
+    fn failures_keep_the_identity_only_when_the_archive_is_at_fault() {
+        let p = Path::new("/a.tar");
+        let id = Identity {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: 4,
+            ctime_ns: 5,
+        };
+        let prev = Record::after_import(p, id, &report(&["x"], &[]), None, "");
+        let broken = Record::after_failure(p, id, "corrupt", true, Some(&prev));
+        assert_eq!((broken.identity, broken.outcome), (id, Outcome::Failed));
+        assert_eq!(broken.images, prev.images, "its images stay");
+        let away = Record::after_failure(p, id, "containerd away", false, None);
+        assert_eq!(
+            away.identity,
+            Identity::default(),
+            "tried again at the next event"
+        );
+        assert_eq!(away.last_error, "containerd away");
+    }
+
+    #[test]
+    fn unreadable_records_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::open(dir.path()).unwrap();
+        fs::write(dir.path().join("archives/broken.json"), b"{not json").unwrap();
+        fs::write(dir.path().join("archives/left.json.tmp"), b"x").unwrap();
+        assert!(records.load_all().unwrap().is_empty());
+        Records::open(dir.path()).unwrap();
+        assert!(!dir.path().join("archives/left.json.tmp").exists());
+    }
+}

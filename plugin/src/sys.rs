@@ -1,0 +1,118 @@
+//! System calls the standard library does not offer, through `rustix`'s safe wrappers: file
+//! locks, no-replace renames, page-cache-only reads, filesystem types, block reservation. The one
+//! call no safe wrapper covers (`sync_file_range`) is here too, with why it is sound.
+
+use rustix::fs::{FallocateFlags, FlockOperation, RenameFlags, CWD};
+use rustix::io::{Errno, ReadWriteFlags};
+use std::fs::File;
+use std::io::{self, IoSliceMut};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// Takes an exclusive lock on `file` without waiting; `false` when another holds it.
+pub fn try_lock(file: &File) -> bool {
+    rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then). Filesystems without
+/// `RENAME_NOREPLACE` get a check and a plain rename.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    match rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == Errno::INVAL || e == Errno::NOSYS => {
+            if to.exists() {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists"));
+            }
+            std::fs::rename(from, to)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads what the page cache holds of `buf.len()` bytes at `at`, without waiting for the disk
+/// (`RWF_NOWAIT`); returns how many bytes it got.
+pub fn read_cached(file: &File, buf: &mut [u8], at: u64) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        let mut iov = [IoSliceMut::new(&mut buf[got..])];
+        match rustix::io::preadv2(file, &mut iov, at + got as u64, ReadWriteFlags::NOWAIT) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}
+
+/// The filesystem type (`f_type`, a magic number such as ext4's `0xEF53`) of the filesystem
+/// holding `file`.
+pub fn filesystem_type(file: &File) -> io::Result<i64> {
+    Ok(rustix::fs::fstatfs(file)?.f_type as i64)
+}
+
+/// Reserves the blocks of `len` bytes of `file`, so writes into a mapping of it cannot fail for
+/// lack of space.
+pub fn reserve(file: &File, len: u64) -> io::Result<()> {
+    Ok(rustix::fs::fallocate(
+        file,
+        FallocateFlags::empty(),
+        0,
+        len,
+    )?)
+}
+
+/// Starts writeback of a file range without waiting for it (advisory: a failure only means the
+/// final fsync does all the work).
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: sync_file_range takes a descriptor and three integers and touches no memory of
+    // ours; `file` keeps the descriptor open for the call. Neither rustix nor nix wraps it.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_never_replace_and_locks_exclude() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"1").unwrap();
+        std::fs::write(&b, b"2").unwrap();
+        let e = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&b).unwrap(), b"2");
+        std::fs::remove_file(&b).unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"1");
+
+        let f1 = File::open(&b).unwrap();
+        let f2 = File::open(&b).unwrap();
+        assert!(try_lock(&f1));
+        assert!(
+            !try_lock(&f2),
+            "a second open file description got the lock"
+        );
+    }
+
+    #[test]
+    fn cached_reads_return_what_the_page_cache_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![5u8; 10_000]).unwrap();
+        let f = File::open(&p).unwrap();
+        let mut buf = vec![0u8; 4096];
+        // Just written, so cached (a filesystem without RWF_NOWAIT returns 0, which callers
+        // treat as "read it on the blocking pool").
+        let n = read_cached(&f, &mut buf, 100);
+        assert!(n == 0 || (n == 4096 && buf.iter().all(|b| *b == 5)), "{n}");
+        assert!(filesystem_type(&f).unwrap() != 0);
+        start_writeback(&f, 0, 10_000);
+    }
+}

@@ -1,0 +1,28 @@
+//! Helpers for the unit tests.
+
+/// A runtime like the binary's (several threads), for tests that mix blocking and async code.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A fixture archive (the real ones the end-to-end tests use).
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../integration/fixtures")
+        .join(name)
+}
+
+/// Import options taking every platform.
+pub fn all_platforms() -> crate::import::ImportOptions {
+    crate::import::ImportOptions {
+        plan: crate::archive::understand::PlanOptions {
+            platforms: crate::platform::PlatformPolicy::All,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
