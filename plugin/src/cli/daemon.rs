@@ -37,6 +37,7 @@ pub async fn status(args: SocketArgs) -> ExitCode {
             println!("archives:        {}", s.archives);
             println!("importing:       {}", s.importing);
             println!("queued:          {}", s.queue_length);
+            println!("settling:        {}", s.settling);
             println!("bytes read:      {}", s.archive_bytes_read);
             ExitCode::SUCCESS
         }

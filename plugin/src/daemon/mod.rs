@@ -46,6 +46,8 @@ pub struct Daemon {
     startup: tokio_watch::Sender<bool>,
     connected: AtomicBool,
     bytes_read: AtomicU64,
+    /// Files the watcher has seen and not yet handed over (see [`watch::watch`]).
+    settling: Arc<std::sync::atomic::AtomicU32>,
     cancel: Arc<AtomicBool>,
     /// Prometheus metrics.
     pub metrics: metrics::Metrics,
@@ -132,6 +134,7 @@ impl Daemon {
             startup,
             connected: AtomicBool::new(false),
             bytes_read: AtomicU64::new(0),
+            settling: Arc::default(),
             metrics: metrics::Metrics::new(),
         }))
     }

@@ -21,10 +21,20 @@ impl Daemon {
         path: &Path,
         force: bool,
     ) -> Option<super::ArchiveStatus> {
+        let queued = self.enqueue();
+        self.reconcile_queued(path, force, queued).await
+    }
+
+    /// [`Daemon::reconcile`] for a path already counted as queued (by `queued`, released once
+    /// its import starts or nothing is to be done).
+    pub(super) async fn reconcile_queued(
+        self: &Arc<Self>,
+        path: &Path,
+        force: bool,
+        queued: super::status::Queued,
+    ) -> Option<super::ArchiveStatus> {
         let lock = self.path_lock(path);
-        self.queue(1);
         let _guard = lock.lock().await;
-        self.queue(-1);
         let record = self.archive(path).and_then(|a| a.record);
         match Identity::of(path) {
             Err(_) => {
@@ -38,18 +48,25 @@ impl Daemon {
                 if unchanged && !force {
                     return self.archive(path);
                 }
-                self.import(path, identity, record).await;
+                self.import(path, identity, record, queued).await;
                 self.archive(path)
             }
         }
     }
 
     /// Imports an archive, trying again while containerd is away.
-    async fn import(self: &Arc<Self>, path: &Path, identity: Identity, previous: Option<Record>) {
+    async fn import(
+        self: &Arc<Self>,
+        path: &Path,
+        identity: Identity,
+        previous: Option<Record>,
+        queued: super::status::Queued,
+    ) {
         self.set_state(path, State::Pending, None);
         let Ok(_permit) = self.slots.acquire().await else {
             return;
         };
+        drop(queued);
         self.importing(1);
         let progress = self.start_progress(path, identity.size);
         self.set_state(path, State::Importing, None);

@@ -37,6 +37,7 @@ impl Daemon {
             self.cfg.images_dirs.clone(),
             self.cfg.settle(),
             events_tx,
+            self.settling.clone(),
         ));
         let startup = {
             let d = self.clone();
@@ -48,10 +49,12 @@ impl Daemon {
                 d.wait_startup().await;
                 while let Some(ev) = events_rx.recv().await {
                     let d = d.clone();
+                    // Counted as queued from the moment the watcher lets go of it.
+                    let queued = d.enqueue();
                     tokio::spawn(async move {
                         match ev {
                             watch::Event::Settled(p) | watch::Event::Removed(p) => {
-                                d.reconcile(&p, false).await;
+                                d.reconcile_queued(&p, false, queued).await;
                             }
                         }
                     });

@@ -145,6 +145,7 @@ impl Airlift for Service {
             startup_done: self.0.startup_done(),
             containerd_connected: self.0.containerd_connected(),
             queue_length: queued,
+            settling: self.0.settling(),
             importing,
             archives,
             archive_bytes_read: self.0.bytes_read(),

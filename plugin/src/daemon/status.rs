@@ -46,6 +46,17 @@ pub struct ArchiveStatus {
     pub total: u64,
 }
 
+/// An archive counted as waiting for its import (for `airlift status`); dropped when the import
+/// starts or nothing is to be done.
+pub struct Queued(Arc<Daemon>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let mut inner = self.0.inner.lock().unwrap();
+        inner.queued = inner.queued.saturating_sub(1);
+    }
+}
+
 /// The daemon's view of every archive.
 #[derive(Default)]
 pub(super) struct Inner {
@@ -142,9 +153,15 @@ impl Daemon {
         out
     }
 
-    pub(super) fn queue(&self, delta: i32) {
-        let mut inner = self.inner.lock().unwrap();
-        inner.queued = inner.queued.saturating_add_signed(delta);
+    /// Counts one archive as waiting until the returned guard goes.
+    pub(super) fn enqueue(self: &Arc<Self>) -> Queued {
+        self.inner.lock().unwrap().queued += 1;
+        Queued(self.clone())
+    }
+
+    /// Files the watcher has seen and not yet handed over.
+    pub fn settling(&self) -> u32 {
+        self.settling.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(super) fn importing(&self, delta: i32) {

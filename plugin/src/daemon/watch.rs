@@ -10,6 +10,8 @@ use super::ignored;
 use inotify::{Inotify, WatchDescriptor, WatchMask};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_stream::StreamExt;
 
@@ -28,8 +30,22 @@ fn stat(path: &std::path::Path) -> Option<(u64, SystemTime)> {
         .then(|| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
 }
 
-/// Watches `dirs` until the receiver goes away.
-pub async fn watch(dirs: Vec<PathBuf>, settle: Duration, tx: tokio::sync::mpsc::Sender<Event>) {
+/// Files seen and not yet settled: path → (last event, size and mtime seen then).
+type Pending = HashMap<PathBuf, (Instant, Option<(u64, SystemTime)>)>;
+
+/// Watches `dirs` until the receiver goes away. `settling` counts the files seen and not yet
+/// settled, plus the events sent and not yet received: zero means the watcher has nothing
+/// in hand.
+pub async fn watch(
+    dirs: Vec<PathBuf>,
+    settle: Duration,
+    tx: tokio::sync::mpsc::Sender<Event>,
+    settling: Arc<AtomicU32>,
+) {
+    let publish = |pending: &Pending, tx: &tokio::sync::mpsc::Sender<Event>| {
+        let in_channel = tx.max_capacity() - tx.capacity();
+        settling.store((pending.len() + in_channel) as u32, Ordering::SeqCst);
+    };
     let inotify = match Inotify::init() {
         Ok(i) => i,
         Err(e) => {
@@ -51,8 +67,7 @@ pub async fn watch(dirs: Vec<PathBuf>, settle: Duration, tx: tokio::sync::mpsc::
         | WatchMask::DELETE_SELF
         | WatchMask::MOVE_SELF;
     let mut watched: HashMap<WatchDescriptor, PathBuf> = HashMap::new();
-    // path → (last event, size and mtime seen then)
-    let mut pending: HashMap<PathBuf, (Instant, Option<(u64, SystemTime)>)> = HashMap::new();
+    let mut pending: Pending = HashMap::new();
     let tick = (settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
     let mut ticker = tokio::time::interval(tick);
     let mut dir_check = tokio::time::interval(Duration::from_secs(1));
@@ -76,6 +91,7 @@ pub async fn watch(dirs: Vec<PathBuf>, settle: Duration, tx: tokio::sync::mpsc::
                                     }
                                 }
                             }
+                            publish(&pending, &tx);
                         }
                         Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch"),
                     }
@@ -104,6 +120,7 @@ pub async fn watch(dirs: Vec<PathBuf>, settle: Duration, tx: tokio::sync::mpsc::
                 }
                 // Files that vanished while pending need no event beyond their removal.
                 pending.retain(|p, _| p.exists());
+                publish(&pending, &tx);
             }
             ev = stream.next() => {
                 let Some(Ok(ev)) = ev else {
@@ -131,6 +148,7 @@ pub async fn watch(dirs: Vec<PathBuf>, settle: Duration, tx: tokio::sync::mpsc::
                 } else {
                     pending.insert(path.clone(), (Instant::now(), stat(&path)));
                 }
+                publish(&pending, &tx);
             }
         }
     }
