@@ -37,3 +37,30 @@ pub fn state_name(s: i32) -> &'static str {
         proto::ArchiveState::Unspecified => "unknown",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_have_the_names_users_see() {
+        for (s, name) in [
+            (proto::ArchiveState::Pending, "pending"),
+            (proto::ArchiveState::Importing, "importing"),
+            (proto::ArchiveState::Imported, "imported"),
+            (proto::ArchiveState::Failed, "failed"),
+        ] {
+            assert_eq!(state_name(s as i32), name);
+        }
+        assert_eq!(state_name(99), "unknown");
+    }
+
+    #[tokio::test]
+    async fn an_absent_daemon_is_named_with_its_socket_and_one_cause() {
+        let e = connect(Path::new("/nonexistent/airlift.sock"))
+            .await
+            .unwrap_err();
+        assert!(e.contains("/nonexistent/airlift.sock"), "{e}");
+        assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
+    }
+}

@@ -268,4 +268,20 @@ mod tests {
             .contains("host:port"));
         assert!(Config::parse("log_format = \"xml\"").is_err());
     }
+
+    #[test]
+    fn modes_and_log_formats_parse_by_name() {
+        assert_eq!("direct".parse::<Mode>().unwrap(), Mode::Direct);
+        assert!("Direct"
+            .parse::<Mode>()
+            .unwrap_err()
+            .contains("expected auto, direct or stream"));
+        assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
+        assert!("xml"
+            .parse::<LogFormat>()
+            .unwrap_err()
+            .contains("expected text or json"));
+        let c = Config::parse("log_format = \"json\"\nmode = \"auto\"").unwrap();
+        assert_eq!((c.log_format, c.mode), (LogFormat::Json, Mode::Auto));
+    }
 }

@@ -59,7 +59,6 @@ pub async fn clean(client: &dyn Containerd, root: &ContentRoot) -> Cleaned {
 mod tests {
     use super::*;
     use crate::containerd::fake::Fake;
-    use std::collections::HashMap;
 
     #[tokio::test]
     async fn only_dead_processes_leftovers_go() {
@@ -77,7 +76,7 @@ mod tests {
             format!("airlift-import-{dead}-0"),
             format!("airlift-import-{me}-0"),
         ] {
-            c.create_lease(&id, HashMap::new(), None).await.unwrap();
+            c.create_lease(&id, Default::default(), None).await.unwrap();
         }
         fake.state()
             .ingests
@@ -93,5 +92,18 @@ mod tests {
             .state()
             .leases
             .contains_key(&format!("airlift-import-{me}-0")));
+    }
+
+    #[tokio::test]
+    async fn without_the_temporary_directory_nothing_is_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new();
+        let c = fake.client();
+        c.create_lease("airlift-import-p1x1-0", Default::default(), None)
+            .await
+            .unwrap();
+        let cleaned = clean(c.as_ref(), &ContentRoot::new(dir.path().join("nowhere"))).await;
+        assert_eq!(cleaned, Cleaned::default());
+        assert_eq!(fake.state().leases.len(), 1);
     }
 }

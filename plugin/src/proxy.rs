@@ -417,3 +417,74 @@ impl Content for ContentService {
         Ok(Response::new(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containerd::Grpc;
+    use crate::store::{conformance, stream::StreamStore};
+    use std::sync::Arc;
+
+    /// The service over a real socket, checked by the Content API suite (the one containerd's
+    /// own store passes end to end) and by the store suite through the streaming store.
+    #[test]
+    fn serves_containerds_content_api() {
+        let rt = crate::testing::runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("content")).unwrap();
+        let socket = dir.path().join("content.sock");
+        let client = rt.block_on(async {
+            let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let service = ContentService::new(store.clone()).into_server();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(incoming),
+            );
+            Grpc::connect(&socket, "proxy-test", std::time::Duration::from_secs(5))
+                .await
+                .unwrap()
+        });
+        rt.block_on(conformance::content_api::run(
+            &client,
+            "airlift's content service",
+        ));
+        let stream = StreamStore::new(Arc::new(client), rt.handle().clone(), "airlift-p".into());
+        rt.block_on(async {
+            tokio::task::spawn_blocking(move || conformance::run(&stream))
+                .await
+                .unwrap()
+        });
+        // The ingests of failed writes were aborted: nothing is left in the store's ingest dir.
+        let all = Filter::parse::<&str>(&[]).unwrap();
+        assert!(store.list_statuses(&all).unwrap().is_empty());
+    }
+
+    #[test]
+    fn store_errors_keep_their_class_on_the_wire() {
+        for (e, code) in [
+            (LocalError::not_found("content x"), tonic::Code::NotFound),
+            (
+                LocalError::already_exists("content x"),
+                tonic::Code::AlreadyExists,
+            ),
+            (
+                LocalError::invalid_argument("bad"),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                LocalError::new(Class::OutOfRange, "far"),
+                tonic::Code::OutOfRange,
+            ),
+            (
+                LocalError::new(Class::Unavailable, "locked"),
+                tonic::Code::Unavailable,
+            ),
+        ] {
+            let msg = e.to_string();
+            let s = Status::from(e);
+            assert_eq!((s.code(), s.message()), (code, msg.as_str()));
+        }
+    }
+}

@@ -5,7 +5,8 @@
 //! be made to fail with a chosen error class.
 
 use super::{
-    BlobInfo, Chunk, Client, Containerd, ContainerdError, ImageRecord, ImageTarget, Result, Written,
+    BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, ImageRecord, ImageTarget,
+    LabelChanges, Labels, Result, Scope, Written,
 };
 use crate::digest::Digest;
 use crate::error::Class;
@@ -76,8 +77,7 @@ pub struct State {
 #[derive(Clone)]
 pub struct Fake {
     state: Arc<Mutex<State>>,
-    lease: Option<String>,
-    address: PathBuf,
+    scope: Scope,
 }
 
 impl Default for Fake {
@@ -124,8 +124,11 @@ impl Fake {
         let n = FAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Fake {
             state: Arc::new(Mutex::new(State::default())),
-            lease: None,
-            address: PathBuf::from(format!("/fake/{n}/containerd.sock")),
+            scope: Scope {
+                address: PathBuf::from(format!("/fake/{n}/containerd.sock")),
+                namespace: "fake".into(),
+                lease: None,
+            },
         }
     }
 
@@ -228,7 +231,7 @@ impl Fake {
         s.calls.push(Call {
             op,
             subject: subject.clone(),
-            lease: self.lease.clone(),
+            lease: self.scope.lease.clone(),
         });
         let hit = s.faults.iter_mut().find(|f| {
             f.op == op && f.subject.as_ref().is_none_or(|x| *x == subject) && f.remaining != Some(0)
@@ -249,7 +252,7 @@ impl Fake {
 
     /// Adds a committed blob to the handle's lease.
     fn hold(&self, s: &mut State, digest: &Digest) {
-        if let Some(lease) = &self.lease {
+        if let Some(lease) = &self.scope.lease {
             if let Some(l) = s.leases.get_mut(lease) {
                 l.content.insert(digest.to_string());
             }
@@ -299,22 +302,14 @@ fn collect(s: &mut State) -> Vec<Digest> {
 
 #[async_trait::async_trait]
 impl Containerd for Fake {
-    fn address(&self) -> &Path {
-        &self.address
-    }
-
-    fn namespace(&self) -> &str {
-        "fake"
-    }
-
-    fn lease(&self) -> Option<&str> {
-        self.lease.as_deref()
+    fn scope(&self) -> &Scope {
+        &self.scope
     }
 
     fn with_lease(&self, lease: Option<&str>) -> Client {
         Arc::new(Fake {
-            lease: lease.map(str::to_string),
-            ..self.clone()
+            state: self.state.clone(),
+            scope: self.scope.leased(lease),
         })
     }
 
@@ -336,11 +331,7 @@ impl Containerd for Fake {
         }))
     }
 
-    async fn set_blob_labels(
-        &self,
-        digest: &Digest,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<()> {
+    async fn set_blob_labels(&self, digest: &Digest, labels: &Labels) -> Result<()> {
         self.enter("set_blob_labels", digest.to_string())?;
         let mut s = self.state();
         let b = s.blobs.get_mut(digest).ok_or_else(|| {
@@ -371,7 +362,7 @@ impl Containerd for Fake {
         reference: &str,
         total: u64,
         expected: Option<&Digest>,
-        mut chunks: tokio::sync::mpsc::Receiver<Chunk>,
+        mut chunks: Chunks,
     ) -> Result<Written> {
         let subject = expected.map_or(reference.to_string(), |d| d.to_string());
         self.enter("write", subject.clone())?;
@@ -428,15 +419,8 @@ impl Containerd for Fake {
         Ok(Written::Abandoned)
     }
 
-    async fn claim(
-        &self,
-        reference: &str,
-        digest: &Digest,
-        size: u64,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<bool> {
+    async fn claim(&self, _: &str, digest: &Digest, size: u64, labels: &Labels) -> Result<bool> {
         self.enter("claim", digest.to_string())?;
-        let _ = reference;
         let mut s = self.state();
         if s.blobs.contains_key(digest) {
             return Ok(false);
@@ -482,12 +466,8 @@ impl Containerd for Fake {
         Ok(())
     }
 
-    async fn create_lease(
-        &self,
-        id: &str,
-        mut labels: HashMap<String, String>,
-        expire: Option<Duration>,
-    ) -> Result<()> {
+    async fn create_lease(&self, id: &str, labels: Labels, expire: Option<Duration>) -> Result<()> {
+        let mut labels: HashMap<String, String> = labels.into_iter().collect();
         self.enter("create_lease", id)?;
         if let Some(after) = expire {
             labels.insert(
@@ -568,11 +548,7 @@ impl Containerd for Fake {
             .collect())
     }
 
-    async fn put_image(
-        &self,
-        image: &ImageTarget,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<()> {
+    async fn put_image(&self, image: &ImageTarget, labels: &Labels) -> Result<()> {
         self.enter("put_image", image.name.clone())?;
         let mut s = self.state();
         let record = s
@@ -594,11 +570,7 @@ impl Containerd for Fake {
         Ok(())
     }
 
-    async fn set_image_labels(
-        &self,
-        image: &ImageRecord,
-        labels: &BTreeMap<String, Option<String>>,
-    ) -> Result<()> {
+    async fn set_image_labels(&self, image: &ImageRecord, labels: &LabelChanges) -> Result<()> {
         self.enter("set_image_labels", image.name.clone())?;
         let mut s = self.state();
         let record = s.images.get_mut(&image.name).ok_or_else(|| {
@@ -640,7 +612,7 @@ mod tests {
         let loose = fake.add_blob(b"loose", &[]);
         let c = fake.client();
         rt().block_on(async {
-            c.create_lease("l", HashMap::new(), None).await.unwrap();
+            c.create_lease("l", Default::default(), None).await.unwrap();
             c.lease_resource("l", &parent.to_string(), true)
                 .await
                 .unwrap();
@@ -686,14 +658,16 @@ mod tests {
         fake.fail_times("create_lease", 1, Class::Unavailable);
         rt().block_on(async {
             let e = c
-                .create_lease("airlift-x", HashMap::new(), None)
+                .create_lease("airlift-x", Default::default(), None)
                 .await
                 .unwrap_err();
             assert_eq!(e.class(), Class::Unavailable);
-            c.create_lease("airlift-x", HashMap::new(), None)
+            c.create_lease("airlift-x", Default::default(), None)
                 .await
                 .unwrap();
-            c.create_lease("other", HashMap::new(), None).await.unwrap();
+            c.create_lease("other", Default::default(), None)
+                .await
+                .unwrap();
             assert_eq!(
                 c.list_leases("id~=^airlift-").await.unwrap(),
                 vec!["airlift-x"]

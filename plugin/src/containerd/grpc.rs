@@ -3,7 +3,8 @@
 //! [`ContainerdError`] here, with its class; nothing above looks at gRPC codes.
 
 use super::{
-    BlobInfo, Chunk, Client, Containerd, ContainerdError, ImageRecord, ImageTarget, Result, Written,
+    BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, ImageRecord, ImageTarget,
+    LabelChanges, Labels, Result, Scope, Written,
 };
 use crate::digest::Digest;
 use crate::error::Class;
@@ -12,7 +13,7 @@ use containerd_client::services::v1::{
     content_client::ContentClient, images_client::ImagesClient,
     introspection_client::IntrospectionClient, leases_client::LeasesClient,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,9 +29,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 #[derive(Clone)]
 pub struct Grpc {
     channel: Channel,
-    address: PathBuf,
-    namespace: String,
-    lease: Option<String>,
+    scope: Scope,
 }
 
 impl Grpc {
@@ -46,9 +45,11 @@ impl Grpc {
             .map_err(|e| unreachable(crate::error::chain(&e)))?;
         Ok(Grpc {
             channel,
-            address: address.to_path_buf(),
-            namespace: namespace.to_string(),
-            lease: None,
+            scope: Scope {
+                address: address.to_path_buf(),
+                namespace: namespace.to_string(),
+                lease: None,
+            },
         })
     }
 
@@ -62,9 +63,9 @@ impl Grpc {
         let md = req.metadata_mut();
         md.insert(
             "containerd-namespace",
-            self.namespace.parse().expect("namespace is ASCII"),
+            self.scope.namespace.parse().expect("namespace is ASCII"),
         );
-        if let Some(lease) = &self.lease {
+        if let Some(lease) = &self.scope.lease {
             md.insert(
                 "containerd-lease",
                 lease.parse().expect("lease id is ASCII"),
@@ -76,8 +77,8 @@ impl Grpc {
     /// The same connection under `lease` (a concrete [`Containerd::with_lease`]).
     pub fn leased(&self, lease: &str) -> Grpc {
         Grpc {
-            lease: Some(lease.to_string()),
-            ..self.clone()
+            channel: self.channel.clone(),
+            scope: self.scope.leased(Some(lease)),
         }
     }
 
@@ -104,6 +105,20 @@ impl Grpc {
 
     fn images(&self) -> ImagesClient<Channel> {
         ImagesClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    /// Updates the fields `paths` of an image record to `image`'s.
+    async fn update_image(&self, image: api::Image, paths: Vec<String>, op: &str) -> Result<()> {
+        let name = image.name.clone();
+        self.images()
+            .update(self.request(api::UpdateImageRequest {
+                image: Some(image),
+                update_mask: Some(prost_types::FieldMask { paths }),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| ContainerdError::from_status(format!("{op} {name}"), &s))?;
+        Ok(())
     }
 
     async fn content_plugin_export(&self, key: &str) -> Result<Option<PathBuf>> {
@@ -158,22 +173,14 @@ fn image_record(i: api::Image) -> ImageRecord {
 
 #[async_trait::async_trait]
 impl Containerd for Grpc {
-    fn address(&self) -> &Path {
-        &self.address
-    }
-
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    fn lease(&self) -> Option<&str> {
-        self.lease.as_deref()
+    fn scope(&self) -> &Scope {
+        &self.scope
     }
 
     fn with_lease(&self, lease: Option<&str>) -> Client {
         Arc::new(Grpc {
-            lease: lease.map(str::to_string),
-            ..self.clone()
+            channel: self.channel.clone(),
+            scope: self.scope.leased(lease),
         })
     }
 
@@ -203,11 +210,7 @@ impl Containerd for Grpc {
         )
     }
 
-    async fn set_blob_labels(
-        &self,
-        digest: &Digest,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<()> {
+    async fn set_blob_labels(&self, digest: &Digest, labels: &Labels) -> Result<()> {
         if labels.is_empty() {
             return Ok(());
         }
@@ -254,7 +257,7 @@ impl Containerd for Grpc {
         reference: &str,
         total: u64,
         expected: Option<&Digest>,
-        chunks: tokio::sync::mpsc::Receiver<Chunk>,
+        chunks: Chunks,
     ) -> Result<Written> {
         let committed = Arc::new(AtomicBool::new(false));
         let mut offset = 0u64;
@@ -312,7 +315,7 @@ impl Containerd for Grpc {
         reference: &str,
         digest: &Digest,
         size: u64,
-        labels: &BTreeMap<String, String>,
+        labels: &Labels,
     ) -> Result<bool> {
         let msg = |action: api::WriteAction| {
             let commit = action == api::WriteAction::Commit;
@@ -378,12 +381,8 @@ impl Containerd for Grpc {
         unless(r, Class::NotFound, || format!("abort ingest {reference}")).map(|_| ())
     }
 
-    async fn create_lease(
-        &self,
-        id: &str,
-        mut labels: HashMap<String, String>,
-        expire: Option<Duration>,
-    ) -> Result<()> {
+    async fn create_lease(&self, id: &str, labels: Labels, expire: Option<Duration>) -> Result<()> {
+        let mut labels: HashMap<String, String> = labels.into_iter().collect();
         if let Some(after) = expire {
             let at = std::time::SystemTime::now() + after;
             labels.insert("containerd.io/gc.expire".into(), super::rfc3339(at));
@@ -485,11 +484,7 @@ impl Containerd for Grpc {
         Ok(resp.images.into_iter().map(image_record).collect())
     }
 
-    async fn put_image(
-        &self,
-        image: &ImageTarget,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<()> {
+    async fn put_image(&self, image: &ImageTarget, labels: &Labels) -> Result<()> {
         let name = &image.name;
         let record = api::Image {
             name: name.clone(),
@@ -514,22 +509,10 @@ impl Containerd for Grpc {
         }
         let mut paths = vec!["target".to_string()];
         paths.extend(labels.keys().map(|k| format!("labels.{k}")));
-        client
-            .update(self.request(api::UpdateImageRequest {
-                image: Some(record),
-                update_mask: Some(prost_types::FieldMask { paths }),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|s| ContainerdError::from_status(format!("update image {name}"), &s))?;
-        Ok(())
+        self.update_image(record, paths, "update image").await
     }
 
-    async fn set_image_labels(
-        &self,
-        image: &ImageRecord,
-        labels: &BTreeMap<String, Option<String>>,
-    ) -> Result<()> {
+    async fn set_image_labels(&self, image: &ImageRecord, labels: &LabelChanges) -> Result<()> {
         let name = &image.name;
         // The current target is sent along: containerd dereferences it even when only labels
         // are updated (an update without a target crashes containerd 1.7 and 2.1).
@@ -548,14 +531,6 @@ impl Containerd for Grpc {
             ..Default::default()
         };
         let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
-        self.images()
-            .update(self.request(api::UpdateImageRequest {
-                image: Some(update),
-                update_mask: Some(prost_types::FieldMask { paths }),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|s| ContainerdError::from_status(format!("label image {name}"), &s))?;
-        Ok(())
+        self.update_image(update, paths, "label image").await
     }
 }

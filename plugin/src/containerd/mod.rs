@@ -125,6 +125,36 @@ impl ImageTarget {
     }
 }
 
+/// Labels as airlift sets them (sorted, so calls are deterministic).
+pub type Labels = BTreeMap<String, String>;
+
+/// Label changes: a value sets the label, `None` removes it.
+pub type LabelChanges = BTreeMap<String, Option<String>>;
+
+/// The chunks of a streamed write, as they come.
+pub type Chunks = tokio::sync::mpsc::Receiver<Chunk>;
+
+/// Where a handle's calls go: the socket, the namespace and the lease they are made in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The socket (for messages, and to tell one containerd from another).
+    pub address: PathBuf,
+    /// The namespace every call is made in.
+    pub namespace: String,
+    /// The lease calls are made under, if any.
+    pub lease: Option<String>,
+}
+
+impl Scope {
+    /// The same scope under `lease`.
+    pub fn leased(&self, lease: Option<&str>) -> Scope {
+        Scope {
+            lease: lease.map(str::to_string),
+            ..self.clone()
+        }
+    }
+}
+
 /// One piece of a blob streamed by [`Containerd::write`].
 #[derive(Debug)]
 pub enum Chunk {
@@ -149,14 +179,23 @@ pub enum Written {
 /// [`ContainerdError`] with containerd's [`Class`]es, nowhere else.
 #[async_trait::async_trait]
 pub trait Containerd: Send + Sync {
-    /// The socket (for messages, and to tell one containerd from another).
-    fn address(&self) -> &Path;
+    /// Where the calls go.
+    fn scope(&self) -> &Scope;
 
-    /// The namespace every call is made in.
-    fn namespace(&self) -> &str;
+    /// The socket.
+    fn address(&self) -> &Path {
+        &self.scope().address
+    }
 
-    /// The lease calls are made under, if any.
-    fn lease(&self) -> Option<&str>;
+    /// The namespace.
+    fn namespace(&self) -> &str {
+        &self.scope().namespace
+    }
+
+    /// The lease, if any.
+    fn lease(&self) -> Option<&str> {
+        self.scope().lease.as_deref()
+    }
 
     /// The same connection with every call made under `lease`.
     fn with_lease(&self, lease: Option<&str>) -> Client;
@@ -172,37 +211,29 @@ pub trait Containerd: Send + Sync {
     async fn info(&self, digest: &Digest) -> Result<Option<BlobInfo>>;
 
     /// Sets labels on a blob (only the keys given; the others are kept).
-    async fn set_blob_labels(
-        &self,
-        digest: &Digest,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<()>;
+    async fn set_blob_labels(&self, digest: &Digest, labels: &Labels) -> Result<()>;
 
     /// Reads `size` bytes of a blob from `offset` (`size` 0: to the end).
     async fn read(&self, digest: &Digest, offset: u64, size: u64) -> Result<Vec<u8>>;
 
-    /// Streams a blob into the namespace under `reference`: the chunks as they arrive, then a
-    /// commit verified against `total` and the digest the commit names. `expected`, when known
-    /// up front, lets containerd answer `AlreadyExists` before any byte is sent.
+    /// Streams a blob into the namespace under the ingest ref `r#ref`: the chunks as they
+    /// arrive, then a commit verified against `total` and the digest the commit names. `want`,
+    /// the digest when known up front, lets containerd answer `AlreadyExists` before any byte
+    /// is sent.
     async fn write(
         &self,
-        reference: &str,
+        r#ref: &str,
         total: u64,
-        expected: Option<&Digest>,
-        chunks: tokio::sync::mpsc::Receiver<Chunk>,
+        want: Option<&Digest>,
+        data: Chunks,
     ) -> Result<Written>;
 
     /// Claims a blob that is on disk in the content root already into the namespace, by digest
     /// alone (containerd's shared content policy): STAT and COMMIT with `digest`, `size` and the
     /// blob's labels, no data. Under a lease the blob joins it in the same transaction. `false`
     /// when the namespace had it (its labels are then unchanged).
-    async fn claim(
-        &self,
-        reference: &str,
-        digest: &Digest,
-        size: u64,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<bool>;
+    async fn claim(&self, r#ref: &str, digest: &Digest, size: u64, labels: &Labels)
+        -> Result<bool>;
 
     /// The refs of ingests in progress whose ref starts with `airlift-`.
     async fn ingest_refs(&self) -> Result<Vec<String>>;
@@ -211,12 +242,7 @@ pub trait Containerd: Send + Sync {
     async fn abort(&self, reference: &str) -> Result<()>;
 
     /// Creates a lease (one that exists is fine); `expire` sets `containerd.io/gc.expire`.
-    async fn create_lease(
-        &self,
-        id: &str,
-        labels: HashMap<String, String>,
-        expire: Option<Duration>,
-    ) -> Result<()>;
+    async fn create_lease(&self, id: &str, labels: Labels, expire: Option<Duration>) -> Result<()>;
 
     /// Deletes a lease (one that is not there is fine).
     async fn delete_lease(&self, id: &str) -> Result<()>;
@@ -238,15 +264,10 @@ pub trait Containerd: Send + Sync {
 
     /// Creates an image record, or points an existing one at `image`'s target and sets the given
     /// labels (others are kept).
-    async fn put_image(&self, image: &ImageTarget, labels: &BTreeMap<String, String>)
-        -> Result<()>;
+    async fn put_image(&self, image: &ImageTarget, labels: &Labels) -> Result<()>;
 
     /// Sets or (with `None`) removes labels of an existing image, keeping its target.
-    async fn set_image_labels(
-        &self,
-        image: &ImageRecord,
-        labels: &BTreeMap<String, Option<String>>,
-    ) -> Result<()>;
+    async fn set_image_labels(&self, image: &ImageRecord, changes: &LabelChanges) -> Result<()>;
 }
 
 /// Whether the namespace has a blob, and its size. A blob found is first added to the handle's

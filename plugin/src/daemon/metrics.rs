@@ -171,3 +171,35 @@ pub async fn serve(daemon: Arc<Daemon>) -> std::io::Result<tokio::task::JoinHand
         }
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_counts_imports_and_states() {
+        let m = Metrics::new();
+        let mut r = crate::service::recalled(
+            &crate::state::Record::new(std::path::Path::new("/a.tar"), Default::default()),
+            crate::import::Outcome::Imported,
+            vec![],
+            std::time::Instant::now(),
+        );
+        r.blobs_written = 3;
+        r.archive_bytes = 1000;
+        m.import_done(&r);
+        m.import_failed();
+        m.set_states([State::Imported, State::Failed, State::Imported].into_iter());
+        let text = m.encode();
+        for line in [
+            "airlift_imports_total{result=\"ok\"} 1",
+            "airlift_imports_total{result=\"failed\"} 1",
+            "airlift_imported_bytes_total 1000",
+            "airlift_blobs_written_total 3",
+            "airlift_archives{state=\"imported\"} 2",
+            "airlift_archives{state=\"failed\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}

@@ -36,9 +36,27 @@ use tokio::sync::{watch as tokio_watch, Semaphore};
 
 pub use status::{ArchiveStatus, State};
 
+/// How the daemon reaches containerd: the socket of its configuration, or (in tests) a fake.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    /// A connection, or why there is none.
+    async fn connect(&self, cfg: &Config) -> Result<Client, crate::containerd::ContainerdError>;
+}
+
+/// containerd's socket, as configured.
+struct Socket;
+
+#[async_trait::async_trait]
+impl Connector for Socket {
+    async fn connect(&self, cfg: &Config) -> Result<Client, crate::containerd::ContainerdError> {
+        Grpc::client(&cfg.address, &cfg.namespace, Duration::from_secs(5)).await
+    }
+}
+
 /// The running daemon.
 pub struct Daemon {
     cfg: Config,
+    connector: Box<dyn Connector>,
     importer: Importer,
     inner: Mutex<Inner>,
     path_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
@@ -96,7 +114,15 @@ pub async fn run(
 
 impl Daemon {
     /// Sets up state; nothing runs yet.
-    pub fn new(mut cfg: Config) -> Result<Arc<Daemon>, DaemonError> {
+    pub fn new(cfg: Config) -> Result<Arc<Daemon>, DaemonError> {
+        Daemon::with_connector(cfg, Box::new(Socket))
+    }
+
+    /// [`Daemon::new`] reaching containerd through `connector`.
+    pub fn with_connector(
+        mut cfg: Config,
+        connector: Box<dyn Connector>,
+    ) -> Result<Arc<Daemon>, DaemonError> {
         // Archive paths are recorded and labelled resolved: a symlinked images directory must
         // not make the same archive look like two.
         for dir in &mut cfg.images_dirs {
@@ -128,6 +154,7 @@ impl Daemon {
             slots: Semaphore::new(cfg.concurrency),
             cancel,
             importer: Importer::new(options, Some(records), Remember::Everything),
+            connector,
             cfg,
             inner: Mutex::new(Inner::default()),
             path_locks: Mutex::new(HashMap::new()),
@@ -184,12 +211,7 @@ impl Daemon {
                 return None;
             }
             let result = async {
-                let c = Grpc::client(
-                    &self.cfg.address,
-                    &self.cfg.namespace,
-                    Duration::from_secs(5),
-                )
-                .await?;
+                let c = self.connector.connect(&self.cfg).await?;
                 c.content_root().await?;
                 Ok::<_, crate::containerd::ContainerdError>(c)
             }
@@ -223,3 +245,6 @@ impl Daemon {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests;

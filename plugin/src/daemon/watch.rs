@@ -153,3 +153,94 @@ pub async fn watch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Watched {
+        dir: tempfile::TempDir,
+        rx: tokio::sync::mpsc::Receiver<Event>,
+        settling: Arc<AtomicU32>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(settle: Duration) -> Watched {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let settling = Arc::new(AtomicU32::new(0));
+        let task = tokio::spawn(watch(
+            vec![dir.path().join("images")],
+            settle,
+            tx,
+            settling.clone(),
+        ));
+        Watched {
+            dir,
+            rx,
+            settling,
+            task,
+        }
+    }
+
+    async fn next(w: &mut Watched) -> Event {
+        tokio::time::timeout(Duration::from_secs(10), w.rx.recv())
+            .await
+            .expect("an event within 10 s")
+            .expect("the watcher runs")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_directory_is_watched_and_files_settle_once() {
+        let mut w = start(Duration::from_millis(200)).await;
+        // The directory appears after the watcher started, with a file already in it.
+        let images = w.dir.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        std::fs::write(images.join("early.tar"), b"x").unwrap();
+        assert_eq!(next(&mut w).await, Event::Settled(images.join("early.tar")));
+        // A file written in chunks settles once, after the last chunk; dotfiles are ignored.
+        std::fs::write(images.join(".partial.tar.X1"), b"ignored").unwrap();
+        let slow = images.join("slow.tar");
+        for i in 0..4 {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&slow)
+                .unwrap();
+            f.write_all(&[i; 100]).unwrap();
+            drop(f);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Until it settles, the file in hand is counted.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while w.settling.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "a file in hand was not counted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(next(&mut w).await, Event::Settled(slow.clone()));
+        assert_eq!(std::fs::metadata(&slow).unwrap().len(), 400);
+        // Nothing else is in hand now, and the next event is the removal.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::remove_file(&slow).unwrap();
+        assert_eq!(next(&mut w).await, Event::Removed(slow));
+        assert!(w.rx.try_recv().is_err(), "an extra event");
+        w.task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_count_of_files_in_hand_returns_to_zero() {
+        let mut w = start(Duration::from_millis(50)).await;
+        let images = w.dir.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await; // the directory is picked up
+        std::fs::write(images.join("a.tar"), b"a").unwrap();
+        assert_eq!(next(&mut w).await, Event::Settled(images.join("a.tar")));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.settling.load(Ordering::SeqCst) != 0 {
+            assert!(Instant::now() < deadline, "still counted as settling");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        w.task.abort();
+    }
+}

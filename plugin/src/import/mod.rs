@@ -19,7 +19,7 @@ use crate::labels;
 use crate::store::layout::ContentRoot;
 use crate::store::{direct::DirectStore, stream::StreamStore, ContentStore, StoreError, StoreKind};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -363,7 +363,7 @@ pub async fn run(
     };
     let suffix = unique_suffix();
     let lease = format!("{}{suffix}", labels::IMPORT_LEASE_PREFIX);
-    let lease_labels = HashMap::from([(labels::ARCHIVE.to_string(), archive.clone())]);
+    let lease_labels = BTreeMap::from([(labels::ARCHIVE.to_string(), archive.clone())]);
     // containerd leases cannot be extended, so the expiry covers even a slow import: the
     // configured minimum, plus one minute per 50 MB of archive (read at 0.8 MB/s, the import
     // would still finish first). Standard input, of unknown size, gets a day.

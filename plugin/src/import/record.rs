@@ -8,7 +8,7 @@ use crate::containerd::{Client, ContainerdError, ImageTarget};
 use crate::digest::Digest;
 use crate::labels;
 use crate::store::{ContentStore, StoreError};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Image records sent to containerd at the same time (one metadata transaction each).
@@ -58,7 +58,10 @@ pub async fn record(
     let lease = match &archive_path {
         Some(path) if !needed.is_empty() => {
             let id = labels::archive_lease(path);
-            let l = HashMap::from([(labels::ARCHIVE.to_string(), path.display().to_string())]);
+            let l = std::collections::BTreeMap::from([(
+                labels::ARCHIVE.to_string(),
+                path.display().to_string(),
+            )]);
             client.create_lease(&id, l, None).await.map_err(cd_err)?;
             Some(id)
         }

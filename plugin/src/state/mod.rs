@@ -398,4 +398,19 @@ mod tests {
         Records::open(dir.path()).unwrap();
         assert!(!dir.path().join("archives/left.json.tmp").exists());
     }
+
+    #[test]
+    fn records_of_earlier_versions_still_read() {
+        // As written before image targets carried annotations.
+        let old = r#"{"path":"/images/a.tar","identity":{"dev":1,"ino":2,"size":3,"mtime_ns":4,"ctime_ns":5},
+            "outcome":"imported","images":[{"name":"docker.io/library/x:1","media_type":"m","digest":"sha256:00","size":1}],
+            "blobs":["sha256:00"],"lease":"airlift-archive-x","bytes":3,"seconds":0.1,"imported_at":7}"#;
+        let r: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(r.images[0].name, "docker.io/library/x:1");
+        assert!(r.images[0].annotations.is_empty());
+        assert_eq!((r.imports, r.fingerprint.as_str()), (0, ""));
+        // And annotations are written only when there are some.
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains("annotations"), "{text}");
+    }
 }

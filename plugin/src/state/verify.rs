@@ -121,7 +121,7 @@ pub async fn check(
             if repair == Repair::No {
                 return Standing::Damaged(format!("lease {lease} is gone"));
             }
-            let l = HashMap::from([(
+            let l = BTreeMap::from([(
                 labels::ARCHIVE.to_string(),
                 record.path.display().to_string(),
             )]);
@@ -174,7 +174,7 @@ mod tests {
         for i in &record.images {
             c.put_image(i, labels).await.unwrap();
         }
-        c.create_lease(record.lease.as_ref().unwrap(), HashMap::new(), None)
+        c.create_lease(record.lease.as_ref().unwrap(), Default::default(), None)
             .await
             .unwrap();
     }
@@ -284,5 +284,20 @@ mod tests {
             check(c.as_ref(), &record, &labels, &snap, Repair::No).await,
             Standing::Stands
         );
+    }
+
+    #[tokio::test]
+    async fn looking_only_reports_a_missing_lease() {
+        let (fake, record, labels) = setup();
+        put_all(&fake, &record, &labels).await;
+        fake.state().leases.clear();
+        let c = fake.client();
+        let snap = Snapshot::take(c.as_ref()).await.unwrap();
+        let s = check(c.as_ref(), &record, &labels, &snap, Repair::No).await;
+        assert!(
+            matches!(&s, Standing::Damaged(m) if m.contains("lease")),
+            "{s:?}"
+        );
+        assert!(fake.state().leases.is_empty(), "looking created a lease");
     }
 }

@@ -14,7 +14,7 @@
 
 use super::layout::ContentRoot;
 use super::stream::StreamStore;
-use super::{copy_verified, ContentStore, Put, Staging, StoreError, StoreKind};
+use super::{copy_verified, ContentStore, Put, Result, Staging, StoreError, StoreKind};
 use crate::containerd::{Client, Containerd};
 use crate::digest::Digest;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -157,7 +157,7 @@ impl Shared {
     }
 
     /// Streams a staged blob whose claim failed.
-    fn stream_instead(&self, tmp: &TempFile, digest: &Digest, size: u64) -> Result<(), StoreError> {
+    fn stream_instead(&self, tmp: &TempFile, digest: &Digest, size: u64) -> Result<()> {
         let mut f = File::open(tmp.path()).map_err(StoreError::io(format!(
             "reopening staged blob {digest} at {}",
             tmp.path().display()
@@ -168,7 +168,7 @@ impl Shared {
 }
 
 /// Makes a written temporary file durable and read-only.
-fn stage(file: File, tmp: &TempFile, digest: &Digest) -> Result<(), StoreError> {
+fn stage(file: File, tmp: &TempFile, digest: &Digest) -> Result<()> {
     let what = |doing: &str| format!("{doing} blob {digest} at {}", tmp.path().display());
     file.sync_all().map_err(StoreError::io(what("syncing")))?;
     drop(file);
@@ -225,7 +225,7 @@ impl ContentStore for DirectStore {
         Some(self)
     }
 
-    fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+    fn exists(&self, digest: &Digest) -> Result<Option<u64>> {
         if let Some(size) = self.shared.pending.lock().unwrap().get(digest) {
             return Ok(Some(*size));
         }
@@ -235,13 +235,8 @@ impl ContentStore for DirectStore {
         self.shared.stream.exists(digest)
     }
 
-    fn write(
-        &self,
-        data: &mut dyn Read,
-        size: u64,
-        expected: Option<&Digest>,
-    ) -> Result<Put, StoreError> {
-        if let Some(d) = expected {
+    fn write(&self, data: &mut dyn Read, size: u64, want: Option<&Digest>) -> Result<Put> {
+        if let Some(d) = want {
             // On disk already (another namespace has it): claimed without writing.
             if self.shared.claim_present(d, size) {
                 return Ok(Put::present(d, size));
@@ -255,7 +250,7 @@ impl ContentStore for DirectStore {
                 .join(format!("{}-{n}", crate::liveness::token())),
         );
         let what = |doing: &str| {
-            let blob = expected.map_or("a blob".to_string(), |d| format!("blob {d}"));
+            let blob = want.map_or("a blob".to_string(), |d| format!("blob {d}"));
             format!("{doing} {blob} at {}", tmp.path().display())
         };
         let mut file = OpenOptions::new()
@@ -265,7 +260,7 @@ impl ContentStore for DirectStore {
             .map_err(StoreError::io(what("creating")))?;
         let mut offset = 0u64;
         let mut flushed = 0u64;
-        let digest = copy_verified(data, size, expected, |chunk| {
+        let digest = copy_verified(data, size, want, |chunk| {
             file.write_all(chunk)
                 .map_err(StoreError::io(what("writing")))?;
             offset += chunk.len() as u64;
@@ -275,7 +270,7 @@ impl ContentStore for DirectStore {
             }
             Ok(())
         })?;
-        if expected.is_none() {
+        if want.is_none() {
             // Its digest is known only now: present already? Then the copy goes unsynced.
             if let Some(present) = self.exists(&digest)? {
                 return Ok(Put::present(&digest, present));
@@ -303,7 +298,7 @@ impl ContentStore for DirectStore {
         Ok(Put::written(digest, size))
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
+    fn flush(&self) -> Result<()> {
         let (tx, rx) = mpsc::sync_channel(1);
         if self.jobs.lock().unwrap().send(Job::Barrier(tx)).is_ok() {
             let _ = rx.recv();
@@ -314,7 +309,7 @@ impl ContentStore for DirectStore {
         }
     }
 
-    fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, digest: &Digest) -> Result<Vec<u8>> {
         self.flush()?;
         let staged = self
             .shared
@@ -343,7 +338,7 @@ impl Staging for DirectStore {
         client: &dyn Containerd,
         labels: &BTreeMap<Digest, BTreeMap<String, String>>,
         needed: &BTreeSet<&Digest>,
-    ) -> Result<BTreeSet<Digest>, StoreError> {
+    ) -> Result<BTreeSet<Digest>> {
         self.flush()?;
         let staged: Vec<(Digest, (TempFile, u64))> =
             self.shared.staged.lock().unwrap().drain().collect();
@@ -539,5 +534,21 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&d.to_string()), "{msg}");
         assert!(msg.contains("blobs/sha256"), "{msg}");
+    }
+
+    #[test]
+    fn only_dead_processes_files_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::liveness::hold(dir.path()).unwrap();
+        let mine = dir.path().join(format!("{}-7", crate::liveness::token()));
+        let dead = dir.path().join("p1x1-7");
+        let dead_lock = dir.path().join("p1x1.lock");
+        let taking = dir.path().join("p2x2.lock.new");
+        for p in [&mine, &dead, &dead_lock, &taking] {
+            std::fs::write(p, b"").unwrap();
+        }
+        clean_stale(dir.path());
+        assert!(mine.exists() && taking.exists());
+        assert!(!dead.exists() && !dead_lock.exists());
     }
 }

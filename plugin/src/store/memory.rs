@@ -1,6 +1,6 @@
 //! An in-memory content store: the fake for unit tests.
 
-use super::{copy_verified, ContentStore, Put, StoreError, StoreKind};
+use super::{copy_verified, ContentStore, Put, Result, StoreError, StoreKind};
 use crate::digest::Digest;
 use std::collections::HashMap;
 use std::io::Read;
@@ -29,7 +29,7 @@ impl ContentStore for MemoryStore {
         StoreKind::Memory
     }
 
-    fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+    fn exists(&self, digest: &Digest) -> Result<Option<u64>> {
         Ok(self
             .blobs
             .lock()
@@ -38,14 +38,9 @@ impl ContentStore for MemoryStore {
             .map(|b| b.len() as u64))
     }
 
-    fn write(
-        &self,
-        data: &mut dyn Read,
-        size: u64,
-        expected: Option<&Digest>,
-    ) -> Result<Put, StoreError> {
+    fn write(&self, data: &mut dyn Read, size: u64, want: Option<&Digest>) -> Result<Put> {
         let mut bytes = Vec::with_capacity(size as usize);
-        let digest = copy_verified(data, size, expected, |chunk| {
+        let digest = copy_verified(data, size, want, |chunk| {
             bytes.extend_from_slice(chunk);
             Ok(())
         })?;
@@ -59,7 +54,7 @@ impl ContentStore for MemoryStore {
         })
     }
 
-    fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, digest: &Digest) -> Result<Vec<u8>> {
         self.blobs
             .lock()
             .unwrap()

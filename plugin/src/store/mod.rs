@@ -60,6 +60,9 @@ impl std::fmt::Display for StoreKind {
     }
 }
 
+/// Result alias of the stores.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
 /// What a [`ContentStore::put`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Put {
@@ -179,41 +182,31 @@ pub trait ContentStore: Send + Sync {
     fn kind(&self) -> StoreKind;
 
     /// The size of `digest` if the store already has it.
-    fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+    fn exists(&self, digest: &Digest) -> Result<Option<u64>>;
 
     /// Stores exactly `size` bytes read from `data`, verifying them against `expected` when
     /// given. A blob already present is not written again. On any error nothing is committed and
     /// no temporary data is left behind.
-    fn put(
-        &self,
-        data: &mut dyn Read,
-        size: u64,
-        expected: Option<&Digest>,
-    ) -> Result<Put, StoreError> {
-        if let Some(d) = expected {
+    fn put(&self, data: &mut dyn Read, size: u64, want: Option<&Digest>) -> Result<Put> {
+        if let Some(d) = want {
             if let Some(present) = self.exists(d)? {
                 return Ok(Put::present(d, present));
             }
         }
-        self.write(data, size, expected)
+        self.write(data, size, want)
     }
 
     /// [`ContentStore::put`] for a blob not known to be present: writes it (a blob that turns
     /// out present once hashed is not kept twice).
-    fn write(
-        &self,
-        data: &mut dyn Read,
-        size: u64,
-        expected: Option<&Digest>,
-    ) -> Result<Put, StoreError>;
+    fn write(&self, data: &mut dyn Read, size: u64, want: Option<&Digest>) -> Result<Put>;
 
     /// Reads a whole blob back.
-    fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError>;
+    fn read(&self, digest: &Digest) -> Result<Vec<u8>>;
 
     /// Waits until every blob put so far is durable, and reports the first failure. A store may
     /// finish writes in the background (the direct store overlaps fsync with the next blob);
     /// callers flush before anything refers to the blobs.
-    fn flush(&self) -> Result<(), StoreError> {
+    fn flush(&self) -> Result<()> {
         Ok(())
     }
 
@@ -240,7 +233,7 @@ pub trait Staging {
         client: &dyn Containerd,
         labels: &BTreeMap<Digest, BTreeMap<String, String>>,
         needed: &BTreeSet<&Digest>,
-    ) -> Result<BTreeSet<Digest>, StoreError>;
+    ) -> Result<BTreeSet<Digest>>;
 }
 
 /// Size of the chunks data is moved in.
@@ -248,7 +241,7 @@ pub const CHUNK: usize = 1 << 20;
 
 /// Reads exactly `buf.len()` bytes (or up to EOF) into `buf`, tagging read errors as source
 /// errors.
-pub(crate) fn read_full(data: &mut dyn Read, buf: &mut [u8]) -> Result<usize, StoreError> {
+pub(crate) fn read_full(data: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match data.read(&mut buf[filled..]) {
@@ -267,8 +260,8 @@ pub(crate) fn copy_verified(
     data: &mut dyn Read,
     size: u64,
     expected: Option<&Digest>,
-    mut sink: impl FnMut(&[u8]) -> Result<(), StoreError>,
-) -> Result<Digest, StoreError> {
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<Digest> {
     let mut hasher = crate::digest::Hasher::default();
     let mut buf = vec![0u8; CHUNK.min(size.max(1) as usize)];
     let mut left = size;

@@ -1,7 +1,7 @@
 //! The streaming store: blobs travel through containerd's Content API (`Write` with data), for
 //! when containerd's content root is elsewhere or not writable.
 
-use super::{copy_verified, ContentStore, Put, StoreError, StoreKind};
+use super::{copy_verified, ContentStore, Put, Result, StoreError, StoreKind};
 use crate::containerd::{exists_leased, Chunk, Client, Written};
 use crate::digest::Digest;
 use crate::error::Class;
@@ -44,28 +44,22 @@ impl ContentStore for StreamStore {
         StoreKind::Stream
     }
 
-    fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+    fn exists(&self, digest: &Digest) -> Result<Option<u64>> {
         Ok(self
             .handle
             .block_on(exists_leased(self.client.as_ref(), digest))?)
     }
 
-    fn write(
-        &self,
-        data: &mut dyn Read,
-        size: u64,
-        expected: Option<&Digest>,
-    ) -> Result<Put, StoreError> {
+    fn write(&self, data: &mut dyn Read, size: u64, want: Option<&Digest>) -> Result<Put> {
         let reference = self.next_ref();
         let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
         let task = {
-            let (client, reference, expected) =
-                (self.client.clone(), reference.clone(), expected.cloned());
+            let (client, reference, want) = (self.client.clone(), reference.clone(), want.cloned());
             self.handle
-                .spawn(async move { client.write(&reference, size, expected.as_ref(), rx).await })
+                .spawn(async move { client.write(&reference, size, want.as_ref(), rx).await })
         };
         let mut open = true;
-        let copied = copy_verified(data, size, expected, |chunk| {
+        let copied = copy_verified(data, size, want, |chunk| {
             // Once containerd ends the stream (it has the blob, or failed: the task tells which),
             // the rest is hashed but not sent.
             if open && tx.blocking_send(Chunk::Data(chunk.to_vec())).is_err() {
@@ -98,7 +92,7 @@ impl ContentStore for StreamStore {
         Err(done)
     }
 
-    fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, digest: &Digest) -> Result<Vec<u8>> {
         match self.handle.block_on(self.client.read(digest, 0, 0)) {
             Ok(b) => Ok(b),
             Err(e) if e.class() == Class::NotFound => Err(StoreError::NotFound(digest.clone())),
@@ -145,5 +139,23 @@ mod tests {
         assert_eq!(err.class(), Class::Unavailable, "{err}");
         assert_eq!(fake.count("abort"), 1);
         assert!(fake.state().blobs.is_empty());
+    }
+
+    #[test]
+    fn a_blob_containerd_has_already_is_not_sent() {
+        let rt = crate::testing::runtime();
+        let fake = Fake::new();
+        let data = vec![3u8; 5 * super::super::CHUNK];
+        let d = fake.add_blob(&data, &[]);
+        let store = StreamStore::new(fake.client(), rt.handle().clone(), "airlift-t".into());
+        let put = rt.block_on(async {
+            tokio::task::spawn_blocking(move || {
+                store.write(&mut &data[..], data.len() as u64, Some(&d))
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(put.unwrap().written, 0);
+        assert!(fake.state().ingests.is_empty());
     }
 }

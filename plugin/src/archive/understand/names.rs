@@ -41,3 +41,60 @@ impl Builder<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Builder, Format, PlanOptions};
+    use crate::archive::spec;
+    use std::collections::BTreeMap;
+
+    fn names(
+        base: Option<&str>,
+        pairs: &[(&str, &str)],
+    ) -> (Vec<Result<String, String>>, Option<String>) {
+        let opts = PlanOptions {
+            base_name: base.map(str::to_string),
+            ..PlanOptions::default()
+        };
+        let b = Builder::new(&opts, Format::OciLayout);
+        let a: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (n, unnamed) = b.names_from_annotations(&a);
+        (
+            n.into_iter().map(|r| r.map(|r| r.to_string())).collect(),
+            unnamed,
+        )
+    }
+
+    #[test]
+    fn names_come_from_annotations_as_containerd_reads_them() {
+        // containerd's own name annotation wins over the OCI ref name.
+        let (n, _) = names(
+            None,
+            &[
+                (spec::ANNOTATION_IMAGE_NAME, "busybox:1"),
+                (spec::ANNOTATION_REF_NAME, "other:2"),
+            ],
+        );
+        assert_eq!(n, [Ok("docker.io/library/busybox:1".to_string())]);
+        // A full reference in the ref name is normalised.
+        let (n, _) = names(None, &[(spec::ANNOTATION_REF_NAME, "quay.io/org/app:v1")]);
+        assert_eq!(n, [Ok("quay.io/org/app:v1".to_string())]);
+        // A tag-only ref name needs --base-name.
+        let (n, unnamed) = names(None, &[(spec::ANNOTATION_REF_NAME, "1.35")]);
+        assert!(n.is_empty());
+        assert!(unnamed.unwrap().contains("--base-name"));
+        let (n, _) = names(
+            Some("example.com/base"),
+            &[(spec::ANNOTATION_REF_NAME, "1.35")],
+        );
+        assert_eq!(n, [Ok("example.com/base:1.35".to_string())]);
+        // An invalid reference never becomes a name.
+        let (n, _) = names(None, &[(spec::ANNOTATION_IMAGE_NAME, "Busybox:1")]);
+        assert!(n[0].is_err());
+        let (n, unnamed) = names(None, &[]);
+        assert!(n.is_empty() && unnamed.unwrap().contains("no image name"));
+    }
+}

@@ -328,7 +328,7 @@ impl ContentStore for LocalStore {
         StoreKind::Local
     }
 
-    fn exists(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+    fn exists(&self, digest: &Digest) -> super::Result<Option<u64>> {
         match self.info(digest) {
             Ok(i) => Ok(Some(i.size)),
             Err(e) if e.class() == Class::NotFound => Ok(None),
@@ -336,25 +336,20 @@ impl ContentStore for LocalStore {
         }
     }
 
-    fn write(
-        &self,
-        data: &mut dyn Read,
-        size: u64,
-        expected: Option<&Digest>,
-    ) -> Result<Put, StoreError> {
+    fn write(&self, data: &mut dyn Read, size: u64, want: Option<&Digest>) -> super::Result<Put> {
         let n = self.inner.writes.fetch_add(1, Ordering::Relaxed);
         let reference = format!("airlift-local-{}-{n}", crate::liveness::token());
-        let mut w = match self.writer(&reference, size, expected) {
+        let mut w = match self.writer(&reference, size, want) {
             Ok(w) => w,
             Err(e) if e.class() == Class::AlreadyExists => {
                 return Ok(Put::present(
-                    expected.expect("only an expected blob exists"),
+                    want.expect("only a wanted blob can exist already"),
                     size,
                 ))
             }
             Err(e) => return Err(e.into()),
         };
-        let copied = copy_verified(data, size, expected, |chunk| Ok(w.write(chunk)?));
+        let copied = copy_verified(data, size, want, |chunk| Ok(w.write(chunk)?));
         let digest = match copied {
             Ok(d) => d,
             Err(e) => {
@@ -372,7 +367,7 @@ impl ContentStore for LocalStore {
         }
     }
 
-    fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, digest: &Digest) -> super::Result<Vec<u8>> {
         let path = self.root().blob(digest);
         fs::read(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::NotFound(digest.clone()),
