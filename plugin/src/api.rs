@@ -34,6 +34,7 @@ pub fn state_name(s: i32) -> &'static str {
         proto::ArchiveState::Importing => "importing",
         proto::ArchiveState::Imported => "imported",
         proto::ArchiveState::Failed => "failed",
+        proto::ArchiveState::Restoring => "restoring",
         proto::ArchiveState::Unspecified => "unknown",
     }
 }
@@ -49,6 +50,7 @@ mod tests {
             (proto::ArchiveState::Importing, "importing"),
             (proto::ArchiveState::Imported, "imported"),
             (proto::ArchiveState::Failed, "failed"),
+            (proto::ArchiveState::Restoring, "restoring"),
         ] {
             assert_eq!(state_name(s as i32), name);
         }

@@ -45,6 +45,15 @@ pub struct Config {
     pub namespace: String,
     /// Directories watched for archives.
     pub images_dirs: Vec<PathBuf>,
+    /// Intake directories: an archive is imported like any other, then deleted once the import
+    /// succeeded; its images stay pinned (and held by its lease) until `airlift forget`.
+    pub intake_dirs: Vec<PathBuf>,
+    /// Glob patterns on archive file names (`pause*`, `*cni*.tar.zst`): matching archives are
+    /// imported first, in the order of the first pattern they match, then the rest by age.
+    pub priority: Vec<String>,
+    /// Seconds between verifications of every record against containerd while running, which
+    /// catch what events missed (0: only after each reconnect).
+    pub resync_seconds: u64,
     /// Where airlift records what it imported.
     pub state_dir: PathBuf,
     /// The API socket.
@@ -87,6 +96,9 @@ impl Default for Config {
             address: "/run/containerd/containerd.sock".into(),
             namespace: "k8s.io".into(),
             images_dirs: vec!["/var/lib/rancher/k3s/agent/images".into()],
+            intake_dirs: Vec::new(),
+            priority: Vec::new(),
+            resync_seconds: 300,
             state_dir: "/var/lib/airlift".into(),
             socket: "/run/airlift/airlift.sock".into(),
             metrics_address: String::new(),
@@ -159,9 +171,22 @@ impl Config {
                 "concurrency must be at least 1".into(),
             ));
         }
-        if self.images_dirs.is_empty() {
-            return Err(ConfigError::Invalid("images_dirs is empty".into()));
+        if self.images_dirs.is_empty() && self.intake_dirs.is_empty() {
+            return Err(ConfigError::Invalid(
+                "images_dirs and intake_dirs are both empty".into(),
+            ));
         }
+        if let Some(d) = self
+            .intake_dirs
+            .iter()
+            .find(|d| self.images_dirs.contains(d))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "{} is both an images directory and an intake directory",
+                d.display()
+            )));
+        }
+        self.priority_set()?;
         if self.namespace.is_empty() {
             return Err(ConfigError::Invalid("namespace is empty".into()));
         }
@@ -200,6 +225,33 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()
                 .map(PlatformPolicy::Only),
         }
+    }
+
+    /// The priority patterns, compiled.
+    pub fn priority_set(&self) -> Result<Vec<globset::GlobMatcher>, ConfigError> {
+        self.priority
+            .iter()
+            .map(|p| {
+                globset::Glob::new(p)
+                    .map(|g| g.compile_matcher())
+                    .map_err(|e| ConfigError::Invalid(format!("priority pattern {p:?}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Whether `path` is in one of the intake directories.
+    pub fn is_intake(&self, path: &Path) -> bool {
+        path.parent()
+            .is_some_and(|d| self.intake_dirs.iter().any(|i| i == d))
+    }
+
+    /// Every watched directory: images directories, then intake directories.
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        self.images_dirs
+            .iter()
+            .chain(&self.intake_dirs)
+            .cloned()
+            .collect()
     }
 
     /// The settle interval.
@@ -283,5 +335,31 @@ mod tests {
             .contains("expected text or json"));
         let c = Config::parse("log_format = \"json\"\nmode = \"auto\"").unwrap();
         assert_eq!((c.log_format, c.mode), (LogFormat::Json, Mode::Auto));
+    }
+
+    #[test]
+    fn intake_priority_and_resync() {
+        let c = Config::parse(
+            "intake_dirs = [\"/var/lib/airlift/intake\"]\npriority = [\"pause*\", \"*cni*\"]\nresync_seconds = 60\n",
+        )
+        .unwrap();
+        assert!(c.is_intake(Path::new("/var/lib/airlift/intake/a.tar")));
+        assert!(!c.is_intake(Path::new("/var/lib/rancher/k3s/agent/images/a.tar")));
+        let p = c.priority_set().unwrap();
+        assert!(p[0].is_match("pause-3.9.tar") && p[1].is_match("calico-cni.tar.zst"));
+        assert_eq!(c.watched_dirs().len(), 2);
+        assert!(Config::parse("priority = [\"a[\"]")
+            .unwrap_err()
+            .contains("priority pattern \"a[\""));
+        assert!(Config::parse("images_dirs = []\nintake_dirs = []")
+            .unwrap_err()
+            .contains("both empty"));
+        assert!(
+            Config::parse("images_dirs = [\"/i\"]\nintake_dirs = [\"/i\"]")
+                .unwrap_err()
+                .contains("both an images directory and an intake directory")
+        );
+        // Intake alone is a valid setup.
+        Config::parse("images_dirs = []\nintake_dirs = [\"/x\"]").unwrap();
     }
 }

@@ -35,7 +35,7 @@
 //!   as a trait with a gRPC client and an in-memory fake), [`api`] (airlift's own gRPC API),
 //!   [`error`] (containerd's error classes and their one mapping to gRPC codes), [`labels`] (the
 //!   names airlift writes into containerd), [`sys`] (system calls, through safe wrappers);
-//! - value types: [`digest`], [`reference`], [`platform`], and [`filters`] (containerd's filter
+//! - value types: [`digest`], [`reference`](mod@reference), [`platform`], and [`filters`] (containerd's filter
 //!   syntax, for the Content API's `List` and the fake).
 //!
 //! Two seams carry the tests: [`containerd::Containerd`], whose fake lets everything above it

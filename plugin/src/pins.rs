@@ -1,170 +1,224 @@
-//! Pins: which images lose their pin when an archive goes or stops providing them, and the one
-//! place pins are taken off. An image another present archive provides never loses its pin — it
-//! is relabelled with that archive instead — and an image that names another archive (or none)
-//! is not touched at all.
+//! Pins: what containerd must show of a name airlift provides, and the one place that makes it
+//! so. For every name, the daemon knows which present archive provides it (the winner, when
+//! several do); [`decide`] compares that with the image record containerd holds and says what
+//! to change: recreate a deleted record, re-point one someone re-tagged, restore stripped pins,
+//! relabel it with its winner — or, when no present archive provides the name any more, unpin
+//! it. An image of a present archive never loses its pin, and an image that names no archive of
+//! airlift's is never touched.
 
-use crate::containerd::{Containerd, ImageRecord};
+use crate::containerd::{Containerd, ContainerdError, ImageRecord, ImageTarget, Labels};
 use crate::labels;
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// What becomes of one image an archive let go of.
+/// What containerd should show of a name: the winning archive's target, with its labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The archive the name comes from.
+    pub archive: PathBuf,
+    /// Its target.
+    pub target: ImageTarget,
+    /// The labels the image gets from that archive (pins and the archive label among them).
+    pub labels: Labels,
+}
+
+/// Why an image record is written again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Why {
+    /// It was deleted.
+    Deleted,
+    /// It points at another target (someone re-tagged the name, or its winner changed).
+    Repointed,
+    /// A pin label is missing.
+    Unpinned,
+    /// Another of its labels is missing or different (the archive it names, say).
+    Relabelled,
+}
+
+impl Why {
+    /// The name in logs and metrics (`airlift_repairs_total{what}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Deleted => "deleted",
+            Why::Repointed => "repointed",
+            Why::Unpinned => "unpinned",
+            Why::Relabelled => "relabelled",
+        }
+    }
+}
+
+/// What to do with one name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// Nothing: the image is gone, or names another archive (or none).
+    /// Nothing: it is as it should be, or none of airlift's business.
     Leave,
-    /// Another present archive provides it: it keeps its pins and names that archive.
-    Relabel(PathBuf),
-    /// Nobody provides it any more: its pins go.
+    /// Write the desired record.
+    Put(Why),
+    /// Nobody provides it any more: its pins and archive label go.
     Unpin,
 }
 
-/// What to do with `image` (as containerd holds it, if it does), let go of by `archive`, when
-/// `providers` maps the names other present archives provide to one of those archives.
+/// What to do with `actual` (as containerd holds it, if it does) given what should be.
+/// `released`, when an archive has just gone, lets its images be unpinned even if the record
+/// naming them is already gone; images that name any other archive are left to their own.
 pub fn decide(
-    image: Option<&ImageRecord>,
-    archive: &Path,
-    providers: &HashMap<String, PathBuf>,
+    actual: Option<&ImageRecord>,
+    desired: Option<&Desired>,
+    released: Option<&Path>,
 ) -> Change {
-    let Some(image) = image else {
-        return Change::Leave;
-    };
-    let named = image.labels.get(labels::ARCHIVE).map(PathBuf::from);
-    if named.as_deref() != Some(archive) {
-        return Change::Leave;
-    }
-    match providers.get(&image.name) {
-        Some(other) => Change::Relabel(other.clone()),
-        None => Change::Unpin,
+    match (actual, desired) {
+        (None, None) => Change::Leave,
+        (None, Some(_)) => Change::Put(Why::Deleted),
+        (Some(have), Some(want)) => {
+            if have.digest != want.target.digest {
+                return Change::Put(Why::Repointed);
+            }
+            let differs = |k: &str| have.labels.get(k) != want.labels.get(k);
+            let pins = [labels::CRI_PINNED, labels::PINNED];
+            if pins
+                .iter()
+                .any(|k| want.labels.contains_key(*k) && differs(k))
+            {
+                Change::Put(Why::Unpinned)
+            } else if want.labels.keys().any(|k| differs(k)) {
+                Change::Put(Why::Relabelled)
+            } else {
+                Change::Leave
+            }
+        }
+        (Some(have), None) => {
+            let named = have.labels.get(labels::ARCHIVE).map(Path::new);
+            if named.is_some() && named == released {
+                Change::Unpin
+            } else {
+                Change::Leave
+            }
+        }
     }
 }
 
-/// Lets go of `names`, which `archive` provided: each is unpinned, relabelled or left as
-/// [`decide`] says. Returns the names unpinned. Failures are logged; the next verification
-/// tries again.
-pub async fn release(
+/// Carries out `change` for `name`; `actual` is the record it was decided on.
+pub async fn apply(
     client: &dyn Containerd,
-    names: &[String],
-    archive: &Path,
-    providers: &HashMap<String, PathBuf>,
-) -> Vec<String> {
-    let mut unpinned = Vec::new();
-    for name in names {
-        let image = match client.get_image(name).await {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::warn!(image = %name, error = %e, "could not look the image up");
-                continue;
-            }
-        };
-        let (change, image) = match image {
-            Some(i) => (decide(Some(&i), archive, providers), i),
-            None => continue,
-        };
-        let update = match &change {
-            Change::Leave => continue,
-            Change::Relabel(other) => BTreeMap::from([(
-                labels::ARCHIVE.to_string(),
-                Some(other.display().to_string()),
-            )]),
-            Change::Unpin => labels::unpin(),
-        };
-        match client.set_image_labels(&image, &update).await {
-            Ok(()) if change == Change::Unpin => {
-                tracing::info!(image = %name, archive = %archive.display(), "unpinned");
-                unpinned.push(name.clone());
-            }
-            Ok(()) => {}
-            Err(e) => tracing::warn!(image = %name, error = %e, "could not unpin"),
+    name: &str,
+    actual: Option<&ImageRecord>,
+    desired: Option<&Desired>,
+    change: &Change,
+) -> Result<(), ContainerdError> {
+    match (change, desired, actual) {
+        (Change::Put(_), Some(want), _) => client.put_image(&want.target, &want.labels).await,
+        (Change::Unpin, _, Some(have)) => {
+            client.set_image_labels(have, &labels::unpin()).await?;
+            tracing::info!(image = %name, "unpinned: no archive provides it any more");
+            Ok(())
         }
+        _ => Ok(()),
     }
-    unpinned
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::containerd::fake::Fake;
-    use crate::containerd::ImageTarget;
+    use std::collections::{BTreeMap, HashMap};
 
-    fn target(name: &str) -> ImageTarget {
-        ImageTarget {
-            name: name.into(),
-            media_type: "m".into(),
-            digest: "sha256:00".into(),
-            size: 1,
-            annotations: Default::default(),
+    fn desired(archive: &str, digest: &str) -> Desired {
+        Desired {
+            archive: archive.into(),
+            target: ImageTarget {
+                name: "x:1".into(),
+                media_type: "m".into(),
+                digest: digest.into(),
+                size: 1,
+                annotations: BTreeMap::new(),
+            },
+            labels: labels::image_labels(true, Some(Path::new(archive)), &BTreeMap::new()),
         }
     }
 
-    async fn pinned(fake: &Fake, name: &str, archive: &str) {
-        let l = labels::image_labels(true, Some(Path::new(archive)), &BTreeMap::new());
-        fake.client().put_image(&target(name), &l).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn only_images_nobody_else_provides_lose_their_pins() {
-        let fake = Fake::new();
-        pinned(&fake, "a:1", "/images/gone.tar").await;
-        pinned(&fake, "shared:1", "/images/gone.tar").await;
-        pinned(&fake, "other:1", "/images/kept.tar").await;
-        let providers =
-            HashMap::from([("shared:1".to_string(), PathBuf::from("/images/kept.tar"))]);
-        let names: Vec<String> = ["a:1", "shared:1", "other:1", "missing:1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let c = fake.client();
-        let unpinned = release(
-            c.as_ref(),
-            &names,
-            Path::new("/images/gone.tar"),
-            &providers,
-        )
-        .await;
-        assert_eq!(unpinned, vec!["a:1".to_string()]);
-        let a = fake.image("a:1").unwrap();
-        assert!(
-            !a.labels.contains_key(labels::CRI_PINNED) && !a.labels.contains_key(labels::PINNED)
-        );
-        let shared = fake.image("shared:1").unwrap();
-        assert_eq!(shared.labels[labels::CRI_PINNED], "pinned");
-        assert_eq!(shared.labels[labels::ARCHIVE], "/images/kept.tar");
-        // An image naming another archive is not touched (no call changes it).
-        assert_eq!(
-            fake.image("other:1").unwrap().labels[labels::ARCHIVE],
-            "/images/kept.tar"
-        );
-        let changed: Vec<String> = fake
-            .calls()
-            .into_iter()
-            .filter(|c| c.op == "set_image_labels")
-            .map(|c| c.subject)
-            .collect();
-        assert_eq!(changed, ["a:1", "shared:1"]);
+    fn actual(digest: &str, labels: &BTreeMap<String, String>) -> ImageRecord {
+        ImageRecord {
+            name: "x:1".into(),
+            media_type: "m".into(),
+            digest: digest.into(),
+            size: 1,
+            labels: labels.clone().into_iter().collect::<HashMap<_, _>>(),
+        }
     }
 
     #[test]
-    fn decisions() {
-        let img = |archive: Option<&str>| ImageRecord {
-            name: "x".into(),
-            media_type: String::new(),
-            digest: String::new(),
-            size: 0,
-            labels: archive
-                .map(|a| HashMap::from([(labels::ARCHIVE.to_string(), a.to_string())]))
-                .unwrap_or_default(),
-        };
-        let none = HashMap::new();
-        let a = Path::new("/a.tar");
-        assert_eq!(decide(None, a, &none), Change::Leave);
-        assert_eq!(decide(Some(&img(None)), a, &none), Change::Leave);
-        assert_eq!(decide(Some(&img(Some("/b.tar"))), a, &none), Change::Leave);
-        assert_eq!(decide(Some(&img(Some("/a.tar"))), a, &none), Change::Unpin);
-        let p = HashMap::from([("x".to_string(), PathBuf::from("/b.tar"))]);
+    fn decisions_follow_what_should_be() {
+        let want = desired("/a.tar", "sha256:aa");
+        let good = actual("sha256:aa", &want.labels);
+        assert_eq!(decide(Some(&good), Some(&want), None), Change::Leave);
+        assert_eq!(decide(None, Some(&want), None), Change::Put(Why::Deleted));
+        let retagged = actual("sha256:bb", &want.labels);
         assert_eq!(
-            decide(Some(&img(Some("/a.tar"))), a, &p),
-            Change::Relabel(PathBuf::from("/b.tar"))
+            decide(Some(&retagged), Some(&want), None),
+            Change::Put(Why::Repointed)
         );
+        let mut stripped = want.labels.clone();
+        stripped.remove(labels::CRI_PINNED);
+        assert_eq!(
+            decide(Some(&actual("sha256:aa", &stripped)), Some(&want), None),
+            Change::Put(Why::Unpinned)
+        );
+        // Named after another archive (its winner changed): relabelled, pins kept.
+        let other = desired("/b.tar", "sha256:aa");
+        assert_eq!(
+            decide(Some(&actual("sha256:aa", &other.labels)), Some(&want), None),
+            Change::Put(Why::Relabelled)
+        );
+        // Extra labels someone added are kept (not a reason to write).
+        let mut extra = want.labels.clone();
+        extra.insert("io.cattle.k3s.pinned".into(), "pinned".into());
+        assert_eq!(
+            decide(Some(&actual("sha256:aa", &extra)), Some(&want), None),
+            Change::Leave
+        );
+    }
+
+    #[test]
+    fn only_images_of_the_archive_that_went_are_unpinned() {
+        let a = desired("/a.tar", "sha256:aa");
+        let img = actual("sha256:aa", &a.labels);
+        assert_eq!(
+            decide(Some(&img), None, Some(Path::new("/a.tar"))),
+            Change::Unpin
+        );
+        assert_eq!(
+            decide(Some(&img), None, Some(Path::new("/b.tar"))),
+            Change::Leave
+        );
+        assert_eq!(decide(Some(&img), None, None), Change::Leave);
+        let foreign = actual("sha256:aa", &BTreeMap::new());
+        assert_eq!(
+            decide(Some(&foreign), None, Some(Path::new("/a.tar"))),
+            Change::Leave
+        );
+        assert_eq!(decide(None, None, Some(Path::new("/a.tar"))), Change::Leave);
+    }
+
+    #[tokio::test]
+    async fn applying_writes_the_winner_or_takes_the_pins_off() {
+        let fake = crate::containerd::fake::Fake::new();
+        let c = fake.client();
+        let want = desired("/a.tar", "sha256:aa");
+        apply(
+            c.as_ref(),
+            "x:1",
+            None,
+            Some(&want),
+            &Change::Put(Why::Deleted),
+        )
+        .await
+        .unwrap();
+        let img = fake.image("x:1").unwrap();
+        assert_eq!(img.labels[labels::ARCHIVE], "/a.tar");
+        apply(c.as_ref(), "x:1", Some(&img), None, &Change::Unpin)
+            .await
+            .unwrap();
+        let img = fake.image("x:1").unwrap();
+        assert!(!img.labels.contains_key(labels::CRI_PINNED));
+        assert!(!img.labels.contains_key(labels::ARCHIVE));
+        assert_eq!(img.digest, "sha256:aa", "unpinning keeps the target");
     }
 }

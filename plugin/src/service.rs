@@ -9,7 +9,7 @@ use crate::import::{self, ImportError, ImportOptions, Mode, Outcome, Placement, 
 use crate::state::verify::{self, Repair, Snapshot, Standing};
 use crate::state::{Identity, Outcome as RecordOutcome, Record, Records};
 use crate::store::layout::ContentRoot;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -160,8 +160,9 @@ impl Importer {
     }
 
     /// Reads and imports `source`: `previous` is what was recorded before, `identity` the
-    /// file's identity taken before reading it. The record is returned, to be kept with
-    /// [`Importer::keep`] once what depends on the old one is done.
+    /// file's identity taken before reading it; the image records of `shadowed` names are left
+    /// alone. The record is returned, to be kept with [`Importer::keep`] once what depends on
+    /// the old one is done.
     pub async fn import(
         &self,
         client: &Client,
@@ -169,9 +170,18 @@ impl Importer {
         identity: Option<Identity>,
         previous: Option<&Record>,
         progress: Arc<AtomicU64>,
+        shadowed: &BTreeSet<String>,
     ) -> Imported {
         let placement = self.placement(client).await;
-        let result = import::run(client, &placement, source, &self.options, progress).await;
+        let result = import::run(
+            client,
+            &placement,
+            source,
+            &self.options,
+            progress,
+            shadowed,
+        )
+        .await;
         let path = source.path();
         let record = match (&path, identity) {
             (Some(path), Some(identity)) if self.records.is_some() => {
@@ -273,6 +283,7 @@ impl Importer {
                 identity,
                 previous.as_ref(),
                 req.progress.clone(),
+                &BTreeSet::new(),
             )
             .await;
         self.keep(&imported);
@@ -316,6 +327,7 @@ pub fn recalled(
         outcome,
         mode: None,
         images: record.images.clone(),
+        shadowed: Vec::new(),
         failed: Vec::new(),
         skipped: Vec::new(),
         not_selected: Vec::new(),

@@ -28,7 +28,7 @@ pub enum Command {
     /// pinned while they are there, release them when they go.
     Serve(ServeArgs),
     /// Show the daemon's status.
-    Status(SocketArgs),
+    Status(StatusArgs),
     /// List the archives the daemon knows.
     Ls(LsArgs),
     /// Wait until the daemon's startup import is done (for ordering kubelet after it).
@@ -55,6 +55,17 @@ pub struct SocketArgs {
     pub socket: PathBuf,
 }
 
+/// `airlift status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `airlift ls`.
 #[derive(Args, Debug)]
 pub struct LsArgs {
@@ -75,6 +86,10 @@ pub struct WaitArgs {
     /// Give up after this many seconds (exit status 1); 0 waits forever.
     #[arg(long, default_value = "0", value_name = "SECONDS")]
     pub timeout: f64,
+    /// Return as soon as this image is imported and pinned, startup import done or not
+    /// (repeatable: all of them); e.g. `--image registry.k8s.io/pause:3.9`.
+    #[arg(long = "image", value_name = "REF")]
+    pub images: Vec<String>,
 }
 
 /// `airlift forget`.
@@ -102,6 +117,14 @@ pub struct ServeArgs {
     /// Images directory to watch (repeatable; replaces the configured list).
     #[arg(long = "images-dir", value_name = "DIR")]
     pub images_dirs: Vec<PathBuf>,
+    /// Intake directory (repeatable; replaces the configured list): archives are imported,
+    /// then deleted; their images stay pinned until `airlift forget`.
+    #[arg(long = "intake-dir", value_name = "DIR")]
+    pub intake_dirs: Vec<PathBuf>,
+    /// Seconds between verifications of every record against containerd (0: only after
+    /// reconnecting).
+    #[arg(long, value_name = "SECONDS")]
+    pub resync_seconds: Option<u64>,
     /// State directory.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -250,6 +273,12 @@ impl ServeArgs {
         }
         if !self.images_dirs.is_empty() {
             cfg.images_dirs = self.images_dirs.clone();
+        }
+        if !self.intake_dirs.is_empty() {
+            cfg.intake_dirs = self.intake_dirs.clone();
+        }
+        if let Some(v) = self.resync_seconds {
+            cfg.resync_seconds = v;
         }
         if let Some(v) = &self.metrics_address {
             cfg.metrics_address = v.clone();

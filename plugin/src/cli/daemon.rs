@@ -1,7 +1,7 @@
 //! The commands that talk to a running daemon over its API socket: `status`, `ls`, `wait`,
 //! `forget` and `import --daemon`.
 
-use super::args::{ForgetArgs, ImportArgs, LsArgs, SocketArgs, WaitArgs};
+use super::args::{ForgetArgs, ImportArgs, LsArgs, StatusArgs, WaitArgs};
 use super::output;
 use crate::api::{self, proto, ApiClient};
 use crate::import::Source;
@@ -17,28 +17,19 @@ async fn client(socket: &std::path::Path) -> Result<ApiClient, ExitCode> {
 }
 
 /// `airlift status`.
-pub async fn status(args: SocketArgs) -> ExitCode {
-    let mut c = match client(&args.socket).await {
+pub async fn status(args: StatusArgs) -> ExitCode {
+    let mut c = match client(&args.socket.socket).await {
         Ok(c) => c,
         Err(code) => return code,
     };
     match c.status(proto::StatusRequest {}).await {
         Ok(r) => {
             let s = r.into_inner();
-            let yes_no = |b: bool, yes: &'static str, no: &'static str| if b { yes } else { no };
-            println!(
-                "startup import:  {}",
-                yes_no(s.startup_done, "done", "in progress")
-            );
-            println!(
-                "containerd:      {}",
-                yes_no(s.containerd_connected, "connected", "not connected")
-            );
-            println!("archives:        {}", s.archives);
-            println!("importing:       {}", s.importing);
-            println!("queued:          {}", s.queue_length);
-            println!("settling:        {}", s.settling);
-            println!("bytes read:      {}", s.archive_bytes_read);
+            if args.json {
+                println!("{}", output::status_json(&s));
+            } else {
+                print!("{}", output::status_text(&s));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -70,21 +61,43 @@ pub async fn ls(args: LsArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `airlift wait`.
+/// `airlift wait`: until the startup import is done or, with `--image`, until those images are
+/// imported and pinned.
 pub async fn wait(args: WaitArgs) -> ExitCode {
     let deadline = (args.timeout > 0.0)
         .then(|| std::time::Instant::now() + Duration::from_secs_f64(args.timeout));
+    let mut missing = Vec::new();
     loop {
         if let Ok(mut c) = api::connect(&args.socket.socket).await {
-            if let Ok(r) = c.status(proto::StatusRequest {}).await {
-                if r.into_inner().startup_done {
-                    return ExitCode::SUCCESS;
+            if args.images.is_empty() {
+                if let Ok(r) = c.status(proto::StatusRequest {}).await {
+                    if r.into_inner().startup_done {
+                        return ExitCode::SUCCESS;
+                    }
+                }
+            } else {
+                let req = proto::ReadyRequest {
+                    images: args.images.clone(),
+                };
+                match c.ready(req).await {
+                    Ok(r) if r.get_ref().ready => return ExitCode::SUCCESS,
+                    Ok(r) => missing = r.into_inner().missing,
+                    Err(e) if e.code() == tonic::Code::InvalidArgument => {
+                        eprintln!("airlift: wait: {}", e.message());
+                        return ExitCode::from(2);
+                    }
+                    Err(_) => {}
                 }
             }
         }
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            let what = if args.images.is_empty() {
+                "did not finish its startup import".to_string()
+            } else {
+                format!("has not imported and pinned {}", missing.join(", "))
+            };
             eprintln!(
-                "airlift: wait: the daemon at {} did not finish its startup import within {} s",
+                "airlift: wait: the daemon at {} {what} within {} s",
                 args.socket.socket.display(),
                 args.timeout
             );

@@ -101,16 +101,78 @@ pub fn print_report(r: &Report) {
 
 /// One of the daemon's archives as JSON (`airlift ls --json`).
 pub fn archive_json(a: &proto::Archive) -> serde_json::Value {
+    let shadowed: Vec<serde_json::Value> = a
+        .shadowed
+        .iter()
+        .map(|s| serde_json::json!({ "name": s.name, "by": s.by }))
+        .collect();
     serde_json::json!({
         "path": a.path,
         "state": crate::api::state_name(a.state),
         "images": a.images,
+        "shadowed": shadowed,
+        "intake": a.intake,
         "bytes": a.bytes,
         "duration_seconds": a.duration_seconds,
         "last_error": a.last_error,
         "imported_at": a.imported_at,
         "imports": a.imports,
     })
+}
+
+/// The daemon's status as JSON (`airlift status --json`).
+pub fn status_json(s: &proto::StatusResponse) -> serde_json::Value {
+    serde_json::json!({
+        "startup_done": s.startup_done,
+        "containerd_connected": s.containerd_connected,
+        "archives": s.archives,
+        "importing": s.importing,
+        "queued": s.queue_length,
+        "settling": s.settling,
+        "idle": s.startup_done && s.importing == 0 && s.queue_length == 0 && s.settling == 0,
+        "restoring": s.restoring,
+        "repairs": s.repairs.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "archive_bytes_read": s.archive_bytes_read,
+        "content_proxy_root": s.content_proxy_root,
+    })
+}
+
+/// The daemon's status as text (`airlift status`).
+pub fn status_text(s: &proto::StatusResponse) -> String {
+    let yes_no = |b: bool, yes: &'static str, no: &'static str| if b { yes } else { no };
+    let repairs: u64 = s.repairs.values().sum();
+    let by: Vec<String> = s
+        .repairs
+        .iter()
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<17}{v}\n"));
+    line(
+        "startup import:",
+        yes_no(s.startup_done, "done", "in progress").into(),
+    );
+    line(
+        "containerd:",
+        yes_no(s.containerd_connected, "connected", "not connected").into(),
+    );
+    line("archives:", s.archives.to_string());
+    line("importing:", s.importing.to_string());
+    line("queued:", s.queue_length.to_string());
+    line("settling:", s.settling.to_string());
+    line(
+        "repairs:",
+        if by.is_empty() {
+            "0".into()
+        } else {
+            format!("{repairs} ({})", by.join(", "))
+        },
+    );
+    line("restoring:", s.restoring.to_string());
+    line("bytes read:", s.archive_bytes_read.to_string());
+    out
 }
 
 /// The daemon's archives as a table (`airlift ls`).
@@ -128,6 +190,12 @@ pub fn archive_table(list: &[proto::Archive]) -> String {
             a.duration_seconds,
             a.path
         ));
+        if a.intake {
+            out.push_str("           intake: the archive was deleted after its import\n");
+        }
+        for s in &a.shadowed {
+            out.push_str(&format!("           {} comes from {}\n", s.name, s.by));
+        }
         if !a.last_error.is_empty() {
             out.push_str(&format!("           error: {}\n", a.last_error));
         }

@@ -3,14 +3,14 @@
 //! [`ContainerdError`] here, with its class; nothing above looks at gRPC codes.
 
 use super::{
-    BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, ImageRecord, ImageTarget,
-    LabelChanges, Labels, Result, Scope, Written,
+    BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, Event, Events, ImageRecord,
+    ImageTarget, LabelChanges, Labels, Result, Scope, Written,
 };
 use crate::digest::Digest;
 use crate::error::Class;
 use containerd_client::services::v1 as api;
 use containerd_client::services::v1::{
-    content_client::ContentClient, images_client::ImagesClient,
+    content_client::ContentClient, events_client::EventsClient, images_client::ImagesClient,
     introspection_client::IntrospectionClient, leases_client::LeasesClient,
 };
 use std::collections::HashMap;
@@ -157,6 +157,37 @@ fn descriptor(image: &ImageTarget) -> containerd_client::types::Descriptor {
         digest: image.digest.clone(),
         size: image.size,
         annotations: image.annotations.clone().into_iter().collect(),
+    }
+}
+
+/// Decodes an event envelope by its topic.
+fn event(envelope: containerd_client::types::Envelope) -> Event {
+    use prost::Message;
+    let data = envelope.event.map(|a| a.value).unwrap_or_default();
+    let data = data.as_slice();
+    let other = || Event::Other {
+        topic: envelope.topic.clone(),
+    };
+    match envelope.topic.as_str() {
+        "/images/create" => api::ImageCreate::decode(data).map_or_else(
+            |_| other(),
+            |e| Event::ImageCreated {
+                name: e.name,
+                labels: e.labels,
+            },
+        ),
+        "/images/update" => api::ImageUpdate::decode(data).map_or_else(
+            |_| other(),
+            |e| Event::ImageUpdated {
+                name: e.name,
+                labels: e.labels,
+            },
+        ),
+        "/images/delete" => api::ImageDelete::decode(data)
+            .map_or_else(|_| other(), |e| Event::ImageDeleted { name: e.name }),
+        "/content/create" => containerd_client::events::ContentCreate::decode(data)
+            .map_or_else(|_| other(), |e| Event::ContentCreated { digest: e.digest }),
+        _ => other(),
     }
 }
 
@@ -510,6 +541,23 @@ impl Containerd for Grpc {
         let mut paths = vec!["target".to_string()];
         paths.extend(labels.keys().map(|k| format!("labels.{k}")));
         self.update_image(record, paths, "update image").await
+    }
+
+    async fn subscribe(&self, topics: &[&str]) -> Result<Events> {
+        // One filter per topic (filters are alternatives); each also names the namespace.
+        let filters = topics
+            .iter()
+            .map(|t| format!("namespace=={:?},topic~={t:?}", self.scope.namespace))
+            .collect();
+        let stream = EventsClient::new(self.channel.clone())
+            .subscribe(self.request(api::SubscribeRequest { filters }))
+            .await
+            .map_err(|s| ContainerdError::from_status("subscribe to events", &s))?
+            .into_inner();
+        Ok(Box::pin(stream.map(|e| match e {
+            Ok(envelope) => Ok(event(envelope)),
+            Err(s) => Err(ContainerdError::from_status("receive events", &s)),
+        })))
     }
 
     async fn set_image_labels(&self, image: &ImageRecord, labels: &LabelChanges) -> Result<()> {

@@ -175,6 +175,57 @@ pub enum Written {
     Abandoned,
 }
 
+/// An event containerd published in the handle's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `/images/create`: an image record was created, with these labels.
+    ImageCreated {
+        /// The image.
+        name: String,
+        /// Its labels.
+        labels: HashMap<String, String>,
+    },
+    /// `/images/update`: an image record changed; the labels are the whole set after the
+    /// change (a removed label is simply absent).
+    ImageUpdated {
+        /// The image.
+        name: String,
+        /// Its labels now.
+        labels: HashMap<String, String>,
+    },
+    /// `/images/delete`: an image record was deleted.
+    ImageDeleted {
+        /// The image.
+        name: String,
+    },
+    /// `/content/create` (containerd 2.1 and later): a blob was committed.
+    ContentCreated {
+        /// The blob.
+        digest: String,
+    },
+    /// Any other topic.
+    Other {
+        /// The topic.
+        topic: String,
+    },
+}
+
+impl Event {
+    /// The image an image event is about.
+    pub fn image(&self) -> Option<&str> {
+        match self {
+            Event::ImageCreated { name, .. }
+            | Event::ImageUpdated { name, .. }
+            | Event::ImageDeleted { name } => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// A live subscription: events as containerd publishes them, until the connection ends (a
+/// containerd restart ends every subscription: events published meanwhile are lost).
+pub type Events = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Event>> + Send>>;
+
 /// The operations airlift needs from containerd. Implementations convert their failures to
 /// [`ContainerdError`] with containerd's [`Class`]es, nowhere else.
 #[async_trait::async_trait]
@@ -265,6 +316,10 @@ pub trait Containerd: Send + Sync {
     /// Creates an image record, or points an existing one at `image`'s target and sets the given
     /// labels (others are kept).
     async fn put_image(&self, image: &ImageTarget, labels: &Labels) -> Result<()>;
+
+    /// Subscribes to the namespace's events whose topic matches one of `topics` (regular
+    /// expressions, as in containerd's `topic~=` filter).
+    async fn subscribe(&self, topics: &[&str]) -> Result<Events>;
 
     /// Sets or (with `None`) removes labels of an existing image, keeping its target.
     async fn set_image_labels(&self, image: &ImageRecord, changes: &LabelChanges) -> Result<()>;

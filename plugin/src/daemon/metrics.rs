@@ -20,6 +20,11 @@ struct StateLabel {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabel {
+    what: String,
+}
+
 /// The daemon's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -29,6 +34,7 @@ pub struct Metrics {
     archives: Family<StateLabel, Gauge>,
     blobs_written: Counter,
     blobs_skipped: Counter,
+    repairs: Family<WhatLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,7 +79,14 @@ impl Metrics {
             "Blobs already present and not written again",
             blobs_skipped.clone(),
         );
+        let repairs = Family::<WhatLabel, Counter>::default();
+        registry.register(
+            "repairs",
+            "Images restored from the records after someone else changed them, by what was wrong",
+            repairs.clone(),
+        );
         Metrics {
+            repairs,
             registry,
             imports,
             bytes,
@@ -104,6 +117,13 @@ impl Metrics {
             .get_or_create(&ResultLabel {
                 result: "failed".into(),
             })
+            .inc();
+    }
+
+    /// Counts a repair of `what` (deleted, unpinned, repointed, relabelled, lease, reimported).
+    pub fn repaired(&self, what: &str) {
+        self.repairs
+            .get_or_create(&WhatLabel { what: what.into() })
             .inc();
     }
 
@@ -190,6 +210,8 @@ mod tests {
         m.import_done(&r);
         m.import_failed();
         m.set_states([State::Imported, State::Failed, State::Imported].into_iter());
+        m.repaired("unpinned");
+        m.repaired("unpinned");
         let text = m.encode();
         for line in [
             "airlift_imports_total{result=\"ok\"} 1",
@@ -198,6 +220,7 @@ mod tests {
             "airlift_blobs_written_total 3",
             "airlift_archives{state=\"imported\"} 2",
             "airlift_archives{state=\"failed\"} 1",
+            "airlift_repairs_total{what=\"unpinned\"} 2",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

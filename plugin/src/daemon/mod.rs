@@ -9,14 +9,19 @@
 //! archive is ever unpinned, not even for a moment.
 //!
 //! The parts: [`status`] (what the daemon knows of each archive), [`reconcile`] (one archive's
-//! import or release), [`startup`] (crash cleanup, then every archive before ready), [`serve`]
-//! (the watcher, the API and metrics, shutdown), [`watch`] (inotify), [`server`] (the API),
-//! [`metrics`] (Prometheus).
+//! import or release), [`names`] (which archive a name several provide comes from, and making
+//! containerd show it), [`repair`] (containerd's events followed, what others change restored),
+//! [`startup`] (crash cleanup, then every archive before ready), [`slots`] (import slots in
+//! priority order), [`serve`] (the watcher, the API and metrics, shutdown), [`watch`]
+//! (inotify), [`server`] (the API), [`metrics`] (Prometheus).
 
 pub mod metrics;
+pub mod names;
 pub mod reconcile;
+pub mod repair;
 pub mod serve;
 pub mod server;
+pub mod slots;
 pub mod startup;
 pub mod status;
 pub mod watch;
@@ -32,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch as tokio_watch, Semaphore};
+use tokio::sync::watch as tokio_watch;
 
 pub use status::{ArchiveStatus, State};
 
@@ -60,7 +65,13 @@ pub struct Daemon {
     importer: Importer,
     inner: Mutex<Inner>,
     path_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
-    slots: Semaphore,
+    slots: slots::Slots,
+    /// The `priority` patterns, compiled.
+    priority: Vec<globset::GlobMatcher>,
+    /// Numbers the turns of queued archives.
+    turns: AtomicU64,
+    /// Repairs of what others change.
+    repairs: repair::Repairs,
     startup: tokio_watch::Sender<bool>,
     connected: AtomicBool,
     bytes_read: AtomicU64,
@@ -125,11 +136,12 @@ impl Daemon {
     ) -> Result<Arc<Daemon>, DaemonError> {
         // Archive paths are recorded and labelled resolved: a symlinked images directory must
         // not make the same archive look like two.
-        for dir in &mut cfg.images_dirs {
+        for dir in cfg.images_dirs.iter_mut().chain(cfg.intake_dirs.iter_mut()) {
             if let Ok(real) = std::fs::canonicalize(&*dir) {
                 *dir = real;
             }
         }
+        let priority = cfg.priority_set()?;
         let records = Records::open(&cfg.state_dir).map_err(setup(format!(
             "state directory {}",
             cfg.state_dir.display()
@@ -151,7 +163,10 @@ impl Daemon {
         let cancel = options.cancel.clone();
         let (startup, _) = tokio_watch::channel(false);
         Ok(Arc::new(Daemon {
-            slots: Semaphore::new(cfg.concurrency),
+            slots: slots::Slots::new(cfg.concurrency),
+            priority,
+            turns: AtomicU64::new(0),
+            repairs: repair::Repairs::default(),
             cancel,
             importer: Importer::new(options, Some(records), Remember::Everything),
             connector,

@@ -1,5 +1,7 @@
 //! One archive at a time: import it when it is new or changed, release it when it is gone —
-//! everything the daemon does for a path, serialised per path.
+//! everything the daemon does for a path, serialised per path. Both end by making containerd
+//! show what the archives now provide ([`Daemon::assert_name`]): a name an archive no longer
+//! provides is re-pointed at its next provider or, when nobody provides it, unpinned.
 
 use super::{Daemon, State};
 use crate::import::Source;
@@ -15,13 +17,13 @@ const CONTAINERD_RETRIES: u32 = 30;
 
 impl Daemon {
     /// Everything the daemon does for one path: import it if new or changed (or `force`),
-    /// release it if gone. Serialised per path.
+    /// release it if gone (unless it came through an intake directory). Serialised per path.
     pub async fn reconcile(
         self: &Arc<Self>,
         path: &Path,
         force: bool,
     ) -> Option<super::ArchiveStatus> {
-        let queued = self.enqueue();
+        let queued = self.enqueue(path);
         self.reconcile_queued(path, force, queued).await
     }
 
@@ -37,6 +39,8 @@ impl Daemon {
         let _guard = lock.lock().await;
         let record = self.archive(path).and_then(|a| a.record);
         match Identity::of(path) {
+            // An intake archive's file goes once imported; its images stay until `forget`.
+            Err(_) if record.as_ref().is_some_and(|r| r.intake) => self.archive(path),
             Err(_) => {
                 if let Some(record) = record {
                     self.release(&record).await;
@@ -63,7 +67,7 @@ impl Daemon {
         queued: super::status::Queued,
     ) {
         self.set_state(path, State::Pending, None);
-        let Ok(_permit) = self.slots.acquire().await else {
+        let Some(_slot) = self.slots.acquire(queued.place).await else {
             return;
         };
         drop(queued);
@@ -78,6 +82,8 @@ impl Daemon {
             };
             progress.store(0, Ordering::Relaxed);
             tracing::info!(archive = %path.display(), "importing");
+            // Names a newer archive provides are left to it (its content is held all the same).
+            let shadowed = self.shadowed_for(path, identity.mtime_ns);
             let imported = self
                 .importer
                 .import(
@@ -86,6 +92,7 @@ impl Daemon {
                     Some(identity),
                     previous.as_ref(),
                     progress.clone(),
+                    &shadowed,
                 )
                 .await;
             self.bytes_read
@@ -101,15 +108,20 @@ impl Daemon {
                     self.connected.store(false, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                _ => break Some(imported),
+                _ => break Some((client, imported)),
             }
         };
         self.importing(-1);
-        let Some(imported) = imported.filter(|_| !self.cancelled()) else {
+        let Some((client, mut imported)) = imported.filter(|_| !self.cancelled()) else {
             // Shutting down: the next start resumes.
             self.set_state(path, State::Pending, None);
             return;
         };
+        let intake = self.cfg.is_intake(path);
+        let ok = imported.result.as_ref().is_ok_and(|r| r.ok());
+        if let Some(r) = &mut imported.record {
+            r.intake = intake && ok;
+        }
         let Some(record) = imported.record.clone() else {
             return;
         };
@@ -121,52 +133,60 @@ impl Daemon {
                 } else {
                     tracing::error!(archive = %path.display(), error = %record.last_error, "some images of the archive failed");
                 }
-                // Images the archive provided before but no longer does lose their pin (after a
-                // partial failure the record keeps them: nothing is dropped).
-                if let Some(prev) = &previous {
-                    self.let_go(&record.dropped_from(prev), path).await;
-                }
             }
             Err(e) => {
                 self.metrics.import_failed();
                 tracing::error!(error = %e, "import failed");
             }
         }
-        // Kept last: a crash before this imports the archive again, and unpins again.
+        // The new record takes effect, then what changed is brought in line: names the archive
+        // no longer provides (a partial failure keeps them in the record: nothing is dropped),
+        // and names another archive now takes precedence for.
+        self.set_state(path, State::of(&record), Some(Some(record.clone())));
+        let mut affected: BTreeSet<String> = previous
+            .as_ref()
+            .map(|p| record.dropped_from(p).into_iter().collect())
+            .unwrap_or_default();
+        if let Ok(report) = &imported.result {
+            affected.extend(report.shadowed.iter().cloned());
+        }
+        self.assert_names(&client, &affected, Some(path)).await;
+        // Kept last: a crash before this imports the archive again, and brings it in line again.
         self.importer.keep(&imported);
-        self.set_state(path, State::of(&record), Some(Some(record)));
+        if record.intake {
+            match std::fs::remove_file(path) {
+                Ok(()) => {
+                    tracing::info!(archive = %path.display(), "intake archive imported and deleted; its images stay until `airlift forget`")
+                }
+                Err(e) => {
+                    tracing::warn!(archive = %path.display(), error = %e, "could not delete the imported intake archive")
+                }
+            }
+        }
     }
 
-    /// Lets go of `names` that `archive` provided (see [`crate::pins::release`]).
-    async fn let_go(&self, names: &[String], archive: &Path) -> Vec<String> {
-        if names.is_empty() {
-            return Vec::new();
-        }
+    /// The archive is gone (or forgotten): what it provided is re-pointed at the next provider
+    /// or unpinned, and its lease released. Returns the images unpinned.
+    pub async fn release(&self, record: &Record) -> Vec<String> {
+        // Out of the daemon's view first, so that the rule no longer counts it.
+        self.forget_state(&record.path);
+        let names: BTreeSet<String> = record.names().map(str::to_string).collect();
         let Some(client) = self.connect().await else {
             return Vec::new();
         };
-        crate::pins::release(client.as_ref(), names, archive, &self.providers(archive)).await
-    }
-
-    /// The archive is gone (or forgotten): unpin its images and release its lease.
-    pub async fn release(&self, record: &Record) -> Vec<String> {
-        let names: Vec<String> = record.images.iter().map(|i| i.name.clone()).collect();
-        let unpinned = self.let_go(&names, &record.path).await;
+        let unpinned = self.assert_names(&client, &names, Some(&record.path)).await;
         // The recorded lease, and the one named after the path (a failed first import may have
         // created it without recording it).
         let mut leases: BTreeSet<String> = record.lease.iter().cloned().collect();
         leases.insert(crate::labels::archive_lease(&record.path));
-        if let Some(client) = self.connect().await {
-            for lease in &leases {
-                if let Err(e) = client.delete_lease(lease).await {
-                    tracing::warn!(%lease, error = %e, "could not delete the archive lease");
-                }
+        for lease in &leases {
+            if let Err(e) = client.delete_lease(lease).await {
+                tracing::warn!(%lease, error = %e, "could not delete the archive lease");
             }
         }
         if let Err(e) = self.records().remove(&record.path) {
             tracing::warn!(archive = %record.path.display(), error = %e, "could not remove the state record");
         }
-        self.forget_state(&record.path);
         tracing::info!(archive = %record.path.display(), "released");
         unpinned
     }

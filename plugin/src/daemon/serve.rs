@@ -34,7 +34,7 @@ impl Daemon {
         };
         let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<watch::Event>(1024);
         let watcher = tokio::spawn(watch::watch(
-            self.cfg.images_dirs.clone(),
+            self.cfg.watched_dirs(),
             self.cfg.settle(),
             events_tx,
             self.settling.clone(),
@@ -43,20 +43,25 @@ impl Daemon {
             let d = self.clone();
             tokio::spawn(async move { d.startup().await })
         };
+        // Repairs follow containerd's events once the startup import is done.
+        let follower = {
+            let d = self.clone();
+            tokio::spawn(async move {
+                d.wait_startup().await;
+                d.follow_events().await
+            })
+        };
         let dispatcher = {
             let d = self.clone();
             tokio::spawn(async move {
                 d.wait_startup().await;
                 while let Some(ev) = events_rx.recv().await {
                     let d = d.clone();
+                    let (watch::Event::Settled(p) | watch::Event::Removed(p)) = ev;
                     // Counted as queued from the moment the watcher lets go of it.
-                    let queued = d.enqueue();
+                    let queued = d.enqueue(&p);
                     tokio::spawn(async move {
-                        match ev {
-                            watch::Event::Settled(p) | watch::Event::Removed(p) => {
-                                d.reconcile_queued(&p, false, queued).await;
-                            }
-                        }
+                        d.reconcile_queued(&p, false, queued).await;
                     });
                 }
             })
@@ -64,8 +69,10 @@ impl Daemon {
         shutdown.await;
         tracing::info!("shutting down");
         self.cancel.store(true, Ordering::Relaxed);
+        self.slots.close();
         watcher.abort();
         dispatcher.abort();
+        follower.abort();
         // In-flight imports notice the cancel flag at their next read and clean up.
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, startup).await;
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -81,6 +88,15 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.cfg.socket);
         Ok(())
     }
+}
+
+/// Whether `path` was last modified at least `settle` ago.
+pub(super) fn is_settled(path: &Path, settle: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= settle)
 }
 
 /// Waits until `path` was last modified at least `settle` ago and stays unchanged that long.

@@ -24,19 +24,39 @@ fn state(s: State) -> proto::ArchiveState {
     }
 }
 
-fn archive(a: &ArchiveStatus) -> proto::Archive {
+/// One archive as the API shows it: the names that come from it, those another archive takes
+/// precedence for, and "restoring" while one of its images is being restored.
+fn archive(d: &Daemon, a: &ArchiveStatus) -> proto::Archive {
     let r = a.record.as_ref();
+    let shadows = r.map(|r| d.shadows(r)).unwrap_or_default();
+    let mut state = state(a.state);
+    if a.state == State::Imported && d.restoring(&a.path) {
+        state = proto::ArchiveState::Restoring;
+    }
     proto::Archive {
         path: a.path.display().to_string(),
-        state: state(a.state) as i32,
+        state: state as i32,
         images: r
-            .map(|r| r.images.iter().map(|i| i.name.clone()).collect())
+            .map(|r| {
+                r.names()
+                    .filter(|n| !shadows.contains_key(*n))
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default(),
         bytes: r.map_or(0, |r| r.bytes),
         duration_seconds: r.map_or(0.0, |r| r.seconds),
         last_error: r.map(|r| r.last_error.clone()).unwrap_or_default(),
         imported_at: r.map_or(0, |r| r.imported_at),
         imports: r.map_or(0, |r| r.imports),
+        shadowed: shadows
+            .into_iter()
+            .map(|(name, by)| proto::Shadowed {
+                name,
+                by: by.display().to_string(),
+            })
+            .collect(),
+        intake: r.is_some_and(|r| r.intake),
     }
 }
 
@@ -96,7 +116,7 @@ impl Airlift for Service {
                         bytes_read: a.record.as_ref().map_or(0, |r| r.bytes),
                         total_bytes: total,
                         done: true,
-                        archive: Some(archive(&a)),
+                        archive: Some(archive(&daemon, &a)),
                     }),
                     Ok(None) => Err(Class::NotFound
                         .status(format!("{}: the archive disappeared", path.display()))),
@@ -114,7 +134,12 @@ impl Airlift for Service {
         _: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
         Ok(Response::new(proto::ListResponse {
-            archives: self.0.archives().iter().map(archive).collect(),
+            archives: self
+                .0
+                .archives()
+                .iter()
+                .map(|a| archive(&self.0, a))
+                .collect(),
         }))
     }
 
@@ -141,7 +166,13 @@ impl Airlift for Service {
         _: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
         let (queued, importing, archives) = self.0.counts();
+        let (repairs, restoring) = self.0.repair_counts();
         Ok(Response::new(proto::StatusResponse {
+            repairs: repairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            restoring: restoring as u32,
             startup_done: self.0.startup_done(),
             containerd_connected: self.0.containerd_connected(),
             queue_length: queued,
@@ -157,6 +188,24 @@ impl Airlift for Service {
                 .as_ref()
                 .map(|r| r.display().to_string())
                 .unwrap_or_default(),
+        }))
+    }
+
+    async fn ready(
+        &self,
+        req: Request<proto::ReadyRequest>,
+    ) -> Result<Response<proto::ReadyResponse>, Status> {
+        let names = req.into_inner().images;
+        let daemon = self.0.clone();
+        let missing = self
+            .1
+            .spawn(async move { daemon.not_ready(&names).await })
+            .await
+            .map_err(|e| Class::Internal.status(e.to_string()))?
+            .map_err(|e| Class::InvalidArgument.status(e))?;
+        Ok(Response::new(proto::ReadyResponse {
+            ready: missing.is_empty(),
+            missing,
         }))
     }
 }

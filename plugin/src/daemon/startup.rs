@@ -2,7 +2,7 @@
 //! down, check (and repair) the unchanged ones from their records without reading them, import
 //! the new and changed ones — then report ready.
 
-use super::serve::wait_settled;
+use super::serve::{is_settled, wait_settled};
 use super::Daemon;
 use crate::state::verify::{Repair, Snapshot, Standing};
 use crate::state::Identity;
@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 impl Daemon {
-    /// The archive files of the images directories, oldest modification first (name breaks ties).
+    /// The archive files of the images and intake directories in the order they are imported:
+    /// those matching a `priority` pattern first (by the first pattern they match), then oldest
+    /// modification first (name breaks ties).
     pub fn scan(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
-        for dir in &self.cfg.images_dirs {
+        for dir in &self.cfg.watched_dirs() {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
@@ -26,13 +28,13 @@ impl Daemon {
                 }
                 if let Ok(m) = std::fs::metadata(&path) {
                     if m.is_file() {
-                        found.push((m.modified().ok(), name, path));
+                        found.push((self.priority_class(&path), m.modified().ok(), name, path));
                     }
                 }
             }
         }
         found.sort();
-        found.into_iter().map(|(_, _, p)| p).collect()
+        found.into_iter().map(|(_, _, _, p)| p).collect()
     }
 
     /// Startup: clean up after a crash, reconcile every archive, then report ready.
@@ -58,8 +60,9 @@ impl Daemon {
             Vec::new()
         });
         self.load(&records);
-        // Gone archives first: their images lose their pins (unless a present archive provides them).
-        for r in records.iter().filter(|r| !r.path.exists()) {
+        // Gone archives first: what they provided is re-pointed at another provider or unpinned.
+        // (An intake archive's file is gone by design: it stays until `airlift forget`.)
+        for r in records.iter().filter(|r| !r.is_present()) {
             self.release(r).await;
         }
         let snapshot = Snapshot::take(client.as_ref()).await.unwrap_or_else(|e| {
@@ -74,9 +77,13 @@ impl Daemon {
             let mut force = false;
             if let (Some(r), Some(id)) = (&record, identity) {
                 if r.identity == id {
+                    if r.intake {
+                        // Imported before a crash kept it from being deleted: finish that.
+                        let _ = std::fs::remove_file(&path);
+                    }
                     match self
                         .importer
-                        .standing(&client, r, &snapshot, Repair::Yes)
+                        .standing(&client, &self.won(r), &snapshot, Repair::Yes)
                         .await
                     {
                         Standing::Stands => continue,
@@ -94,12 +101,42 @@ impl Daemon {
                 }
             }
             // A file modified within the settle interval may still be being written: it is
-            // imported (still before ready) once it has stayed unchanged for the interval.
+            // imported (still before ready) once it has stayed unchanged for the interval, and
+            // takes its place in the queue then; the others take theirs now, in scan order.
             let d = self.clone();
+            let queued = is_settled(&path, settle).then(|| self.enqueue(&path));
             tasks.spawn(async move {
-                wait_settled(&path, settle).await;
-                d.reconcile(&path, force).await
+                let queued = match queued {
+                    Some(q) => q,
+                    None => {
+                        wait_settled(&path, settle).await;
+                        d.enqueue(&path)
+                    }
+                };
+                d.reconcile_queued(&path, force, queued).await
             });
+        }
+        // Intake archives whose files are gone (by design) are checked from their records.
+        for r in self.present_records().iter().filter(|r| !r.path.exists()) {
+            match self
+                .importer
+                .standing(&client, &self.won(r), &snapshot, Repair::Yes)
+                .await
+            {
+                Standing::Stands => {}
+                Standing::Repaired(what) => {
+                    for w in &what {
+                        tracing::info!(archive = %r.path.display(), "repaired: {w}");
+                    }
+                }
+                Standing::Damaged(why) | Standing::Gone(why) => {
+                    tracing::error!(archive = %r.path.display(), %why, "content of an intake archive is gone: drop the archive again to restore its images");
+                    self.mark_failed(
+                        &r.path,
+                        &format!("{why}; the archive was deleted after its import: drop it again"),
+                    );
+                }
+            }
         }
         while tasks.join_next().await.is_some() {}
         if self.cancelled() {

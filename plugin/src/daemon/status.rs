@@ -46,13 +46,18 @@ pub struct ArchiveStatus {
     pub total: u64,
 }
 
-/// An archive counted as waiting for its import (for `airlift status`); dropped when the import
-/// starts or nothing is to be done.
-pub struct Queued(Arc<Daemon>);
+/// An archive counted as waiting for its import (for `airlift status`), with its place in the
+/// queue; dropped when the import starts or nothing is to be done.
+pub struct Queued {
+    daemon: Arc<Daemon>,
+    /// Where it stands for an import slot.
+    pub place: super::slots::Place,
+}
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        let mut inner = self.0.inner.lock().unwrap();
+        self.daemon.slots.unregister(self.place);
+        let mut inner = self.daemon.inner.lock().unwrap();
         inner.queued = inner.queued.saturating_sub(1);
     }
 }
@@ -136,27 +141,86 @@ impl Daemon {
             .set_states(inner.archives.values().map(|a| a.state));
     }
 
-    /// The image names provided by present archives other than `except`, with their archive.
-    pub(super) fn providers(&self, except: &Path) -> std::collections::HashMap<String, PathBuf> {
-        let inner = self.inner.lock().unwrap();
-        let mut out = std::collections::HashMap::new();
-        for a in inner.archives.values() {
-            if a.path == except || !a.path.exists() {
-                continue;
-            }
-            if let Some(r) = &a.record {
-                for i in &r.images {
-                    out.insert(i.name.clone(), a.path.clone());
-                }
-            }
+    /// Counts `path` as waiting until the returned guard goes; its place in the queue is its
+    /// priority class, then its turn (now).
+    pub(super) fn enqueue(self: &Arc<Self>, path: &Path) -> Queued {
+        self.inner.lock().unwrap().queued += 1;
+        let turn = self
+            .turns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Queued {
+            daemon: self.clone(),
+            place: (self.priority_class(path), turn),
         }
-        out
     }
 
-    /// Counts one archive as waiting until the returned guard goes.
-    pub(super) fn enqueue(self: &Arc<Self>) -> Queued {
-        self.inner.lock().unwrap().queued += 1;
-        Queued(self.clone())
+    /// The index of the first `priority` pattern the file name of `path` matches (past the last
+    /// when none does).
+    pub(super) fn priority_class(&self, path: &Path) -> usize {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        self.priority
+            .iter()
+            .position(|p| p.is_match(&name))
+            .unwrap_or(self.priority.len())
+    }
+
+    /// Records that `path` failed for `why`, keeping what it provides.
+    pub(super) fn mark_failed(&self, path: &Path, why: &str) {
+        let record = self.archive(path).and_then(|a| a.record).map(|mut r| {
+            r.outcome = Outcome::Failed;
+            r.last_error = why.to_string();
+            r
+        });
+        if let Some(r) = &record {
+            if let Err(e) = self.records().save(r) {
+                tracing::error!(archive = %path.display(), error = %e, "could not save the state record");
+            }
+        }
+        self.set_state(path, State::Failed, record.map(Some));
+    }
+
+    /// Whether some image that comes from `path` is being restored.
+    pub fn restoring(&self, path: &Path) -> bool {
+        self.repairs
+            .pending()
+            .iter()
+            .any(|n| self.desired(n).is_some_and(|d| d.archive == path))
+    }
+
+    /// Which of `images` (references, normalised as containerd does) are not yet imported and
+    /// pinned: provided by a present archive, and shown by containerd as that archive's (its
+    /// target, its pins). An invalid reference is an error naming it.
+    pub async fn not_ready(&self, images: &[String]) -> Result<Vec<String>, String> {
+        let mut names = Vec::new();
+        for i in images {
+            let r = crate::reference::Reference::parse_normalized(i)
+                .map_err(|e| format!("{i:?} is not an image reference: {e}"))?;
+            names.push(r.to_string());
+        }
+        let client = self.connector.connect(&self.cfg).await.ok();
+        let mut missing = Vec::new();
+        for name in names {
+            // Provided by a present archive, and containerd shows it as that archive's.
+            let ready = match (&client, self.desired(&name)) {
+                (Some(c), Some(want)) => {
+                    c.get_image(&name).await.ok().flatten().is_some_and(|have| {
+                        crate::pins::decide(Some(&have), Some(&want), None)
+                            == crate::pins::Change::Leave
+                    })
+                }
+                _ => false,
+            };
+            if !ready {
+                missing.push(name);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Repairs done, and names whose repair is pending.
+    pub fn repair_counts(&self) -> (std::collections::BTreeMap<&'static str, u64>, usize) {
+        (self.repairs.counts(), self.repairs.pending().len())
     }
 
     /// Files the watcher has seen and not yet handed over.

@@ -35,7 +35,11 @@ impl Node {
     }
 
     fn daemon(&self) -> Arc<Daemon> {
-        let cfg = Config {
+        self.daemon_with(|_| {})
+    }
+
+    fn daemon_with(&self, f: impl FnOnce(&mut Config)) -> Arc<Daemon> {
+        let mut cfg = Config {
             images_dirs: vec![self.images()],
             state_dir: self.dir.path().join("state"),
             socket: self.dir.path().join("airlift.sock"),
@@ -43,7 +47,14 @@ impl Node {
             settle_ms: 0,
             ..Config::default()
         };
+        f(&mut cfg);
         Daemon::with_connector(cfg, Box::new(self.fake.clone())).unwrap()
+    }
+
+    fn intake(&self) -> PathBuf {
+        let d = self.dir.path().join("intake");
+        std::fs::create_dir_all(&d).unwrap();
+        d.canonicalize().unwrap()
     }
 
     fn put(&self, fixture_name: &str, as_name: &str) -> PathBuf {
@@ -71,13 +82,35 @@ impl Node {
         })
     }
 
-    /// The images whose labels changed since call `from`.
+    /// The images written (created, re-pointed, relabelled or unpinned) since call `from`.
     fn relabelled(&self, from: usize) -> Vec<String> {
-        self.fake.calls()[from..]
+        let mut v: Vec<String> = self.fake.calls()[from..]
             .iter()
-            .filter(|c| c.op == "set_image_labels")
+            .filter(|c| c.op == "set_image_labels" || c.op == "put_image")
             .map(|c| c.subject.clone())
-            .collect()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Sets a file's modification time `secs` seconds from now.
+    fn age(&self, p: &Path, secs: i64) {
+        let t = if secs >= 0 {
+            std::time::SystemTime::now() + Duration::from_secs(secs as u64)
+        } else {
+            std::time::SystemTime::now() - Duration::from_secs((-secs) as u64)
+        };
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    fn target(&self, name: &str) -> String {
+        self.fake.image(name).map(|i| i.digest).unwrap_or_default()
     }
 }
 
@@ -113,13 +146,18 @@ fn pins_move_only_for_archives_that_went_or_stopped_providing() {
         .keys()
         .all(|l| *l != labels::archive_lease(&b)));
 
-    // a is replaced by an archive without busybox: busybox loses its pin, the tools names
-    // (still provided) are not touched at all, not even for a moment.
+    // a is replaced by an archive without busybox: busybox loses its pin; the tools names (still
+    // provided) are written by the import again, never unpinned, not even for a moment.
     let mark = n.fake.calls().len();
     n.put("busybox-arm64-multitag-docker.tar", "a.tar");
     n.reconcile(&d, &a);
     assert_eq!(n.pinned(BUSYBOX).unwrap(), "unpinned");
-    assert_eq!(n.relabelled(mark), [BUSYBOX]);
+    let unpinned: Vec<String> = n.fake.calls()[mark..]
+        .iter()
+        .filter(|c| c.op == "set_image_labels")
+        .map(|c| c.subject.clone())
+        .collect();
+    assert_eq!(unpinned, [BUSYBOX]);
     assert_eq!(n.pinned(TOOLS).unwrap(), a.display().to_string());
     assert_eq!(
         n.pinned("docker.io/library/busybox:stable").unwrap(),
@@ -133,6 +171,50 @@ fn pins_move_only_for_archives_that_went_or_stopped_providing() {
     assert!(n.fake.state().leases.is_empty());
     assert!(d.archives().is_empty());
     assert!(d.records().load_all().unwrap().is_empty());
+}
+
+/// Two archives provide busybox:1.35 with different targets: the newer wins, at import, after
+/// the winner goes (the name is re-pointed at the other's target, with its labels), and an older
+/// archive imported later does not take the name.
+#[test]
+fn the_newest_archive_wins_a_shared_name() {
+    const INDEX: &str = "sha256:2d8e3c3af836a2e8c6aec90af2c7547315fb88586cb38645e32b1e8657585fbd";
+    const DOCKER: &str = "sha256:9c0b0fd8eabfb086e699955045c31650c8620d9ca78ca73e69f772cb3b74a7af";
+    let n = Node::new();
+    let d = n.daemon();
+    let old = n.put("busybox-docker.tar", "old.tar");
+    n.age(&old, -100);
+    let new = n.put("bundle-ctr-export.tar", "new.tar");
+    n.age(&new, -10);
+    // The newer first, then the older: the older does not take the name.
+    n.reconcile(&d, &new);
+    n.reconcile(&d, &old);
+    assert_eq!(n.target(BUSYBOX), INDEX);
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), new.display().to_string());
+    let shadows = d.shadows(&d.archive(&old).unwrap().record.unwrap());
+    assert_eq!(shadows.get(BUSYBOX), Some(&new));
+    // The older's content is held by its lease all the same.
+    let lease = labels::archive_lease(&old);
+    assert!(n.fake.state().leases[&lease].content.contains(DOCKER));
+    // The winner goes: re-pointed at the older's target, with the older's labels.
+    std::fs::remove_file(&new).unwrap();
+    n.reconcile(&d, &new);
+    assert_eq!(n.target(BUSYBOX), DOCKER);
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), old.display().to_string());
+    assert!(d
+        .shadows(&d.archive(&old).unwrap().record.unwrap())
+        .is_empty());
+    // Back, newer: it takes the name again at its import.
+    let new = n.put("bundle-ctr-export.tar", "new.tar");
+    n.reconcile(&d, &new);
+    assert_eq!(n.target(BUSYBOX), INDEX);
+    // The same rule after a restart, whoever last wrote the name: someone points it back at
+    // the older's target while the daemon is down; the restart puts the newer's back.
+    n.fake.change_image(BUSYBOX, |i| i.digest = DOCKER.into());
+    let d = n.daemon();
+    n.rt.block_on(d.startup());
+    assert_eq!(n.target(BUSYBOX), INDEX);
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), new.display().to_string());
 }
 
 #[test]
@@ -356,4 +438,280 @@ fn a_file_written_just_now_is_waited_for() {
     let started = std::time::Instant::now();
     n.rt.block_on(serve::wait_settled(&p, Duration::from_millis(300)));
     assert!(started.elapsed() < Duration::from_millis(250));
+}
+
+/// Waits (up to 10 s) until `f` holds.
+fn until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    while !f() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    started.elapsed()
+}
+
+/// A node whose daemon has done its startup import and follows containerd's events.
+fn following(n: &Node, archives: &[(&str, &str)]) -> (Arc<Daemon>, Vec<PathBuf>) {
+    let paths: Vec<PathBuf> = archives.iter().map(|(f, a)| n.put(f, a)).collect();
+    let d = n.daemon();
+    n.rt.block_on(d.startup());
+    let follower = d.clone();
+    n.rt.spawn(async move { follower.follow_events().await });
+    // Subscribed once the fake saw the call (and the first verification ran).
+    until("the subscription", || n.fake.count("subscribe") > 0);
+    (d, paths)
+}
+
+#[test]
+fn what_others_change_is_restored_from_the_record() {
+    let n = Node::new();
+    let (d, paths) = following(&n, &[("bundle-ctr-export.tar", "a.tar")]);
+    let a = paths[0].display().to_string();
+    let writes = n.fake.count("write");
+    // k3s's startup unpin: the CRI pin goes from images labelled io.cattle.k3s.pinned.
+    n.fake.change_image(BUSYBOX, |i| {
+        i.labels
+            .insert("io.cattle.k3s.pinned".into(), "pinned".into());
+    });
+    n.fake.change_image(BUSYBOX, |i| {
+        i.labels.remove(labels::CRI_PINNED);
+    });
+    until("the pin to be restored", || {
+        n.pinned(BUSYBOX).as_deref() == Some(a.as_str())
+    });
+    // Someone else's label stays.
+    assert!(n
+        .fake
+        .image(BUSYBOX)
+        .unwrap()
+        .labels
+        .contains_key("io.cattle.k3s.pinned"));
+    // ctr images rm / crictl rmi.
+    n.fake.delete_image(TOOLS);
+    until("the deleted image to be back", || {
+        n.pinned(TOOLS).as_deref() == Some(a.as_str())
+    });
+    // Another importer re-tags the name.
+    let target = n.target(BUSYBOX);
+    n.fake
+        .change_image(BUSYBOX, |i| i.digest = "sha256:elsewhere".into());
+    until("the name to point back", || n.target(BUSYBOX) == target);
+    // No archive byte was read for any of it.
+    assert_eq!(n.fake.count("write"), writes);
+    let (counts, _) = d.repair_counts();
+    assert_eq!(counts.get("unpinned"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("deleted"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("repointed"), Some(&1), "{counts:?}");
+    // An image no archive provides is nobody's business.
+    n.rt.block_on(n.fake.client().put_image(
+        &crate::containerd::ImageTarget {
+            name: "other:1".into(),
+            media_type: "m".into(),
+            digest: "sha256:00".into(),
+            size: 1,
+            annotations: Default::default(),
+        },
+        &Default::default(),
+    ))
+    .unwrap();
+    n.fake.delete_image("other:1");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(n.fake.image("other:1").is_none());
+}
+
+#[test]
+fn a_fighting_actor_is_backed_off_and_the_pin_restored_once_it_stops() {
+    let n = Node::new();
+    let (d, paths) = following(&n, &[("busybox-docker.tar", "a.tar")]);
+    let a = paths[0].display().to_string();
+    // For two seconds, strip the pin every 20 ms.
+    let started = std::time::Instant::now();
+    let mut strips = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        n.fake.change_image(BUSYBOX, |i| {
+            i.labels.remove(labels::CRI_PINNED);
+        });
+        strips += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (counts, _) = d.repair_counts();
+    let during = counts.get("unpinned").copied().unwrap_or(0);
+    assert!(
+        during <= 6,
+        "{during} repairs for {strips} strips: no back-off"
+    );
+    assert!(
+        during >= 3,
+        "{during} repairs: the first ones are immediate"
+    );
+    // Once it stops, the pin comes back (after the back-off delay).
+    until("the pin after the fight", || {
+        n.pinned(BUSYBOX).as_deref() == Some(a.as_str())
+    });
+}
+
+#[test]
+fn what_happened_while_unsubscribed_is_found_by_verification() {
+    let n = Node::new();
+    let (_d, paths) = following(&n, &[("bundle-ctr-export.tar", "a.tar")]);
+    let a = paths[0].display().to_string();
+    // containerd "restarts": subscriptions end; meanwhile an image is deleted, a lease removed.
+    let subscriptions = n.fake.count("subscribe");
+    {
+        // Changed without events, as while containerd restarts.
+        let mut s = n.fake.state();
+        s.images.remove(TOOLS);
+        s.leases.clear();
+    }
+    n.fake.end_subscriptions();
+    until("a new subscription", || {
+        n.fake.count("subscribe") > subscriptions
+    });
+    until("the image to be restored", || {
+        n.pinned(TOOLS).as_deref() == Some(a.as_str())
+    });
+    until("the lease to be recreated", || {
+        !n.fake.state().leases.is_empty()
+    });
+}
+
+#[test]
+fn content_gone_means_the_archive_is_imported_again() {
+    let n = Node::new();
+    let (_d, paths) = following(&n, &[("busybox-docker.tar", "a.tar")]);
+    let a = paths[0].display().to_string();
+    let writes = n.fake.count("write");
+    // Image and lease removed, and the garbage collector took the content, before the event.
+    {
+        let mut s = n.fake.state();
+        s.leases.clear();
+        s.images.remove(BUSYBOX);
+    }
+    assert!(!n.fake.collect_garbage().is_empty());
+    n.fake.publish(crate::containerd::Event::ImageDeleted {
+        name: BUSYBOX.into(),
+    });
+    until("the archive to be imported again", || {
+        n.pinned(BUSYBOX).as_deref() == Some(a.as_str())
+    });
+    assert!(
+        n.fake.count("write") > writes,
+        "the archive was not read again"
+    );
+}
+
+#[test]
+fn intake_archives_are_deleted_once_imported_and_kept_until_forgotten() {
+    let n = Node::new();
+    let intake = n.intake();
+    let d = n.daemon_with(|c| c.intake_dirs = vec![intake.clone()]);
+    let a = intake.join("a.tar");
+    std::fs::copy(fixture("busybox-docker.tar"), &a).unwrap();
+    n.reconcile(&d, &a);
+    assert!(!a.exists(), "the intake archive was not deleted");
+    let status = d.archive(&a).unwrap();
+    assert_eq!(status.state, State::Imported);
+    assert!(status.record.unwrap().intake);
+    // Its removal is not a release.
+    n.reconcile(&d, &a);
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), a.display().to_string());
+    // Across a restart.
+    let d = n.daemon_with(|c| c.intake_dirs = vec![intake.clone()]);
+    n.rt.block_on(d.startup());
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), a.display().to_string());
+    assert!(n
+        .fake
+        .state()
+        .leases
+        .contains_key(&labels::archive_lease(&a)));
+    // A new archive at the same path replaces it as a changed archive would.
+    std::fs::copy(fixture("busybox-arm64-multitag-docker.tar"), &a).unwrap();
+    n.reconcile(&d, &a);
+    assert!(!a.exists());
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), "unpinned");
+    assert_eq!(n.pinned(TOOLS).unwrap(), a.display().to_string());
+    // A failed import leaves the file in place, shown as failed.
+    let data = std::fs::read(fixture("bundle-ctr-export.tar")).unwrap();
+    let b = intake.join("b.tar");
+    std::fs::write(&b, &data[..data.len() / 2]).unwrap();
+    n.reconcile(&d, &b);
+    assert!(b.exists());
+    assert_eq!(d.archive(&b).unwrap().state, State::Failed);
+    // Forgotten: released.
+    let unpinned = n.rt.block_on(d.forget(&a)).unwrap();
+    assert_eq!(unpinned.len(), 3, "{unpinned:?}");
+    assert_eq!(n.pinned(TOOLS).unwrap(), "unpinned");
+    assert!(!n
+        .fake
+        .state()
+        .leases
+        .contains_key(&labels::archive_lease(&a)));
+}
+
+#[test]
+fn priority_archives_are_imported_first() {
+    let n = Node::new();
+    let first = n.put("busybox-docker.tar", "zz-pause.tar");
+    n.age(&first, -10);
+    for (f, name, age) in [
+        ("bundle-ctr-export.tar", "big-bundle.tar", -300),
+        ("busybox-arm64-multitag-docker.tar", "other.tar", -200),
+    ] {
+        let p = n.put(f, name);
+        n.age(&p, age);
+    }
+    let d = n.daemon_with(|c| {
+        c.priority = vec!["*pause*".into()];
+        c.concurrency = 1;
+    });
+    let order: Vec<String> = d
+        .scan()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(order, ["zz-pause.tar", "big-bundle.tar", "other.tar"]);
+    n.rt.block_on(d.startup());
+    // The first image record written was the priority archive's.
+    let first_image = n
+        .fake
+        .calls()
+        .into_iter()
+        .find(|c| c.op == "put_image")
+        .unwrap();
+    assert_eq!(first_image.subject, BUSYBOX);
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), first.display().to_string());
+}
+
+#[test]
+fn readiness_of_named_images() {
+    let n = Node::new();
+    let d = n.daemon();
+    let rt = &n.rt;
+    assert_eq!(
+        rt.block_on(d.not_ready(&["busybox:1.35".into()])).unwrap(),
+        [BUSYBOX]
+    );
+    let a = n.put("busybox-docker.tar", "a.tar");
+    n.reconcile(&d, &a);
+    assert!(rt
+        .block_on(d.not_ready(&["busybox:1.35".into()]))
+        .unwrap()
+        .is_empty());
+    // Unpinned by someone: not ready until restored.
+    n.fake.change_image(BUSYBOX, |i| {
+        i.labels.remove(labels::CRI_PINNED);
+    });
+    assert_eq!(
+        rt.block_on(d.not_ready(&["docker.io/library/busybox:1.35".into()]))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(rt
+        .block_on(d.not_ready(&["Bad:Ref".into()]))
+        .unwrap_err()
+        .contains("Bad:Ref"));
 }

@@ -156,8 +156,13 @@ pub struct Report {
     pub outcome: Outcome,
     /// Which store the blobs went through; `None` when nothing was stored (not read).
     pub mode: Option<StoreKind>,
-    /// Images created or updated (or, not read, the images of the record).
+    /// The images the archive provides (or, not read, the images of its record): created or
+    /// updated, but for those in `shadowed`.
     pub images: Vec<ImageTarget>,
+    /// Names the archive provides whose image records were left alone: another archive
+    /// provides them and takes precedence (the daemon's rule for shared names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadowed: Vec<String>,
     /// Images that failed, each with its archive, entry and cause.
     pub failed: Vec<String>,
     /// Images skipped, with the reason.
@@ -340,13 +345,15 @@ fn open_store(
 }
 
 /// Imports one archive into the content store `placement` allows. `progress` receives the
-/// number of archive bytes read so far.
+/// number of archive bytes read so far. Image records named in `shadowed` are left alone (their
+/// content is stored and held all the same).
 pub async fn run(
     client: &Client,
     placement: &Placement,
     source: &Source,
     opts: &ImportOptions,
     progress: Arc<AtomicU64>,
+    shadowed: &BTreeSet<String>,
 ) -> Result<Report, ImportError> {
     let started = Instant::now();
     let archive = source.display_name();
@@ -409,6 +416,7 @@ pub async fn run(
             &archive,
             &plan,
             opts,
+            shadowed,
         )
         .await?;
         Ok::<_, ImportError>((store.kind(), counters, recorded))
@@ -420,6 +428,7 @@ pub async fn run(
     let (mode, counters, recorded) = result?;
     let record::Recorded {
         images,
+        shadowed,
         lease,
         blobs,
         failed,
@@ -435,6 +444,7 @@ pub async fn run(
         },
         mode: Some(mode),
         images,
+        shadowed,
         failed,
         skipped,
         not_selected,

@@ -17,8 +17,10 @@ const IMAGES_IN_FLIGHT: usize = 8;
 /// What the record step made.
 #[derive(Debug, Default)]
 pub struct Recorded {
-    /// The image records created or updated.
+    /// The images the archive provides.
     pub images: Vec<ImageTarget>,
+    /// Those whose records were left alone: another archive takes precedence.
+    pub shadowed: Vec<String>,
     /// The archive's lease, when it holds anything.
     pub lease: Option<String>,
     /// Every blob the images use.
@@ -31,8 +33,10 @@ pub struct Recorded {
     pub not_selected: Vec<String>,
 }
 
-/// Labels content, updates the archive lease and creates the image records. `client` is the
-/// plain connection, `leased` the one under the import's temporary lease.
+/// Labels content, updates the archive lease and creates the image records (but those named in
+/// `shadowed`). `client` is the plain connection, `leased` the one under the import's temporary
+/// lease.
+#[allow(clippy::too_many_arguments)]
 pub async fn record(
     client: &Client,
     leased: &Client,
@@ -41,6 +45,7 @@ pub async fn record(
     archive: &str,
     plan: &Plan,
     opts: &ImportOptions,
+    shadowed: &BTreeSet<String>,
 ) -> Result<Recorded, ImportError> {
     let cd_err = |cause: ContainerdError| ImportError::Containerd {
         archive: archive.to_string(),
@@ -140,7 +145,7 @@ pub async fn record(
         .collect();
     let mut tasks = tokio::task::JoinSet::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(IMAGES_IN_FLIGHT));
-    for image in &images {
+    for image in images.iter().filter(|i| !shadowed.contains(&i.name)) {
         let (leased, labels, image, limit) =
             (leased.clone(), labels.clone(), image.clone(), limit.clone());
         tasks.spawn(async move {
@@ -151,12 +156,19 @@ pub async fn record(
     while let Some(r) = tasks.join_next().await {
         r.expect("image task panicked").map_err(cd_err)?;
     }
+    let mut left = Vec::new();
     for image in &images {
-        tracing::info!(archive, image = %image.name, digest = %image.digest, "imported");
+        if shadowed.contains(&image.name) {
+            tracing::info!(archive, image = %image.name, "provided by another archive too, which takes precedence");
+            left.push(image.name.clone());
+        } else {
+            tracing::info!(archive, image = %image.name, digest = %image.digest, "imported");
+        }
     }
 
     let mut recorded = Recorded {
         images,
+        shadowed: left,
         lease: if needed.is_empty() { None } else { lease },
         blobs: needed.iter().map(|d| d.to_string()).collect(),
         ..Recorded::default()

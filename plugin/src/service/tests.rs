@@ -155,11 +155,14 @@ fn what_is_remembered_after_each_outcome() {
         .fail("put_image", None, crate::error::Class::Unavailable);
     let src = Source::File(d.archive.clone());
     let id = Identity::of(&d.archive).unwrap();
-    let imported =
-        d.rt.block_on(
-            d.importer
-                .import(&d.client, &src, Some(id), None, Default::default()),
-        );
+    let imported = d.rt.block_on(d.importer.import(
+        &d.client,
+        &src,
+        Some(id),
+        None,
+        Default::default(),
+        &BTreeSet::new(),
+    ));
     d.importer.keep(&imported);
     let kept = d
         .importer
@@ -210,36 +213,4 @@ fn placement_follows_what_containerd_reports() {
         rt.block_on(configured.placement(&none)),
         Placement::Local(_)
     ));
-}
-
-#[test]
-fn a_failed_lookup_is_logged_and_the_rest_proceed() {
-    // pins::release on the fake with one lookup failing: the other name is still unpinned.
-    let rt = crate::testing::runtime();
-    let fake = Fake::new();
-    let c = fake.client();
-    let l = labels::image_labels(true, Some(Path::new("/a.tar")), &BTreeMap::new());
-    for name in ["x:1", "y:1"] {
-        let t = crate::containerd::ImageTarget {
-            name: name.into(),
-            media_type: "m".into(),
-            digest: "sha256:00".into(),
-            size: 1,
-            annotations: Default::default(),
-        };
-        rt.block_on(c.put_image(&t, &l)).unwrap();
-    }
-    fake.fail("get_image", Some("x:1"), crate::error::Class::Unavailable);
-    let names = vec!["x:1".to_string(), "y:1".to_string()];
-    let unpinned = rt.block_on(crate::pins::release(
-        c.as_ref(),
-        &names,
-        Path::new("/a.tar"),
-        &Default::default(),
-    ));
-    assert_eq!(unpinned, ["y:1"]);
-    assert_eq!(
-        fake.image("x:1").unwrap().labels[labels::CRI_PINNED],
-        "pinned"
-    );
 }

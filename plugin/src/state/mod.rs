@@ -90,6 +90,10 @@ pub struct Record {
     /// this empty; see [`crate::service`]).
     #[serde(default)]
     pub fingerprint: String,
+    /// An archive of an intake directory, deleted once imported: it provides its images until
+    /// `airlift forget`, although its file is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intake: bool,
 }
 
 fn now_unix() -> i64 {
@@ -115,7 +119,19 @@ impl Record {
             imported_at: 0,
             imports: 0,
             fingerprint: String::new(),
+            intake: false,
         }
+    }
+
+    /// Whether the archive still provides its images: its file is there, or it came through an
+    /// intake directory (and is gone by design).
+    pub fn is_present(&self) -> bool {
+        self.intake || self.path.exists()
+    }
+
+    /// Its names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.images.iter().map(|i| i.name.as_str())
     }
 
     /// The record after an import read the archive (taken at `identity`) and reported `report`.
@@ -163,6 +179,7 @@ impl Record {
             imported_at: now_unix(),
             imports: previous.map_or(0, |p| p.imports) + 1,
             fingerprint: fingerprint.to_string(),
+            intake: false,
         }
     }
 
@@ -297,6 +314,7 @@ mod tests {
             },
             mode: None,
             images: images.iter().map(|n| image(n)).collect(),
+            shadowed: vec![],
             failed: failed.iter().map(|s| s.to_string()).collect(),
             skipped: vec![],
             not_selected: vec![],

@@ -6,7 +6,7 @@
 //! against the expected size and digest and fsynced. An ingest survives restarts: its offset is
 //! the length of its `data`, and opening it again re-hashes what is there ([`writer`]). Nothing
 //! else is state: a crash leaves a resumable ingest or a committed blob. Labels set through the
-//! Content API live beside the blobs ([`labels`]).
+//! Content API live beside the blobs (`labels.rs`).
 //!
 //! Blobs with more than one link are airlift's direct imports in mid-claim (the staged temporary
 //! file is the other link): [`LocalStore::list`] leaves them out, so containerd's garbage
@@ -219,7 +219,8 @@ impl LocalStore {
         }
     }
 
-    /// Changes a blob's labels as containerd does (see [`labels::apply`]).
+    /// Changes a blob's labels as containerd does: no field paths or `labels` replaces them all;
+    /// `labels.<key>` sets (or, with an empty value, removes) one label.
     pub fn update(
         &self,
         d: &Digest,

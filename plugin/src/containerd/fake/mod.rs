@@ -5,8 +5,8 @@
 //! be made to fail with a chosen error class.
 
 use super::{
-    BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, ImageRecord, ImageTarget,
-    LabelChanges, Labels, Result, Scope, Written,
+    BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, Event, Events, ImageRecord,
+    ImageTarget, LabelChanges, Labels, Result, Scope, Written,
 };
 use crate::digest::Digest;
 use crate::error::Class;
@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc::UnboundedSender;
 
 /// One call airlift made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,28 @@ pub struct State {
     faults: Vec<Fault>,
     content_root: Option<PathBuf>,
     proxy_address: Option<PathBuf>,
+    subscribers: Vec<(Vec<regex::Regex>, UnboundedSender<Result<Event>>)>,
+}
+
+impl State {
+    /// Publishes an event to the subscriptions whose topics match.
+    fn publish(&mut self, event: Event) {
+        let topic = topic(&event);
+        self.subscribers.retain(|(topics, tx)| {
+            !topics.iter().any(|t| t.is_match(&topic)) || tx.send(Ok(event.clone())).is_ok()
+        });
+    }
+}
+
+/// An event's topic.
+fn topic(event: &Event) -> String {
+    match event {
+        Event::ImageCreated { .. } => "/images/create".into(),
+        Event::ImageUpdated { .. } => "/images/update".into(),
+        Event::ImageDeleted { .. } => "/images/delete".into(),
+        Event::ContentCreated { .. } => "/content/create".into(),
+        Event::Other { topic } => topic.clone(),
+    }
 }
 
 /// The in-memory containerd. Clones share the state; each handle has its own lease.
@@ -209,6 +232,38 @@ impl Fake {
             },
         );
         d
+    }
+
+    /// Deletes an image record, as another client would (`ctr images rm`), with its event.
+    pub fn delete_image(&self, name: &str) {
+        let mut s = self.state();
+        if s.images.remove(name).is_some() {
+            s.publish(Event::ImageDeleted { name: name.into() });
+        }
+    }
+
+    /// Changes an image record as another client would, with its event: `f` gets the record.
+    pub fn change_image(&self, name: &str, f: impl FnOnce(&mut ImageRecord)) {
+        let mut s = self.state();
+        let Some(image) = s.images.get_mut(name) else {
+            return;
+        };
+        f(image);
+        let labels = image.labels.clone();
+        s.publish(Event::ImageUpdated {
+            name: name.into(),
+            labels,
+        });
+    }
+
+    /// Publishes an event, as containerd would for a change made elsewhere.
+    pub fn publish(&self, event: Event) {
+        self.state().publish(event);
+    }
+
+    /// Ends every subscription, as a containerd restart does.
+    pub fn end_subscriptions(&self) {
+        self.state().subscribers.clear();
     }
 
     /// An image record.
@@ -551,6 +606,7 @@ impl Containerd for Fake {
     async fn put_image(&self, image: &ImageTarget, labels: &Labels) -> Result<()> {
         self.enter("put_image", image.name.clone())?;
         let mut s = self.state();
+        let created = !s.images.contains_key(&image.name);
         let record = s
             .images
             .entry(image.name.clone())
@@ -567,7 +623,29 @@ impl Containerd for Fake {
         record
             .labels
             .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (name, labels) = (image.name.clone(), record.labels.clone());
+        s.publish(if created {
+            Event::ImageCreated { name, labels }
+        } else {
+            Event::ImageUpdated { name, labels }
+        });
         Ok(())
+    }
+
+    async fn subscribe(&self, topics: &[&str]) -> Result<Events> {
+        self.enter("subscribe", topics.join(","))?;
+        let topics = topics
+            .iter()
+            .map(|t| regex::Regex::new(t))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| {
+                ContainerdError::call("subscribe", Class::InvalidArgument, e.to_string())
+            })?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.state().subscribers.push((topics, tx));
+        Ok(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        ))
     }
 
     async fn set_image_labels(&self, image: &ImageRecord, labels: &LabelChanges) -> Result<()> {
@@ -586,94 +664,14 @@ impl Containerd for Fake {
                 None => record.labels.remove(k),
             };
         }
+        let event = Event::ImageUpdated {
+            name: image.name.clone(),
+            labels: record.labels.clone(),
+        };
+        s.publish(event);
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn leases_hold_content_and_gc_follows_labels() {
-        let fake = Fake::new();
-        let child = fake.add_blob(b"child", &[]);
-        let parent = fake.add_blob(
-            b"parent",
-            &[("containerd.io/gc.ref.content.l.0", &child.to_string())],
-        );
-        let loose = fake.add_blob(b"loose", &[]);
-        let c = fake.client();
-        rt().block_on(async {
-            c.create_lease("l", Default::default(), None).await.unwrap();
-            c.lease_resource("l", &parent.to_string(), true)
-                .await
-                .unwrap();
-        });
-        assert_eq!(fake.collect_garbage(), vec![loose]);
-        assert!(fake.state().blobs.contains_key(&child));
-        rt().block_on(c.delete_lease("l")).unwrap();
-        assert_eq!(fake.collect_garbage().len(), 2);
-    }
-
-    #[test]
-    fn writes_verify_and_claims_need_the_blob_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = Fake::new().with_content_root(dir.path());
-        let c = fake.client();
-        let data = b"some bytes".to_vec();
-        let d = Digest::of(&data);
-        rt().block_on(async {
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            tx.send(Chunk::Data(data.clone())).await.unwrap();
-            tx.send(Chunk::Commit(Digest::of(b"other"))).await.unwrap();
-            let e = c.write("r", 10, None, rx).await.unwrap_err();
-            assert_eq!(e.class(), Class::FailedPrecondition);
-            // Not on disk: nothing to claim.
-            let e = c.claim("r", &d, 10, &BTreeMap::new()).await.unwrap_err();
-            assert_eq!(e.class(), Class::FailedPrecondition);
-            std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
-            std::fs::write(dir.path().join("blobs/sha256").join(d.hex()), &data).unwrap();
-            assert!(c.claim("r", &d, 10, &BTreeMap::new()).await.unwrap());
-            assert!(!c.claim("r", &d, 10, &BTreeMap::new()).await.unwrap());
-            let (_tx, rx) = tokio::sync::mpsc::channel(1);
-            assert_eq!(
-                c.write("r2", 10, Some(&d), rx).await.unwrap(),
-                Written::AlreadyExists
-            );
-        });
-    }
-
-    #[test]
-    fn faults_and_filters() {
-        let fake = Fake::new();
-        let c = fake.client();
-        fake.fail_times("create_lease", 1, Class::Unavailable);
-        rt().block_on(async {
-            let e = c
-                .create_lease("airlift-x", Default::default(), None)
-                .await
-                .unwrap_err();
-            assert_eq!(e.class(), Class::Unavailable);
-            c.create_lease("airlift-x", Default::default(), None)
-                .await
-                .unwrap();
-            c.create_lease("other", Default::default(), None)
-                .await
-                .unwrap();
-            assert_eq!(
-                c.list_leases("id~=^airlift-").await.unwrap(),
-                vec!["airlift-x"]
-            );
-            assert_eq!(c.list_leases("id==other").await.unwrap(), vec!["other"]);
-        });
-        assert_eq!(fake.count("create_lease"), 3);
-    }
-}
+mod tests;
