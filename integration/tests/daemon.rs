@@ -3,8 +3,9 @@
 
 mod common;
 
+use airlift_integration::archives::{one_image, write_entries, MIB};
 use airlift_integration::{fixtures_dir, Containerd, Version};
-use common::daemon::{big_archive, Daemon};
+use common::daemon::Daemon;
 use common::*;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -325,7 +326,7 @@ fn containerd_away_and_restarted() {
     // Stream mode: blob data crosses the socket, so the restart breaks the import mid-blob.
     let mut d = Daemon::new(&ctd, "mode = \"stream\"");
     let big = d.images().join("big.tar");
-    big_archive(&big, "example.com/big:1", 400, 7);
+    one_image(&big, "example.com/big:1", 400 * MIB, 7).unwrap();
     ctd.stop();
     d.start();
     d.until("the daemon to report containerd away", || {
@@ -338,7 +339,7 @@ fn containerd_away_and_restarted() {
     // A second big archive; restart containerd while it is being read.
     let log_before = d.log().len();
     let big2 = d.images().join(".big2.tar");
-    big_archive(&big2, "example.com/big:2", 400, 9);
+    one_image(&big2, "example.com/big:2", 400 * MIB, 9).unwrap();
     let target = d.images().join("big2.tar");
     std::fs::rename(&big2, &target).unwrap();
     // Under way: its ingest is being written in containerd.
@@ -371,7 +372,7 @@ fn killed_during_import() {
     d.start();
     d.wait();
     let tmp = d.images().join(".big.tar");
-    big_archive(&tmp, "example.com/big:kill", 400, 11);
+    one_image(&tmp, "example.com/big:kill", 400 * MIB, 11).unwrap();
     let path = d.images().join("big.tar");
     std::fs::rename(&tmp, &path).unwrap();
     d.until("the import to be under way", || {
@@ -411,7 +412,7 @@ fn killed_during_import() {
 
     // SIGTERM during an import: stops cleanly with temporaries removed; the next start resumes.
     let tmp = d.images().join(".big3.tar");
-    big_archive(&tmp, "example.com/big:term", 400, 13);
+    one_image(&tmp, "example.com/big:term", 400 * MIB, 13).unwrap();
     let path3 = d.images().join("big3.tar");
     std::fs::rename(&tmp, &path3).unwrap();
     d.until("the import to be under way", || {
@@ -570,7 +571,8 @@ fn startup_repairs_and_releases() {
         "docker.io/library/busybox:1.35",
     ])
     .unwrap();
-    assert!(blob(&rt, &ctd, "k8s.io", DOCKER_9C0B).is_none());
+    let manifest = expected_target("busybox-docker.tar", "docker.io/library/busybox:1.35");
+    assert!(blob(&rt, &ctd, "k8s.io", &manifest).is_none());
     d.start();
     d.wait();
     assert_eq!(
@@ -651,10 +653,10 @@ fn broken_replacement_keeps_pins() {
         assert_eq!(pinned(&rt, &ctd, n), Some(true), "{n}");
     }
     // The replacement lacks the arm64 config: every image of it fails.
-    let mut entries = tar_entries("bundle-ctr-export.tar");
-    entries.retain(|(h, _)| !h.path().unwrap().to_string_lossy().contains("61d78c22183e"));
+    let mut entries = fixture_entries("bundle-ctr-export.tar");
+    entries.retain(|e| !e.path.contains("61d78c22183e"));
     let tmp = d.images().join(".bundle.new");
-    write_tar(&tmp, &entries);
+    write_entries(&tmp, &entries).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     d.until("the replacement to fail", || {
         d.archive(&path).is_some_and(|a| a["state"] == "failed")
