@@ -8,7 +8,7 @@ use airlift_integration::{fixtures_dir, Containerd, Version};
 use common::daemon::Daemon;
 use common::*;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +67,8 @@ fn startup_and_delete(version: Version) {
             d.log()
         );
     }
+    // Nor later, once the watcher has handed over what it found.
+    d.until_idle();
     assert_eq!(d.ls().len(), 2, "ignored files were imported: {:?}", d.ls());
     assert_eq!(leases(&ctd).len(), 2);
 
@@ -175,7 +177,8 @@ fn runtime_imports() {
     d.until("slow.tar to be imported", || {
         d.archive(&slow).is_some_and(|a| a["state"] == "imported")
     });
-    std::thread::sleep(Duration::from_millis(1000));
+    // Nothing more to come: every chunk's event reached the watcher before the import began.
+    d.until_idle();
     assert_eq!(d.archive(&slow).unwrap()["imports"], 1, "{}", d.log());
     assert!(
         !d.log().contains("failed"),
@@ -191,8 +194,8 @@ fn runtime_imports() {
     d.until("multi.tgz to be imported", || {
         d.archive(&multi).is_some_and(|a| a["state"] == "imported")
     });
-    std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(d.archive(&multi).unwrap()["imports"], 1);
+    d.until_idle();
+    assert_eq!(d.archive(&multi).unwrap()["imports"], 1, "{}", d.log());
 
     // Replaced with the same size and a newer mtime.
     std::thread::sleep(Duration::from_millis(20));
@@ -262,14 +265,15 @@ fn restart_reads_nothing_and_never_unpins() {
 
     // Watch the pins continuously from another thread.
     let stop = Arc::new(AtomicBool::new(false));
+    let polls = Arc::new(AtomicU32::new(0));
     let poller = {
         let stop = stop.clone();
+        let polls = polls.clone();
         let address = ctd.address().to_path_buf();
         let names = names.clone();
         std::thread::spawn(move || {
             let rt = rt_small();
             let c = common::grpc(&rt, &address, "k8s.io");
-            let mut polls = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 let imgs = rt.block_on(c.list_images(vec![])).unwrap();
                 for n in &names {
@@ -278,12 +282,12 @@ fn restart_reads_nothing_and_never_unpins() {
                         i.labels.get("io.cri-containerd.pinned").map(String::as_str)
                             == Some("pinned")
                     });
-                    assert!(ok, "{n} was not pinned at poll {polls}: {img:?}");
+                    let at = polls.load(Ordering::Relaxed);
+                    assert!(ok, "{n} was not pinned at poll {at}: {img:?}");
                 }
-                polls += 1;
+                polls.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(3));
             }
-            polls
         })
     };
     // Record every open of an archive during the restart.
@@ -291,11 +295,19 @@ fn restart_reads_nothing_and_never_unpins() {
     assert_eq!(d.stop().map(|s| s.success()), Some(true));
     d.start();
     d.wait();
-    std::thread::sleep(Duration::from_millis(500));
+    // Past the startup import, the watcher hands over every archive it found (all unchanged):
+    // the restart is over once the daemon has nothing left in hand, and the poller has looked
+    // at the pins a few times since.
+    d.until_idle();
+    let at_idle = polls.load(Ordering::Relaxed);
+    d.until("the pins to be polled after the daemon went idle", || {
+        poller.is_finished() || polls.load(Ordering::Relaxed) >= at_idle + 3
+    });
     stop.store(true, Ordering::Relaxed);
-    let polls = poller
+    poller
         .join()
         .expect("an image lost its pin during the restart");
+    let polls = polls.load(Ordering::Relaxed);
     assert!(polls > 20, "only {polls} polls");
     let opened = opens();
     assert_eq!(
