@@ -7,6 +7,8 @@
 //! log), so any number of instances can run side by side; dropping one kills
 //! the daemon and removes the directory.
 //!
+//! Made-up image archives (for tests and the benchmark) come from [`archives`].
+//!
 //! ```no_run
 //! use airlift_integration::{Containerd, Version};
 //!
@@ -28,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use tempfile::TempDir;
+
+pub mod archives;
 
 /// How long [`Containerd::start`] and [`Containerd::restart`] wait for the
 /// daemon to serve requests.

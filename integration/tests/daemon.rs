@@ -3,11 +3,12 @@
 
 mod common;
 
+use airlift_integration::archives::{one_image, write_entries, MIB};
 use airlift_integration::{fixtures_dir, Containerd, Version};
-use common::daemon::{big_archive, Daemon};
+use common::daemon::Daemon;
 use common::*;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +67,8 @@ fn startup_and_delete(version: Version) {
             d.log()
         );
     }
+    // Nor later, once the watcher has handed over what it found.
+    d.until_idle();
     assert_eq!(d.ls().len(), 2, "ignored files were imported: {:?}", d.ls());
     assert_eq!(leases(&ctd).len(), 2);
 
@@ -174,7 +177,8 @@ fn runtime_imports() {
     d.until("slow.tar to be imported", || {
         d.archive(&slow).is_some_and(|a| a["state"] == "imported")
     });
-    std::thread::sleep(Duration::from_millis(1000));
+    // Nothing more to come: every chunk's event reached the watcher before the import began.
+    d.until_idle();
     assert_eq!(d.archive(&slow).unwrap()["imports"], 1, "{}", d.log());
     assert!(
         !d.log().contains("failed"),
@@ -190,8 +194,8 @@ fn runtime_imports() {
     d.until("multi.tgz to be imported", || {
         d.archive(&multi).is_some_and(|a| a["state"] == "imported")
     });
-    std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(d.archive(&multi).unwrap()["imports"], 1);
+    d.until_idle();
+    assert_eq!(d.archive(&multi).unwrap()["imports"], 1, "{}", d.log());
 
     // Replaced with the same size and a newer mtime.
     std::thread::sleep(Duration::from_millis(20));
@@ -261,14 +265,15 @@ fn restart_reads_nothing_and_never_unpins() {
 
     // Watch the pins continuously from another thread.
     let stop = Arc::new(AtomicBool::new(false));
+    let polls = Arc::new(AtomicU32::new(0));
     let poller = {
         let stop = stop.clone();
+        let polls = polls.clone();
         let address = ctd.address().to_path_buf();
         let names = names.clone();
         std::thread::spawn(move || {
             let rt = rt_small();
             let c = common::grpc(&rt, &address, "k8s.io");
-            let mut polls = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 let imgs = rt.block_on(c.list_images(vec![])).unwrap();
                 for n in &names {
@@ -277,12 +282,12 @@ fn restart_reads_nothing_and_never_unpins() {
                         i.labels.get("io.cri-containerd.pinned").map(String::as_str)
                             == Some("pinned")
                     });
-                    assert!(ok, "{n} was not pinned at poll {polls}: {img:?}");
+                    let at = polls.load(Ordering::Relaxed);
+                    assert!(ok, "{n} was not pinned at poll {at}: {img:?}");
                 }
-                polls += 1;
+                polls.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(3));
             }
-            polls
         })
     };
     // Record every open of an archive during the restart.
@@ -290,11 +295,19 @@ fn restart_reads_nothing_and_never_unpins() {
     assert_eq!(d.stop().map(|s| s.success()), Some(true));
     d.start();
     d.wait();
-    std::thread::sleep(Duration::from_millis(500));
+    // Past the startup import, the watcher hands over every archive it found (all unchanged):
+    // the restart is over once the daemon has nothing left in hand, and the poller has looked
+    // at the pins a few times since.
+    d.until_idle();
+    let at_idle = polls.load(Ordering::Relaxed);
+    d.until("the pins to be polled after the daemon went idle", || {
+        poller.is_finished() || polls.load(Ordering::Relaxed) >= at_idle + 3
+    });
     stop.store(true, Ordering::Relaxed);
-    let polls = poller
+    poller
         .join()
         .expect("an image lost its pin during the restart");
+    let polls = polls.load(Ordering::Relaxed);
     assert!(polls > 20, "only {polls} polls");
     let opened = opens();
     assert_eq!(
@@ -325,7 +338,7 @@ fn containerd_away_and_restarted() {
     // Stream mode: blob data crosses the socket, so the restart breaks the import mid-blob.
     let mut d = Daemon::new(&ctd, "mode = \"stream\"");
     let big = d.images().join("big.tar");
-    big_archive(&big, "example.com/big:1", 400, 7);
+    one_image(&big, "example.com/big:1", 400 * MIB, 7).unwrap();
     ctd.stop();
     d.start();
     d.until("the daemon to report containerd away", || {
@@ -338,7 +351,7 @@ fn containerd_away_and_restarted() {
     // A second big archive; restart containerd while it is being read.
     let log_before = d.log().len();
     let big2 = d.images().join(".big2.tar");
-    big_archive(&big2, "example.com/big:2", 400, 9);
+    one_image(&big2, "example.com/big:2", 400 * MIB, 9).unwrap();
     let target = d.images().join("big2.tar");
     std::fs::rename(&big2, &target).unwrap();
     // Under way: its ingest is being written in containerd.
@@ -371,7 +384,7 @@ fn killed_during_import() {
     d.start();
     d.wait();
     let tmp = d.images().join(".big.tar");
-    big_archive(&tmp, "example.com/big:kill", 400, 11);
+    one_image(&tmp, "example.com/big:kill", 400 * MIB, 11).unwrap();
     let path = d.images().join("big.tar");
     std::fs::rename(&tmp, &path).unwrap();
     d.until("the import to be under way", || {
@@ -411,7 +424,7 @@ fn killed_during_import() {
 
     // SIGTERM during an import: stops cleanly with temporaries removed; the next start resumes.
     let tmp = d.images().join(".big3.tar");
-    big_archive(&tmp, "example.com/big:term", 400, 13);
+    one_image(&tmp, "example.com/big:term", 400 * MIB, 13).unwrap();
     let path3 = d.images().join("big3.tar");
     std::fs::rename(&tmp, &path3).unwrap();
     d.until("the import to be under way", || {
@@ -570,7 +583,8 @@ fn startup_repairs_and_releases() {
         "docker.io/library/busybox:1.35",
     ])
     .unwrap();
-    assert!(blob(&rt, &ctd, "k8s.io", DOCKER_9C0B).is_none());
+    let manifest = expected_target("busybox-docker.tar", "docker.io/library/busybox:1.35");
+    assert!(blob(&rt, &ctd, "k8s.io", &manifest).is_none());
     d.start();
     d.wait();
     assert_eq!(
@@ -651,10 +665,10 @@ fn broken_replacement_keeps_pins() {
         assert_eq!(pinned(&rt, &ctd, n), Some(true), "{n}");
     }
     // The replacement lacks the arm64 config: every image of it fails.
-    let mut entries = tar_entries("bundle-ctr-export.tar");
-    entries.retain(|(h, _)| !h.path().unwrap().to_string_lossy().contains("61d78c22183e"));
+    let mut entries = fixture_entries("bundle-ctr-export.tar");
+    entries.retain(|e| !e.path.contains("61d78c22183e"));
     let tmp = d.images().join(".bundle.new");
-    write_tar(&tmp, &entries);
+    write_entries(&tmp, &entries).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     d.until("the replacement to fail", || {
         d.archive(&path).is_some_and(|a| a["state"] == "failed")

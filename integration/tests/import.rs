@@ -4,6 +4,7 @@ mod common;
 
 use airlift::store::layout::ContentRoot;
 use airlift::store::{conformance, direct::DirectStore, stream::StreamStore, Staging};
+use airlift_integration::archives::{self, write_entries, Entry, MIB};
 use airlift_integration::{fixtures_dir, Containerd, Version};
 use common::*;
 use std::process::Command;
@@ -22,9 +23,10 @@ fn fixtures_match_containerd(version: Version, mode: &str) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let ns = format!("fx{i}");
         let p = path.to_str().unwrap();
+        let base = base_name(&name);
         let mut args = vec!["--all-platforms", "--mode", mode, p];
-        if name.contains("tagonly") || name.contains("umoci") {
-            args.extend(["--base-name", "example.com/base"]);
+        if let Some(base) = &base {
+            args.extend(["--base-name", base]);
         }
         let report = import_ok(&ctd, &ns, &args);
         assert_eq!(report["mode"], mode, "{name}");
@@ -131,7 +133,12 @@ fn gc_labels_and_cleanup(version: Version) {
         &["--all-platforms", "--digest-refs", multi.to_str().unwrap()],
     );
 
-    let manifest = blob(&rt, &ctd, ns, DOCKER_9C0B).expect("synthesised manifest stored");
+    let docker_manifest = expected_target("busybox-docker.tar", "docker.io/library/busybox:1.35");
+    let index_digest = expected_target(
+        "busybox-multiarch-oci.tgz",
+        "docker.io/library/busybox:1.35",
+    );
+    let manifest = blob(&rt, &ctd, ns, &docker_manifest).expect("synthesised manifest stored");
     let l = sorted(&manifest.labels);
     assert_eq!(
         l["containerd.io/gc.ref.content.config"],
@@ -157,7 +164,7 @@ fn gc_labels_and_cleanup(version: Version) {
         "library/busybox"
     );
 
-    let index = blob(&rt, &ctd, ns, INDEX_2D8E).unwrap();
+    let index = blob(&rt, &ctd, ns, &index_digest).unwrap();
     let il = sorted(&index.labels);
     assert!(
         il.contains_key("containerd.io/gc.ref.content.m.0")
@@ -166,7 +173,7 @@ fn gc_labels_and_cleanup(version: Version) {
     );
     let names: Vec<String> = images(&rt, &ctd, ns).into_iter().map(|i| i.name).collect();
     assert!(
-        names.contains(&format!("docker.io/library/busybox@{INDEX_2D8E}")),
+        names.contains(&format!("docker.io/library/busybox@{index_digest}")),
         "{names:?}"
     );
     assert!(!blobs_on_disk(&ctd).is_empty());
@@ -213,55 +220,50 @@ fn broken_archives(version: Version, mode: &str) {
 
     let amd64_layer =
         "blobs/sha256/fb42d26c29a4fcd7174ffb08a27c9b41644420f4865ba835bcc10d2dfc0b0692";
-    let mut entries = tar_entries("busybox-multiarch-oci.tar");
-    for (h, data) in &mut entries {
-        if h.path().unwrap().to_str() == Some(amd64_layer) {
-            data[1000] ^= 0x40;
+    let mut entries = fixture_entries("busybox-multiarch-oci.tar");
+    for e in &mut entries {
+        if e.path == amd64_layer {
+            e.data[1000] ^= 0x40;
         }
     }
     let flipped = dir.path().join("flipped-oci.tar");
-    write_tar(&flipped, &entries);
+    write_entries(&flipped, &entries).unwrap();
     cases.push((flipped, "fb42d26c29a4"));
 
-    let mut entries = tar_entries("busybox-docker.tar");
-    for (h, data) in &mut entries {
-        if h.path().unwrap().to_string_lossy().starts_with("89af0ba5") {
-            data[5000] ^= 0x01;
+    let mut entries = fixture_entries("busybox-docker.tar");
+    for e in &mut entries {
+        if e.path.starts_with("89af0ba5") {
+            e.data[5000] ^= 0x01;
         }
     }
     let flipped = dir.path().join("flipped-docker.tar");
-    write_tar(&flipped, &entries);
+    write_entries(&flipped, &entries).unwrap();
     cases.push((flipped, "hashes to"));
 
-    let mut entries = tar_entries("busybox-multiarch-oci.tar");
-    entries.retain(|(h, _)| !h.path().unwrap().to_string_lossy().contains("3c63c9c1667"));
+    let mut entries = fixture_entries("busybox-multiarch-oci.tar");
+    entries.retain(|e| !e.path.contains("3c63c9c1667"));
     let dropped = dir.path().join("dropped.tar");
-    write_tar(&dropped, &entries);
+    write_entries(&dropped, &entries).unwrap();
     cases.push((dropped, "missing from the archive"));
 
-    let mut entries = tar_entries("busybox-docker.tar");
+    let mut entries = fixture_entries("busybox-docker.tar");
     entries.insert(
         0,
-        (
-            raw_header("../evil", tar::EntryType::Regular, None),
-            b"x".to_vec(),
-        ),
+        Entry::raw("../evil", tar::EntryType::Regular, None, b"x".to_vec()),
     );
     let escape = dir.path().join("dotdot.tar");
-    write_tar(&escape, &entries);
+    write_entries(&escape, &entries).unwrap();
     cases.push((escape, "'..'"));
 
-    let mut entries = tar_entries("busybox-docker.tar");
-    entries.push((
-        raw_header(
-            "abc/layer.tar",
-            tar::EntryType::Symlink,
-            Some("../../etc/passwd"),
-        ),
+    let mut entries = fixture_entries("busybox-docker.tar");
+    entries.push(Entry::raw(
+        "abc/layer.tar",
+        tar::EntryType::Symlink,
+        Some("../../etc/passwd"),
         Vec::new(),
     ));
     let symlink = dir.path().join("symlink.tar");
-    write_tar(&symlink, &entries);
+    write_entries(&symlink, &entries).unwrap();
     cases.push((symlink, "outside the archive"));
 
     let text = dir.path().join("notes.tar");
@@ -277,13 +279,13 @@ fn broken_archives(version: Version, mode: &str) {
     cases.push((empty, "empty"));
 
     let bad_json = dir.path().join("badjson.tar");
-    let mut entries = tar_entries("busybox-docker.tar");
-    for (h, data) in &mut entries {
-        if h.path().unwrap().to_str() == Some("manifest.json") {
-            *data = b"[{\"Config\": ".to_vec();
+    let mut entries = fixture_entries("busybox-docker.tar");
+    for e in &mut entries {
+        if e.path == "manifest.json" {
+            e.data = b"[{\"Config\": ".to_vec();
         }
     }
-    write_tar(&bad_json, &entries);
+    write_entries(&bad_json, &entries).unwrap();
     cases.push((bad_json, "invalid JSON"));
 
     for (i, (path, needle)) in cases.iter().enumerate() {
@@ -324,10 +326,10 @@ fn broken_archives(version: Version, mode: &str) {
     }
 
     // One broken image does not stop the intact one beside it.
-    let mut entries = tar_entries("bundle-ctr-export.tar");
-    entries.retain(|(h, _)| !h.path().unwrap().to_string_lossy().contains("61d78c22183e"));
+    let mut entries = fixture_entries("bundle-ctr-export.tar");
+    entries.retain(|e| !e.path.contains("61d78c22183e"));
     let partial = dir.path().join("partial.tar");
-    write_tar(&partial, &entries);
+    write_entries(&partial, &entries).unwrap();
     let out = import(
         &ctd,
         "partial",
@@ -350,7 +352,7 @@ fn broken_archives(version: Version, mode: &str) {
         image_pairs(&rt, &ctd, "partial"),
         vec![(
             "docker.io/library/busybox:1.35".to_string(),
-            INDEX_2D8E.to_string()
+            expected_target("bundle-ctr-export.tar", "docker.io/library/busybox:1.35")
         )]
     );
 }
@@ -570,7 +572,13 @@ fn cri_reports_pinned(version: Version) {
     let image = status.image.expect("ImageStatus finds the image");
     assert!(image.pinned);
     assert!(
-        image.repo_digests.iter().any(|d| d.ends_with(DOCKER_9C0B)),
+        image
+            .repo_digests
+            .iter()
+            .any(|d| d.ends_with(&expected_target(
+                "busybox-docker.tar",
+                "docker.io/library/busybox:1.35"
+            ))),
         "{:?}",
         image.repo_digests
     );
@@ -712,7 +720,7 @@ fn long_zstd_windows_import_in_bounded_memory() {
     let ctd = Containerd::start(Version::V2).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tar = dir.path().join("long.tar");
-    daemon::big_archive(&tar, "example.com/long:1", 160, 7);
+    archives::one_image(&tar, "example.com/long:1", 160 * MIB, 7).unwrap();
     let zst = dir.path().join("long.tar.zst");
     {
         let mut enc =

@@ -1,5 +1,6 @@
 //! airlift's benchmark: airlift against containerd's own importer and the physical floor, on
-//! workloads generated deterministically, in one run on one throwaway containerd 2.x.
+//! workloads generated deterministically (by [`airlift_integration::archives`], cached in
+//! `.cache/bench/v2/`), in one run on one throwaway containerd 2.x.
 //!
 //! `bench [--runs N] [--only W1,W3,...] [--out FILE]` — see `integration/bench.sh`, which
 //! provisions containerd and builds everything in release mode first.
@@ -8,8 +9,9 @@
 //! (images and leases removed, garbage collected); medians are printed, with ratios to
 //! `ctr --local` and to the floor. CPU time and bytes written include containerd's share.
 
+use airlift_integration::archives::{docker_save, Content, DockerSave, ImageSpec, LayerSpec, MIB};
 use airlift_integration::{Containerd, Options, Version};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -98,180 +100,6 @@ fn measure_with(cmd: &mut Command, servers: &[u32]) -> Sample {
 // ---------------------------------------------------------------------------------------------
 // Workloads
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// Layer file contents: incompressible or text-like (compresses about 3-4x).
-#[derive(Clone, Copy)]
-enum Kind {
-    Random,
-    Text,
-}
-
-/// A reader producing a layer tar (one file of `size` bytes) on the fly.
-struct LayerTar {
-    header: Vec<u8>,
-    pos: u64,
-    data: u64,
-    total: u64,
-    rng: Rng,
-    kind: Kind,
-}
-
-const WORDS: [&str; 16] = [
-    "alpha ",
-    "bravo ",
-    "charlie ",
-    "delta ",
-    "echo ",
-    "foxtrot ",
-    "golf ",
-    "hotel ",
-    "india ",
-    "juliet ",
-    "kilo ",
-    "lima ",
-    "mike ",
-    "november ",
-    "oscar ",
-    "papa\n",
-];
-
-impl LayerTar {
-    fn new(size: u64, kind: Kind, seed: u64) -> LayerTar {
-        let mut h = tar::Header::new_ustar();
-        h.set_path("usr/share/data.bin").unwrap();
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        let padded = size.div_ceil(512) * 512;
-        LayerTar {
-            header: h.as_bytes().to_vec(),
-            pos: 0,
-            data: size,
-            total: 512 + padded + 1024,
-            rng: Rng(seed | 1),
-            kind,
-        }
-    }
-
-    fn size(&self) -> u64 {
-        self.total
-    }
-}
-
-impl Read for LayerTar {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.total - self.pos;
-        let n = (buf.len() as u64).min(left) as usize;
-        // Header bytes, then zeros (data is filled below; padding and end blocks stay zero).
-        for (i, b) in buf[..n].iter_mut().enumerate() {
-            let p = self.pos + i as u64;
-            *b = if p < 512 { self.header[p as usize] } else { 0 };
-        }
-        // Fill the data region in bulk.
-        let start = self.pos.max(512);
-        let end = (self.pos + n as u64).min(512 + self.data);
-        if end > start {
-            let off = (start - self.pos) as usize;
-            let region = &mut buf[off..off + (end - start) as usize];
-            match self.kind {
-                Kind::Random => {
-                    for chunk in region.chunks_mut(8) {
-                        let v = self.rng.next().to_le_bytes();
-                        chunk.copy_from_slice(&v[..chunk.len()]);
-                    }
-                }
-                Kind::Text => {
-                    let mut i = 0;
-                    while i < region.len() {
-                        let w = WORDS[(self.rng.next() & 15) as usize].as_bytes();
-                        let k = w.len().min(region.len() - i);
-                        region[i..i + k].copy_from_slice(&w[..k]);
-                        i += k;
-                    }
-                }
-            }
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-struct ImageSpec {
-    name: String,
-    layers: Vec<String>,
-}
-
-/// Writes a docker-save archive: `layers` (name, size, kind, seed) then one config and
-/// manifest.json entry per image.
-fn docker_save(path: &Path, layers: &[(String, u64, Kind, u64)], images: &[ImageSpec]) {
-    let f = std::fs::File::create(path).unwrap();
-    let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(4 << 20, f));
-    // The configs list each layer's digest (diff_id), so containerd can unpack the images.
-    let mut diff_ids = std::collections::HashMap::new();
-    for (name, size, kind, seed) in layers {
-        let mut hasher = airlift::digest::HashingReader::new(LayerTar::new(*size, *kind, *seed));
-        std::io::copy(&mut hasher, &mut std::io::sink()).unwrap();
-        diff_ids.insert(name.clone(), hasher.finish().0.to_string());
-    }
-    for (name, size, kind, seed) in layers {
-        let layer = LayerTar::new(*size, *kind, *seed);
-        let mut h = tar::Header::new_gnu();
-        h.set_size(layer.size());
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append_data(&mut h, format!("{name}/layer.tar"), layer)
-            .unwrap();
-    }
-    let arch = airlift::platform::Platform::host().architecture;
-    let mut manifest = Vec::new();
-    for (i, img) in images.iter().enumerate() {
-        let config = serde_json::json!({
-            "architecture": arch,
-            "os": "linux",
-            "config": {"Env": [format!("IMAGE={i}")]},
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": img.layers.iter().map(|l| diff_ids[l].clone()).collect::<Vec<_>>(),
-            },
-        })
-        .to_string();
-        let cname = format!("config-{i}.json");
-        let mut h = tar::Header::new_gnu();
-        h.set_size(config.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append_data(&mut h, &cname, config.as_bytes()).unwrap();
-        manifest.push(serde_json::json!({
-            "Config": cname,
-            "RepoTags": [img.name],
-            "Layers": img.layers.iter().map(|l| format!("{l}/layer.tar")).collect::<Vec<_>>(),
-        }));
-    }
-    let m = serde_json::to_vec(&manifest).unwrap();
-    let mut h = tar::Header::new_gnu();
-    h.set_size(m.len() as u64);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_cksum();
-    b.append_data(&mut h, "manifest.json", &m[..]).unwrap();
-    b.into_inner().unwrap().flush().unwrap();
-}
-
-const MB: u64 = 1 << 20;
-
 fn compress(src: &Path, dst: &Path, args: &[&str]) {
     if dst.exists() {
         return;
@@ -301,23 +129,40 @@ fn compress(src: &Path, dst: &Path, args: &[&str]) {
     std::fs::rename(&tmp, dst).unwrap();
 }
 
-/// Generates (or reuses) the workload files in `dir`.
+/// A layer of a workload: a file of `size` bytes of `content` made from `seed`.
+fn layer(name: &str, size: u64, content: Content, seed: u64) -> LayerSpec {
+    LayerSpec {
+        name: name.to_owned(),
+        size,
+        content,
+        seed,
+    }
+}
+
+/// Generates (or reuses) the workload files in `dir`. They are written by
+/// [`airlift_integration::archives`], whose output depends on nothing but the arguments given
+/// here: a cached file stays valid as long as these do.
 fn workloads(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     std::fs::create_dir_all(dir).unwrap();
     let w1 = dir.join("w1.tar");
     if !w1.exists() {
         eprintln!("generating W1 (6 images, ~400 MB) ...");
-        let mut layers = vec![("base".to_string(), 64 * MB, Kind::Text, 1)];
+        let mut layers = vec![layer("base", 64 * MIB, Content::Text, 1)];
         let mut images = Vec::new();
         for i in 0..6u64 {
-            layers.push((format!("bin{i}"), 32 * MB, Kind::Random, 100 + i));
-            layers.push((format!("doc{i}"), 24 * MB, Kind::Text, 200 + i));
+            layers.push(layer(
+                &format!("bin{i}"),
+                32 * MIB,
+                Content::Random,
+                100 + i,
+            ));
+            layers.push(layer(&format!("doc{i}"), 24 * MIB, Content::Text, 200 + i));
             images.push(ImageSpec {
                 name: format!("bench.example.com/w1/app{i}:1"),
                 layers: vec!["base".into(), format!("bin{i}"), format!("doc{i}")],
             });
         }
-        docker_save(&dir.join("w1.tmp"), &layers, &images);
+        docker_save(&dir.join("w1.tmp"), &layers, &images).unwrap();
         std::fs::rename(dir.join("w1.tmp"), &w1).unwrap();
     }
     compress(&w1, &dir.join("w1.tar.zst"), &["zstd", "-3", "-T0"]);
@@ -332,27 +177,33 @@ fn workloads(dir: &Path) -> Vec<(&'static str, PathBuf)> {
         eprintln!("generating W2 (one 2 GB layer) ...");
         docker_save(
             &dir.join("w2.tmp"),
-            &[("big".into(), 2048 * MB, Kind::Random, 7)],
+            &[layer("big", 2048 * MIB, Content::Random, 7)],
             &[ImageSpec {
                 name: "bench.example.com/w2/big:1".into(),
                 layers: vec!["big".into()],
             }],
-        );
+        )
+        .unwrap();
         std::fs::rename(dir.join("w2.tmp"), &w2).unwrap();
     }
     let w3 = dir.join("w3.tar");
     if !w3.exists() {
         eprintln!("generating W3 (200 small images) ...");
-        let mut layers = vec![("base".to_string(), MB, Kind::Text, 3)];
+        let mut layers = vec![layer("base", MIB, Content::Text, 3)];
         let mut images = Vec::new();
         for i in 0..200u64 {
-            layers.push((format!("app{i}"), 16 * 1024, Kind::Random, 1000 + i));
+            layers.push(layer(
+                &format!("app{i}"),
+                16 * 1024,
+                Content::Random,
+                1000 + i,
+            ));
             images.push(ImageSpec {
                 name: format!("bench.example.com/w3/small{i}:1"),
                 layers: vec!["base".into(), format!("app{i}")],
             });
         }
-        docker_save(&dir.join("w3.tmp"), &layers, &images);
+        docker_save(&dir.join("w3.tmp"), &layers, &images).unwrap();
         std::fs::rename(dir.join("w3.tmp"), &w3).unwrap();
     }
     vec![
@@ -658,35 +509,27 @@ fn w5(ctd: &Containerd, airlift: &Path, data: &Path) -> (f64, String) {
         .unwrap();
     let images = dir.path().join("images");
     std::fs::create_dir_all(&images).unwrap();
-    let src = std::fs::read(data.join("w3.tar")).unwrap();
-    // 100 small distinct archives: the W3 bundle is too alike, so each gets its own image name.
+    // 100 small distinct archives, each with an image name and a (not a tar) layer of its own.
     for i in 0..100 {
-        let p = images.join(format!("a{i:03}.tar"));
-        let mut b = tar::Builder::new(Vec::new());
-        let layer = format!("layer{i}");
-        let mut h = tar::Header::new_gnu();
-        h.set_size(layer.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "l/layer.tar", layer.as_bytes())
+        let mut archive = DockerSave::new(Vec::new());
+        archive
+            .raw_layer("l", format!("layer{i}").as_bytes())
             .unwrap();
-        let arch = airlift::platform::Platform::host().architecture;
-        let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\"}}");
-        let mut h = tar::Header::new_gnu();
-        h.set_size(config.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "c.json", config.as_bytes()).unwrap();
-        let m = format!("[{{\"Config\":\"c.json\",\"RepoTags\":[\"bench.example.com/w5/a{i}:1\"],\"Layers\":[\"l/layer.tar\"]}}]");
-        let mut h = tar::Header::new_gnu();
-        h.set_size(m.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "manifest.json", m.as_bytes())
+        let config = serde_json::json!({
+            "architecture": airlift::platform::Platform::host().architecture,
+            "os": "linux",
+        });
+        archive
+            .image(
+                "c.json",
+                &config,
+                &[format!("bench.example.com/w5/a{i}:1")],
+                &["l"],
+            )
             .unwrap();
-        std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+        let bytes = archive.finish().unwrap();
+        std::fs::write(images.join(format!("a{i:03}.tar")), bytes).unwrap();
     }
-    drop(src);
     let socket = dir.path().join("a.sock");
     let serve = |d: &Path| {
         Command::new(airlift)

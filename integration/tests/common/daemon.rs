@@ -2,6 +2,7 @@
 
 use super::airlift_bin;
 use airlift_integration::Containerd;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -163,9 +164,47 @@ impl Daemon {
         panic!("timed out waiting for {what}\nlog:\n{}", self.log());
     }
 
-    /// `airlift status` parsed into (key, value) lines.
+    /// `airlift status` as printed (empty if the daemon does not answer).
     pub fn status(&self) -> String {
         String::from_utf8_lossy(&self.cli(&["status"]).stdout).into_owned()
+    }
+
+    /// `airlift status` as (key, value) pairs, e.g. `("queued", "0")`.
+    pub fn status_fields(&self) -> BTreeMap<String, String> {
+        self.status()
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect()
+    }
+
+    /// Whether the daemon is idle right now: its startup import is done, and no file is
+    /// settling, queued or being imported.
+    pub fn idle(&self) -> bool {
+        let s = self.status_fields();
+        let field = |k: &str| s.get(k).map(String::as_str);
+        field("startup import") == Some("done")
+            && ["settling", "queued", "importing"]
+                .iter()
+                .all(|k| field(k) == Some("0"))
+    }
+
+    /// Waits (as [`Daemon::until`] does) until the daemon is [idle](Daemon::idle) in two
+    /// polls in a row, so that an assertion that nothing more happens can follow.
+    ///
+    /// A file event the kernel has not yet handed to the daemon's watcher is not counted:
+    /// call this once the daemon has acted on what the test did (an archive shows as imported,
+    /// say), not right after touching the images directory. The second poll guards against
+    /// the moments between two of the daemon's counters (an event leaving the watcher before
+    /// it is counted as queued, an import starting before it is counted as importing).
+    pub fn until_idle(&self) {
+        let mut idle_before = false;
+        self.until("the daemon to be idle", || {
+            let idle = self.idle();
+            let done = idle && idle_before;
+            idle_before = idle;
+            done
+        });
     }
 
     /// The process id.
@@ -213,50 +252,4 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// Writes a docker-save archive with one image `name` whose single layer is `mb` megabytes of
-/// incompressible data, for imports that take a while.
-pub fn big_archive(path: &Path, name: &str, mb: usize, seed: u64) {
-    use std::io::Write;
-    let f = std::fs::File::create(path).unwrap();
-    let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, f));
-    let size = (mb << 20) as u64;
-    let mut h = tar::Header::new_gnu();
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_cksum();
-    struct Noise(u64, u64);
-    impl std::io::Read for Noise {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = (buf.len().min(self.1 as usize)) & !7;
-            let n = if n == 0 {
-                buf.len().min(self.1 as usize)
-            } else {
-                n
-            };
-            for chunk in buf[..n].chunks_mut(8) {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                let bytes = self.0.to_le_bytes();
-                chunk.copy_from_slice(&bytes[..chunk.len()]);
-            }
-            self.1 -= n as u64;
-            Ok(n)
-        }
-    }
-    b.append_data(&mut h, "layer0/layer.tar", Noise(seed | 1, size))
-        .unwrap();
-    let arch = airlift::platform::Platform::host().architecture;
-    let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\",\"config\":{{}}}}");
-    let manifest = format!("[{{\"Config\":\"config.json\",\"RepoTags\":[\"{name}\"],\"Layers\":[\"layer0/layer.tar\"]}}]");
-    for (n, data) in [("config.json", config), ("manifest.json", manifest)] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, n, data.as_bytes()).unwrap();
-    }
-    b.into_inner().unwrap().flush().unwrap();
 }

@@ -1,5 +1,6 @@
-//! Shared pieces of the end-to-end tests: running the `airlift` binary, querying containerd
-//! through airlift's client, and making broken archives from the fixtures.
+//! Shared pieces of the end-to-end tests: the fixtures and the golden table of what containerd
+//! makes of them, running the `airlift` binary, and querying containerd through airlift's
+//! client. Made-up and broken archives come from [`airlift_integration::archives`].
 
 #![allow(dead_code)]
 
@@ -14,62 +15,90 @@ use std::time::Duration;
 
 pub mod daemon;
 
-/// What containerd's own importer makes of each fixture (`--all-platforms`): name → target.
-pub const INDEX_2D8E: &str =
-    "sha256:2d8e3c3af836a2e8c6aec90af2c7547315fb88586cb38645e32b1e8657585fbd";
-/// The arm64 docker manifest containerd synthesises.
-pub const ARM64_5142: &str =
-    "sha256:5142ba3ef0ec91d16e239b22f1964d43c420f200f2c1a1eb34ba9cceb487fc76";
-/// The amd64 docker manifest containerd synthesises.
-pub const DOCKER_9C0B: &str =
-    "sha256:9c0b0fd8eabfb086e699955045c31650c8620d9ca78ca73e69f772cb3b74a7af";
+/// One row of the golden table, `integration/fixtures/expected.tsv`: an image record
+/// containerd's own importer makes of a fixture (`--all-platforms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// The fixture's stem: its file name up to the first `.` (every compression of it).
+    pub stem: String,
+    /// The `--base-name` the fixture needs (it names its images by tag only).
+    pub base_name: Option<String>,
+    /// The image name.
+    pub name: String,
+    /// The target's media type.
+    pub media_type: String,
+    /// The target's digest.
+    pub digest: String,
+}
+
+/// Every row of the golden table.
+pub fn golden() -> Vec<Expected> {
+    let path = fixtures_dir().join("expected.tsv");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split('\t').collect::<Vec<_>>()[..] {
+            [stem, base, name, media_type, digest] => Expected {
+                stem: stem.into(),
+                base_name: (base != "-").then(|| base.into()),
+                name: name.into(),
+                media_type: media_type.into(),
+                digest: digest.into(),
+            },
+            _ => panic!("{}: not 5 tab-separated columns: {l:?}", path.display()),
+        })
+        .collect()
+}
+
+/// The golden rows of a fixture file (any compression of it), sorted by name; panics when the
+/// table has none.
+pub fn golden_for(fixture: &str) -> Vec<Expected> {
+    let stem = fixture.split('.').next().unwrap();
+    let mut rows: Vec<Expected> = golden().into_iter().filter(|r| r.stem == stem).collect();
+    assert!(
+        !rows.is_empty(),
+        "integration/fixtures/expected.tsv has no row for {fixture}"
+    );
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
+}
 
 /// Expected `(name, target digest)` pairs for a fixture file, sorted.
 pub fn expected(fixture: &str) -> Vec<(String, String)> {
-    let stem = fixture.split('.').next().unwrap();
-    let v: Vec<(&str, &str)> = match stem {
-        "bundle-ctr-export" => vec![
-            ("docker.io/library/busybox:1.35", INDEX_2D8E),
-            ("registry.example.com/tools/busybox:1.35-arm64", ARM64_5142),
-            ("registry.example.com/tools/busybox:latest", ARM64_5142),
-        ],
-        "busybox-arm64-multitag-docker" => vec![
-            ("docker.io/library/busybox:stable", ARM64_5142),
-            ("registry.example.com/tools/busybox:1.35-arm64", ARM64_5142),
-            ("registry.example.com/tools/busybox:latest", ARM64_5142),
-        ],
-        "busybox-docker" | "busybox-docker-long31" => {
-            vec![("docker.io/library/busybox:1.35", DOCKER_9C0B)]
-        }
-        "busybox-multiarch-oci" | "busybox-amd64-only-ctr-export" => {
-            vec![("docker.io/library/busybox:1.35", INDEX_2D8E)]
-        }
-        "busybox-oci-tagonly" => vec![(
-            "example.com/base:1.35",
-            "sha256:e9b6f6016ae73f57bba8637ec8268512a0b29a978df796cbbdeeaf7b98517d43",
-        )],
-        "busybox-umoci-layout" => vec![(
-            "example.com/base:v1",
-            "sha256:6ae9ea8dc90d9387c906f7f6cfc439a21663ae1dcab4fe279dc1bf2d8a0d4555",
-        )],
-        other => panic!("no expectation for {other}"),
-    };
-    let mut v: Vec<(String, String)> = v.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
-    v.sort();
-    v
+    golden_for(fixture)
+        .into_iter()
+        .map(|r| (r.name, r.digest))
+        .collect()
 }
 
-/// Every fixture archive.
+/// The `--base-name` a fixture file needs, if any.
+pub fn base_name(fixture: &str) -> Option<String> {
+    golden_for(fixture).swap_remove(0).base_name
+}
+
+/// The target digest the golden table gives image `name` of a fixture file.
+pub fn expected_target(fixture: &str, name: &str) -> String {
+    match golden_for(fixture).into_iter().find(|r| r.name == name) {
+        Some(r) => r.digest,
+        None => panic!("expected.tsv has no image {name} for {fixture}"),
+    }
+}
+
+/// Files of `integration/fixtures` that are not fixture archives.
+const NOT_FIXTURES: [&str; 3] = ["README.md", "SHA256SUMS", "expected.tsv"];
+
+/// Every fixture archive (every file of `integration/fixtures` but the README, the checksums and
+/// the golden table), sorted. Panics if one has no row in the golden table.
 pub fn fixtures() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy();
-            n.contains(".t") && !n.ends_with(".md")
-        })
+        .filter(|p| !NOT_FIXTURES.iter().any(|n| p.ends_with(n)))
         .collect();
     v.sort();
+    for p in &v {
+        golden_for(&p.file_name().unwrap().to_string_lossy());
+    }
     v
 }
 
@@ -256,50 +285,10 @@ pub fn blobs_on_disk(ctd: &Containerd) -> Vec<String> {
     v
 }
 
-/// Reads a fixture tar (any compression) into a list of raw entries (header, data).
-pub fn tar_entries(fixture: &str) -> Vec<(tar::Header, Vec<u8>)> {
-    let data = std::fs::read(fixtures_dir().join(fixture)).unwrap();
-    let mut archive = tar::Archive::new(&data[..]);
-    archive
-        .entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let mut h = e.header().clone();
-            // Keep long names: rewrite the header's name from the full path.
-            let path = e.path().unwrap().to_string_lossy().into_owned();
-            if path.len() < 100 {
-                h.set_path(&path).unwrap();
-            }
-            let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
-            (h, buf)
-        })
-        .collect()
-}
-
-/// Writes entries as a tar file.
-pub fn write_tar(path: &Path, entries: &[(tar::Header, Vec<u8>)]) {
-    let mut b = tar::Builder::new(Vec::new());
-    for (h, data) in entries {
-        let mut h = h.clone();
-        h.set_size(data.len() as u64);
-        h.set_cksum();
-        b.append(&h, &data[..]).unwrap();
-    }
-    std::fs::write(path, b.into_inner().unwrap()).unwrap();
-}
-
-/// A header for a hostile entry, written byte by byte so the tar crate's own checks don't stop it.
-pub fn raw_header(name: &str, kind: tar::EntryType, link: Option<&str>) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.as_mut_bytes()[..name.len()].copy_from_slice(name.as_bytes());
-    if let Some(l) = link {
-        h.as_mut_bytes()[157..157 + l.len()].copy_from_slice(l.as_bytes());
-    }
-    h.set_entry_type(kind);
-    h.set_mode(0o644);
-    h
+/// The entries of a plain-tar fixture, to rewrite into a broken variant.
+pub fn fixture_entries(fixture: &str) -> Vec<airlift_integration::archives::Entry> {
+    airlift_integration::archives::read_entries(&fixtures_dir().join(fixture))
+        .unwrap_or_else(|e| panic!("{fixture}: {e}"))
 }
 
 /// Labels as a sorted map.
