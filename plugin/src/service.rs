@@ -9,7 +9,7 @@ use crate::import::{self, ImportError, ImportOptions, Mode, Outcome, Placement, 
 use crate::state::verify::{self, Repair, Snapshot, Standing};
 use crate::state::{Identity, Outcome as RecordOutcome, Record, Records};
 use crate::store::layout::ContentRoot;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -160,8 +160,8 @@ impl Importer {
     }
 
     /// Reads and imports `source`: `previous` is what was recorded before, `identity` the
-    /// file's identity taken before reading it; the image records of `shadowed` names are left
-    /// alone. The record is returned, to be kept with [`Importer::keep`] once what depends on
+    /// file's identity taken before reading it; `precedence` says which image records to leave
+    /// to other archives. The record is returned, to be kept with [`Importer::keep`] once what depends on
     /// the old one is done.
     pub async fn import(
         &self,
@@ -170,7 +170,7 @@ impl Importer {
         identity: Option<Identity>,
         previous: Option<&Record>,
         progress: Arc<AtomicU64>,
-        shadowed: &BTreeSet<String>,
+        precedence: &dyn import::Precedence,
     ) -> Imported {
         let placement = self.placement(client).await;
         let result = import::run(
@@ -179,7 +179,7 @@ impl Importer {
             source,
             &self.options,
             progress,
-            shadowed,
+            precedence,
         )
         .await;
         let path = source.path();
@@ -283,7 +283,7 @@ impl Importer {
                 identity,
                 previous.as_ref(),
                 req.progress.clone(),
-                &BTreeSet::new(),
+                &import::Alone,
             )
             .await;
         self.keep(&imported);
@@ -304,7 +304,10 @@ impl Importer {
                 for w in &what {
                     tracing::info!(archive = %record.path.display(), "repaired: {w}");
                 }
-                (Outcome::Repaired, what)
+                (
+                    Outcome::Repaired,
+                    what.iter().map(|w| w.detail.clone()).collect(),
+                )
             }
             Standing::Damaged(why) | Standing::Gone(why) => {
                 tracing::info!(archive = %record.path.display(), "{why}; importing the archive again");

@@ -131,6 +131,7 @@ pub fn status_json(s: &proto::StatusResponse) -> serde_json::Value {
         "settling": s.settling,
         "idle": s.startup_done && s.importing == 0 && s.queue_length == 0 && s.settling == 0,
         "restoring": s.restoring,
+        "following_events": s.following,
         "repairs": s.repairs.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "archive_bytes_read": s.archive_bytes_read,
         "content_proxy_root": s.content_proxy_root,
@@ -157,6 +158,10 @@ pub fn status_text(s: &proto::StatusResponse) -> String {
     line(
         "containerd:",
         yes_no(s.containerd_connected, "connected", "not connected").into(),
+    );
+    line(
+        "events:",
+        yes_no(s.following, "followed", "not followed (yet)").into(),
     );
     line("archives:", s.archives.to_string());
     line("importing:", s.importing.to_string());

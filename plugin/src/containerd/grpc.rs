@@ -549,15 +549,40 @@ impl Containerd for Grpc {
             .iter()
             .map(|t| format!("namespace=={:?},topic~={t:?}", self.scope.namespace))
             .collect();
-        let stream = EventsClient::new(self.channel.clone())
-            .subscribe(self.request(api::SubscribeRequest { filters }))
-            .await
-            .map_err(|s| ContainerdError::from_status("subscribe to events", &s))?
-            .into_inner();
-        Ok(Box::pin(stream.map(|e| match e {
-            Ok(envelope) => Ok(event(envelope)),
-            Err(s) => Err(ContainerdError::from_status("receive events", &s)),
-        })))
+        let request = self.request(api::SubscribeRequest { filters });
+        let mut client = EventsClient::new(self.channel.clone());
+        // containerd answers a subscription only with its first event (no response headers
+        // before): the call runs on a task of its own, and the stream is handed back at once.
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            let call = async {
+                let mut stream = match client.subscribe(request).await {
+                    Ok(r) => r.into_inner(),
+                    Err(s) => {
+                        let e = ContainerdError::from_status("subscribe to events", &s);
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                loop {
+                    let next = match stream.message().await {
+                        Ok(Some(envelope)) => Ok(event(envelope)),
+                        Ok(None) => return,
+                        Err(s) => Err(ContainerdError::from_status("receive events", &s)),
+                    };
+                    let failed = next.is_err();
+                    if tx.send(next).await.is_err() || failed {
+                        return;
+                    }
+                }
+            };
+            // Ends with the subscriber (the receiving side dropped), event or not.
+            tokio::select! {
+                _ = call => {}
+                _ = tx.closed() => {}
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     async fn set_image_labels(&self, image: &ImageRecord, labels: &LabelChanges) -> Result<()> {

@@ -75,6 +75,8 @@ pub struct Daemon {
     startup: tokio_watch::Sender<bool>,
     connected: AtomicBool,
     bytes_read: AtomicU64,
+    /// Subscribed to containerd's events, with every record verified since.
+    following: AtomicBool,
     /// Files the watcher has seen and not yet handed over (see [`watch::watch`]).
     settling: Arc<std::sync::atomic::AtomicU32>,
     cancel: Arc<AtomicBool>,
@@ -175,6 +177,7 @@ impl Daemon {
             path_locks: Mutex::new(HashMap::new()),
             startup,
             connected: AtomicBool::new(false),
+            following: AtomicBool::new(false),
             bytes_read: AtomicU64::new(0),
             settling: Arc::default(),
             metrics: metrics::Metrics::new(),

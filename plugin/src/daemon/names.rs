@@ -13,6 +13,16 @@ use crate::state::Record;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// The records of the archives that provide their images now.
+fn present(inner: &super::status::Inner) -> Vec<Record> {
+    inner
+        .archives
+        .values()
+        .filter_map(|a| a.provisional.clone().or_else(|| a.record.clone()))
+        .filter(|r| r.is_present())
+        .collect()
+}
+
 /// Whether an archive (path, modification time) takes precedence over another.
 pub fn beats(a: (&Path, i128), b: (&Path, i128)) -> bool {
     a.1 > b.1 || (a.1 == b.1 && a.0 < b.0)
@@ -23,16 +33,10 @@ fn rank(r: &Record) -> (&Path, i128) {
 }
 
 impl Daemon {
-    /// The records of the archives that provide their images now.
+    /// The records of the archives that provide their images now (a running import's
+    /// provisional record for its archive, once it writes image records).
     pub(super) fn present_records(&self) -> Vec<Record> {
-        self.inner
-            .lock()
-            .unwrap()
-            .archives
-            .values()
-            .filter_map(|a| a.record.clone())
-            .filter(Record::is_present)
-            .collect()
+        present(&self.inner.lock().unwrap())
     }
 
     /// What containerd should show of `name`: its winner's target and labels.
@@ -59,23 +63,42 @@ impl Daemon {
 
     /// Whether some present archive provides `name`.
     pub fn provides(&self, name: &str) -> bool {
-        self.inner
-            .lock()
-            .unwrap()
-            .archives
-            .values()
-            .filter_map(|a| a.record.as_ref())
-            .any(|r| r.is_present() && r.names().any(|n| n == name))
-    }
-
-    /// The names that present archives other than `path`, taking precedence over `path` at
-    /// `mtime_ns`, provide: an import of `path` leaves their image records alone.
-    pub(super) fn shadowed_for(&self, path: &Path, mtime_ns: i128) -> BTreeSet<String> {
         self.present_records()
             .iter()
-            .filter(|r| r.path != path && beats(rank(r), (path, mtime_ns)))
+            .any(|r| r.names().any(|n| n == name))
+    }
+
+    /// The import of `path` (at `identity`) is about to write `images`: which of them another
+    /// present archive takes precedence for — and, in the same step, `images` count as provided
+    /// by `path` from now on, so that neither a concurrent import nor a repair undoes them.
+    pub(super) fn claim(
+        &self,
+        path: &Path,
+        identity: crate::state::Identity,
+        images: &[ImageTarget],
+    ) -> BTreeSet<String> {
+        let mut inner = self.inner.lock().unwrap();
+        let others = present(&inner);
+        let shadowed = others
+            .iter()
+            .filter(|r| r.path != path && beats(rank(r), (path, identity.mtime_ns)))
             .flat_map(|r| r.names().map(str::to_string))
-            .collect()
+            .filter(|n| images.iter().any(|i| i.name == *n))
+            .collect();
+        if let Some(a) = inner.archives.get_mut(path) {
+            // What it provides meanwhile: the new images, and those of its last record that the
+            // new ones do not replace (they are let go of only once the import is done).
+            let mut r = a
+                .record
+                .clone()
+                .unwrap_or_else(|| Record::new(path, identity));
+            r.images
+                .retain(|old| !images.iter().any(|i| i.name == old.name));
+            r.images.extend(images.iter().cloned());
+            r.identity = identity;
+            a.provisional = Some(r);
+        }
+        shadowed
     }
 
     /// For each name `record` provides that another present archive wins, that archive.

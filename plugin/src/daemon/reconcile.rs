@@ -12,6 +12,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The daemon's answer to an import's [`crate::import::Precedence`] question.
+struct Claim<'a> {
+    daemon: &'a Daemon,
+    path: &'a Path,
+    identity: Identity,
+}
+
+impl crate::import::Precedence for Claim<'_> {
+    fn claim(&self, images: &[crate::containerd::ImageTarget]) -> BTreeSet<String> {
+        self.daemon.claim(self.path, self.identity, images)
+    }
+}
+
 /// Imports of one archive tried again while containerd fails, before it is recorded as failed.
 const CONTAINERD_RETRIES: u32 = 30;
 
@@ -70,8 +83,9 @@ impl Daemon {
         let Some(_slot) = self.slots.acquire(queued.place).await else {
             return;
         };
-        drop(queued);
+        // Counted as importing before it stops counting as queued: never neither.
         self.importing(1);
+        drop(queued);
         let progress = self.start_progress(path, identity.size);
         self.set_state(path, State::Importing, None);
         let source = Source::File(path.to_path_buf());
@@ -83,7 +97,11 @@ impl Daemon {
             progress.store(0, Ordering::Relaxed);
             tracing::info!(archive = %path.display(), "importing");
             // Names a newer archive provides are left to it (its content is held all the same).
-            let shadowed = self.shadowed_for(path, identity.mtime_ns);
+            let precedence = Claim {
+                daemon: self,
+                path,
+                identity,
+            };
             let imported = self
                 .importer
                 .import(
@@ -92,7 +110,7 @@ impl Daemon {
                     Some(identity),
                     previous.as_ref(),
                     progress.clone(),
-                    &shadowed,
+                    &precedence,
                 )
                 .await;
             self.bytes_read
@@ -115,6 +133,9 @@ impl Daemon {
         let Some((client, mut imported)) = imported.filter(|_| !self.cancelled()) else {
             // Shutting down: the next start resumes.
             self.set_state(path, State::Pending, None);
+            if let Some(a) = self.inner.lock().unwrap().archives.get_mut(path) {
+                a.provisional = None;
+            }
             return;
         };
         let intake = self.cfg.is_intake(path);
@@ -139,6 +160,7 @@ impl Daemon {
                 tracing::error!(error = %e, "import failed");
             }
         }
+        let provisional = self.archive(path).and_then(|a| a.provisional);
         // The new record takes effect, then what changed is brought in line: names the archive
         // no longer provides (a partial failure keeps them in the record: nothing is dropped),
         // and names another archive now takes precedence for.
@@ -147,8 +169,14 @@ impl Daemon {
             .as_ref()
             .map(|p| record.dropped_from(p).into_iter().collect())
             .unwrap_or_default();
-        if let Ok(report) = &imported.result {
-            affected.extend(report.shadowed.iter().cloned());
+        match &imported.result {
+            Ok(report) => affected.extend(report.shadowed.iter().cloned()),
+            // A failed import may have written some image records: back to what the rule says.
+            Err(_) => affected.extend(
+                provisional
+                    .iter()
+                    .flat_map(|r| r.names().map(str::to_string)),
+            ),
         }
         self.assert_names(&client, &affected, Some(path)).await;
         // Kept last: a crash before this imports the archive again, and brings it in line again.

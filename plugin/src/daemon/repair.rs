@@ -27,6 +27,9 @@ const WINDOW: Duration = Duration::from_secs(10);
 const FIRST_DELAY: Duration = Duration::from_secs(1);
 /// The longest a repair waits.
 const MAX_DELAY: Duration = Duration::from_secs(30);
+/// How long after asking for a subscription containerd surely has it (containerd confirms a
+/// subscription only with its first event).
+const SUBSCRIBED: Duration = Duration::from_millis(300);
 /// Quiet time after which a name's episode is over (logged anew, delays reset).
 const EPISODE_END: Duration = Duration::from_secs(60);
 
@@ -153,11 +156,17 @@ impl Daemon {
                     continue;
                 }
             };
-            // Whatever happened while not subscribed is found by a full verification (the
-            // startup import does the first one).
-            if !first {
-                self.resync(&client, "reconnected to containerd").await;
-            }
+            // Whatever happened while not subscribed (before the first subscription: since the
+            // startup verification) is found by a full verification, once containerd surely has
+            // the subscription (events meanwhile wait in the stream).
+            tokio::time::sleep(SUBSCRIBED).await;
+            let why = if first {
+                "subscribed to containerd's events"
+            } else {
+                "reconnected to containerd"
+            };
+            self.resync(&client, why).await;
+            self.following.store(true, Ordering::Relaxed);
             first = false;
             let mut ticker = (!resync.is_zero()).then(|| {
                 let mut t = tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
@@ -191,8 +200,14 @@ impl Daemon {
                     return;
                 }
             }
+            self.following.store(false, Ordering::Relaxed);
             self.connected.store(false, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the daemon follows containerd's events (see [`Daemon::follow_events`]).
+    pub fn following(&self) -> bool {
+        self.following.load(Ordering::Relaxed)
     }
 
     /// An image event: a name some present archive provides is checked (once, however many
@@ -301,13 +316,8 @@ impl Daemon {
                 Standing::Repaired(what) => {
                     for w in &what {
                         tracing::info!(archive = %record.path.display(), %why, "repaired: {w}");
-                        let kind = if w.starts_with("lease") {
-                            "lease"
-                        } else {
-                            "deleted"
-                        };
-                        self.repairs.count(kind);
-                        self.metrics.repaired(kind);
+                        self.repairs.count(w.what);
+                        self.metrics.repaired(w.what);
                     }
                     repaired += what.len();
                 }

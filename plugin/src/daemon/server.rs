@@ -173,6 +173,7 @@ impl Airlift for Service {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             restoring: restoring as u32,
+            following: self.0.following(),
             startup_done: self.0.startup_done(),
             containerd_connected: self.0.containerd_connected(),
             queue_length: queued,

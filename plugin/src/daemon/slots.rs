@@ -24,7 +24,7 @@ impl State {
     /// Hands free slots to the first places, as long as their tasks are asking.
     fn grant(&mut self) {
         while self.free > 0 {
-            let Some(mut first) = self.queue.first_entry() else {
+            let Some(first) = self.queue.first_entry() else {
                 return;
             };
             if first.get().is_none() {

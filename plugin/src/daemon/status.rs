@@ -40,6 +40,9 @@ pub struct ArchiveStatus {
     pub state: State,
     /// Its record, once imported or failed.
     pub record: Option<Record>,
+    /// What a running import is about to record: from the moment it writes image records,
+    /// what the archive provides (see [`crate::import::Precedence`]).
+    pub provisional: Option<Record>,
     /// Bytes read by the running import.
     pub progress: Arc<AtomicU64>,
     /// Its size, when known.
@@ -103,12 +106,14 @@ impl Daemon {
                 path: path.to_path_buf(),
                 state,
                 record: None,
+                provisional: None,
                 progress: Arc::new(AtomicU64::new(0)),
                 total: 0,
             });
         entry.state = state;
         if let Some(r) = record {
             entry.record = r;
+            entry.provisional = None;
         }
         self.metrics
             .set_states(inner.archives.values().map(|a| a.state));
@@ -132,6 +137,7 @@ impl Daemon {
                     path: r.path.clone(),
                     state: State::of(r),
                     record: Some(r.clone()),
+                    provisional: None,
                     progress: Arc::new(AtomicU64::new(0)),
                     total: r.identity.size,
                 },
@@ -148,9 +154,11 @@ impl Daemon {
         let turn = self
             .turns
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let place = (self.priority_class(path), turn);
+        self.slots.register(place);
         Queued {
             daemon: self.clone(),
-            place: (self.priority_class(path), turn),
+            place,
         }
     }
 

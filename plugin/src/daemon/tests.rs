@@ -460,8 +460,8 @@ fn following(n: &Node, archives: &[(&str, &str)]) -> (Arc<Daemon>, Vec<PathBuf>)
     n.rt.block_on(d.startup());
     let follower = d.clone();
     n.rt.spawn(async move { follower.follow_events().await });
-    // Subscribed once the fake saw the call (and the first verification ran).
-    until("the subscription", || n.fake.count("subscribe") > 0);
+    // Subscribed once the fake holds the subscription.
+    until("the subscription", || n.fake.subscriptions() > 0);
     (d, paths)
 }
 
@@ -681,7 +681,16 @@ fn priority_archives_are_imported_first() {
         .into_iter()
         .find(|c| c.op == "put_image")
         .unwrap();
-    assert_eq!(first_image.subject, BUSYBOX);
+    assert_eq!(
+        first_image.subject,
+        BUSYBOX,
+        "{:#?}",
+        n.fake
+            .calls()
+            .iter()
+            .filter(|c| matches!(c.op, "put_image" | "create_lease"))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(n.pinned(BUSYBOX).unwrap(), first.display().to_string());
 }
 

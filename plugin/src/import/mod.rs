@@ -281,6 +281,24 @@ impl ImportError {
     }
 }
 
+/// Who takes precedence for a name several archives provide: asked by the record step, once the
+/// archive's images are known and just before their records are written.
+pub trait Precedence: Send + Sync {
+    /// The names among `images` whose records this import must leave alone, because another
+    /// archive takes precedence for them. From this call on, the caller may count `images` as
+    /// provided by this archive (an import that fails afterwards tells the caller so itself).
+    fn claim(&self, images: &[ImageTarget]) -> BTreeSet<String>;
+}
+
+/// Nobody else: every image record is written (`airlift import`).
+pub struct Alone;
+
+impl Precedence for Alone {
+    fn claim(&self, _: &[ImageTarget]) -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+}
+
 /// A name part unique to this import: this process's liveness token and a counter.
 fn unique_suffix() -> String {
     static IMPORTS: AtomicU64 = AtomicU64::new(0);
@@ -345,15 +363,15 @@ fn open_store(
 }
 
 /// Imports one archive into the content store `placement` allows. `progress` receives the
-/// number of archive bytes read so far. Image records named in `shadowed` are left alone (their
-/// content is stored and held all the same).
+/// number of archive bytes read so far. Image records `precedence` claims for other archives
+/// are left alone (their content is stored and held all the same).
 pub async fn run(
     client: &Client,
     placement: &Placement,
     source: &Source,
     opts: &ImportOptions,
     progress: Arc<AtomicU64>,
-    shadowed: &BTreeSet<String>,
+    precedence: &dyn Precedence,
 ) -> Result<Report, ImportError> {
     let started = Instant::now();
     let archive = source.display_name();
@@ -416,7 +434,7 @@ pub async fn run(
             &archive,
             &plan,
             opts,
-            shadowed,
+            precedence,
         )
         .await?;
         Ok::<_, ImportError>((store.kind(), counters, recorded))

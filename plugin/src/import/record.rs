@@ -33,8 +33,8 @@ pub struct Recorded {
     pub not_selected: Vec<String>,
 }
 
-/// Labels content, updates the archive lease and creates the image records (but those named in
-/// `shadowed`). `client` is the plain connection, `leased` the one under the import's temporary
+/// Labels content, updates the archive lease and creates the image records (but those
+/// `precedence` leaves to other archives). `client` is the plain connection, `leased` the one under the import's temporary
 /// lease.
 #[allow(clippy::too_many_arguments)]
 pub async fn record(
@@ -45,7 +45,7 @@ pub async fn record(
     archive: &str,
     plan: &Plan,
     opts: &ImportOptions,
-    shadowed: &BTreeSet<String>,
+    precedence: &dyn super::Precedence,
 ) -> Result<Recorded, ImportError> {
     let cd_err = |cause: ContainerdError| ImportError::Containerd {
         archive: archive.to_string(),
@@ -143,6 +143,7 @@ pub async fn record(
             annotations: i.target.annotations.clone(),
         })
         .collect();
+    let shadowed = precedence.claim(&images);
     let mut tasks = tokio::task::JoinSet::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(IMAGES_IN_FLIGHT));
     for image in images.iter().filter(|i| !shadowed.contains(&i.name)) {

@@ -16,7 +16,7 @@ fn import(fake: &Fake, placement: &Placement, name: &str) -> Result<Report, Impo
         &Source::File(fixture(name)),
         &all_platforms(),
         Arc::new(AtomicU64::new(0)),
-        &BTreeSet::new(),
+        &Alone,
     ))
 }
 
@@ -269,7 +269,7 @@ fn a_broken_image_fails_alone() {
             &Source::File(broken.clone()),
             &all_platforms(),
             Arc::new(AtomicU64::new(0)),
-            &BTreeSet::new(),
+            &Alone,
         ))
         .unwrap();
     assert_eq!(r.outcome, Outcome::Partial);

@@ -161,7 +161,7 @@ fn what_is_remembered_after_each_outcome() {
         Some(id),
         None,
         Default::default(),
-        &BTreeSet::new(),
+        &crate::import::Alone,
     ));
     d.importer.keep(&imported);
     let kept = d

@@ -7,6 +7,7 @@
 use super::Record;
 use crate::containerd::{Containerd, ContainerdError, ImageRecord};
 use crate::labels;
+use crate::pins::Why;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What containerd holds, read once for many records.
@@ -50,12 +51,28 @@ pub enum Repair {
 pub enum Standing {
     /// Everything is as recorded.
     Stands,
-    /// Something was missing and has been restored (what, for the log and the report).
-    Repaired(Vec<String>),
+    /// Something was missing and has been restored (what, for the log, the report and the
+    /// repair counts).
+    Repaired(Vec<Fix>),
     /// Something is missing (not repaired: asked not to).
     Damaged(String),
     /// Content is gone (or a repair failed): the archive must be imported again.
     Gone(String),
+}
+
+/// One thing restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fix {
+    /// What was wrong: `deleted`, `repointed`, `unpinned`, `relabelled` or `lease`.
+    pub what: &'static str,
+    /// What was wrong, in words (naming the image or lease).
+    pub detail: String,
+}
+
+impl std::fmt::Display for Fix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
 }
 
 impl Standing {
@@ -71,22 +88,41 @@ pub fn image_fault(
     want: &crate::containerd::ImageTarget,
     labels: &BTreeMap<String, String>,
     snapshot: &Snapshot,
-) -> Option<String> {
+) -> Option<Fix> {
+    let fix = |why: Why, detail: String| {
+        Some(Fix {
+            what: why.as_str(),
+            detail,
+        })
+    };
     let Some(have) = snapshot.images.get(&want.name) else {
-        return Some(format!("image {} is gone", want.name));
+        return fix(Why::Deleted, format!("image {} is gone", want.name));
     };
     if !want.points(have) {
-        return Some(format!(
+        let detail = format!(
             "image {} points at {}, not {}",
             want.name, have.digest, want.digest
-        ));
+        );
+        return fix(Why::Repointed, detail);
     }
     let missing: Vec<&str> = labels
         .iter()
         .filter(|(k, v)| *k != labels::ARCHIVE && have.labels.get(*k) != Some(*v))
         .map(|(k, _)| k.as_str())
         .collect();
-    (!missing.is_empty()).then(|| format!("image {} lacks {}", want.name, missing.join(", ")))
+    if missing.is_empty() {
+        return None;
+    }
+    let pins = [labels::CRI_PINNED, labels::PINNED];
+    let why = if missing.iter().any(|k| pins.contains(k)) {
+        Why::Unpinned
+    } else {
+        Why::Relabelled
+    };
+    fix(
+        why,
+        format!("image {} lacks {}", want.name, missing.join(", ")),
+    )
 }
 
 /// Checks `record` against `snapshot`; with [`Repair::Yes`], restores what is missing.
@@ -103,13 +139,13 @@ pub async fn check(
             continue;
         };
         if repair == Repair::No {
-            return Standing::Damaged(fault);
+            return Standing::Damaged(fault.detail);
         }
         let Ok(digest) = want.digest.parse() else {
             return Standing::Gone(format!("image {}: bad recorded digest", want.name));
         };
         if !matches!(client.info(&digest).await, Ok(Some(_))) {
-            return Standing::Gone(format!("{fault}, and its content {digest} too"));
+            return Standing::Gone(format!("{fault}, and its content {digest} is gone too"));
         }
         if let Err(e) = client.put_image(want, labels).await {
             return Standing::Gone(format!("{fault}; restoring it failed: {e}"));
@@ -133,7 +169,10 @@ pub async fn check(
                     return Standing::Gone(format!("lease {lease}: adding {b} failed: {e}"));
                 }
             }
-            repaired.push(format!("lease {lease} was gone"));
+            repaired.push(Fix {
+                what: "lease",
+                detail: format!("lease {lease} was gone"),
+            });
         }
     }
     if repaired.is_empty() {
@@ -220,8 +259,14 @@ mod tests {
         assert_eq!(
             s,
             Standing::Repaired(vec![
-                "image docker.io/library/x:1 is gone".into(),
-                format!("lease {} was gone", record.lease.as_ref().unwrap()),
+                Fix {
+                    what: "deleted",
+                    detail: "image docker.io/library/x:1 is gone".into()
+                },
+                Fix {
+                    what: "lease",
+                    detail: format!("lease {} was gone", record.lease.as_ref().unwrap())
+                },
             ])
         );
         let img = fake.image("docker.io/library/x:1").unwrap();
@@ -248,7 +293,7 @@ mod tests {
         let snap = Snapshot::take(c.as_ref()).await.unwrap();
         let s = check(c.as_ref(), &record, &labels, &snap, Repair::Yes).await;
         assert!(
-            matches!(&s, Standing::Repaired(m) if m[0].contains("points at sha256:elsewhere")),
+            matches!(&s, Standing::Repaired(m) if m[0].what == "repointed" && m[0].detail.contains("points at sha256:elsewhere")),
             "{s:?}"
         );
         assert_eq!(

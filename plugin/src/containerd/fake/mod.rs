@@ -261,6 +261,11 @@ impl Fake {
         self.state().publish(event);
     }
 
+    /// The number of live subscriptions.
+    pub fn subscriptions(&self) -> usize {
+        self.state().subscribers.len()
+    }
+
     /// Ends every subscription, as a containerd restart does.
     pub fn end_subscriptions(&self) {
         self.state().subscribers.clear();
