@@ -32,6 +32,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use tempfile::TempDir;
 
 pub mod archives;
+pub mod golden;
 
 /// How long [`Containerd::start`] and [`Containerd::restart`] wait for the
 /// daemon to serve requests.

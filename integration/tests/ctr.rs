@@ -157,12 +157,7 @@ fn agrees_with_ctr(version: Version) {
     );
 }
 
-#[test]
-fn fixtures_agree_with_ctr_containerd_2() {
-    agrees_with_ctr(Version::V2);
-}
-
-#[test]
-fn fixtures_agree_with_ctr_containerd_17() {
-    agrees_with_ctr(Version::V17);
-}
+on_containerd!(agrees_with_ctr {
+    fixtures_agree_with_ctr_containerd_2: Version::V2;
+    fixtures_agree_with_ctr_containerd_17: Version::V17;
+});

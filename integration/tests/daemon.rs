@@ -40,6 +40,13 @@ fn leases(ctd: &Containerd) -> Vec<String> {
         .collect()
 }
 
+/// Starts the daemon, waits for its startup import and asserts `name` is pinned.
+fn restart_pinned(rt: &tokio::runtime::Runtime, ctd: &Containerd, d: &mut Daemon, name: &str) {
+    d.start();
+    d.wait();
+    assert_eq!(pinned(rt, ctd, name), Some(true), "{}", d.log());
+}
+
 /// Archives present at start are imported and pinned before `airlift wait` returns; deleting one
 /// unpins only the images no other present archive provides, and removes its lease.
 fn startup_and_delete(version: Version) {
@@ -136,15 +143,10 @@ fn startup_and_delete(version: Version) {
     );
 }
 
-#[test]
-fn startup_and_delete_containerd_2() {
-    startup_and_delete(Version::V2);
-}
-
-#[test]
-fn startup_and_delete_containerd_17() {
-    startup_and_delete(Version::V17);
-}
+on_containerd!(startup_and_delete {
+    startup_and_delete_containerd_2: Version::V2;
+    startup_and_delete_containerd_17: Version::V17;
+});
 
 /// A file copied slowly in chunks is imported exactly once, after its last chunk; a file written
 /// elsewhere and renamed in is imported once; replacing an archive with the same size and a newer
@@ -533,14 +535,7 @@ fn startup_repairs_and_releases() {
     .unwrap();
     let lease = airlift::labels::archive_lease(&std::fs::canonicalize(&docker).unwrap());
     std::fs::remove_file(&multitag).unwrap();
-    d.start();
-    d.wait();
-    assert_eq!(
-        pinned(&rt, &ctd, "docker.io/library/busybox:1.35"),
-        Some(true),
-        "{}",
-        d.log()
-    );
+    restart_pinned(&rt, &ctd, &mut d, "docker.io/library/busybox:1.35");
     assert!(
         d.status().contains("bytes read:      0"),
         "the archive was read for a repair: {}",
@@ -585,14 +580,7 @@ fn startup_repairs_and_releases() {
     .unwrap();
     let manifest = expected_target("busybox-docker.tar", "docker.io/library/busybox:1.35");
     assert!(blob(&rt, &ctd, "k8s.io", &manifest).is_none());
-    d.start();
-    d.wait();
-    assert_eq!(
-        pinned(&rt, &ctd, "docker.io/library/busybox:1.35"),
-        Some(true),
-        "{}",
-        d.log()
-    );
+    restart_pinned(&rt, &ctd, &mut d, "docker.io/library/busybox:1.35");
     assert!(!d.status().contains("bytes read:      0"), "{}", d.status());
     assert_eq!(d.archive(&docker).unwrap()["imports"], 2);
 }

@@ -98,25 +98,12 @@ fn fixtures_match_containerd(version: Version, mode: &str) {
     );
 }
 
-#[test]
-fn fixtures_containerd_2_direct() {
-    fixtures_match_containerd(Version::V2, "direct");
-}
-
-#[test]
-fn fixtures_containerd_2_stream() {
-    fixtures_match_containerd(Version::V2, "stream");
-}
-
-#[test]
-fn fixtures_containerd_17_direct() {
-    fixtures_match_containerd(Version::V17, "direct");
-}
-
-#[test]
-fn fixtures_containerd_17_stream() {
-    fixtures_match_containerd(Version::V17, "stream");
-}
+on_containerd!(fixtures_match_containerd {
+    fixtures_containerd_2_direct: Version::V2, "direct";
+    fixtures_containerd_2_stream: Version::V2, "stream";
+    fixtures_containerd_17_direct: Version::V17, "direct";
+    fixtures_containerd_17_stream: Version::V17, "stream";
+});
 
 /// GC labels as containerd's importer sets them, distribution sources, and after deleting the
 /// images and leases containerd's garbage collector leaves no blob behind.
@@ -195,15 +182,10 @@ fn gc_labels_and_cleanup(version: Version) {
     );
 }
 
-#[test]
-fn gc_labels_and_cleanup_containerd_2() {
-    gc_labels_and_cleanup(Version::V2);
-}
-
-#[test]
-fn gc_labels_and_cleanup_containerd_17() {
-    gc_labels_and_cleanup(Version::V17);
-}
+on_containerd!(gc_labels_and_cleanup {
+    gc_labels_and_cleanup_containerd_2: Version::V2;
+    gc_labels_and_cleanup_containerd_17: Version::V17;
+});
 
 /// Broken archives fail with one clear message naming the archive and the cause, create no
 /// image and leave no temporary file.
@@ -357,20 +339,11 @@ fn broken_archives(version: Version, mode: &str) {
     );
 }
 
-#[test]
-fn broken_archives_containerd_2_direct() {
-    broken_archives(Version::V2, "direct");
-}
-
-#[test]
-fn broken_archives_containerd_2_stream() {
-    broken_archives(Version::V2, "stream");
-}
-
-#[test]
-fn broken_archives_containerd_17_direct() {
-    broken_archives(Version::V17, "direct");
-}
+on_containerd!(broken_archives {
+    broken_archives_containerd_2_direct: Version::V2, "direct";
+    broken_archives_containerd_2_stream: Version::V2, "stream";
+    broken_archives_containerd_17_direct: Version::V17, "direct";
+});
 
 /// Standard input, options, and containerd being away.
 #[test]
@@ -584,15 +557,10 @@ fn cri_reports_pinned(version: Version) {
     );
 }
 
-#[test]
-fn cri_reports_pinned_containerd_2() {
-    cri_reports_pinned(Version::V2);
-}
-
-#[test]
-fn cri_reports_pinned_containerd_17() {
-    cri_reports_pinned(Version::V17);
-}
+on_containerd!(cri_reports_pinned {
+    cri_reports_pinned_containerd_2: Version::V2;
+    cri_reports_pinned_containerd_17: Version::V17;
+});
 
 /// A blob found present is added to the import's lease before anything relies on it, so a
 /// garbage collection between the check and the image record cannot take it.
@@ -630,32 +598,19 @@ fn present_blobs_are_protected_by_the_import_lease() {
     rt.block_on(c.delete_lease("setup")).unwrap();
     // A synchronous garbage collection (triggered by removing an unrelated image) keeps it.
     let docker = fixtures_dir().join("busybox-docker.tar");
-    import_ok(&ctd, ns, &["--all-platforms", docker.to_str().unwrap()]);
-    ctd.ctr_output(&[
-        "-n",
-        ns,
-        "images",
-        "rm",
-        "--sync",
-        "docker.io/library/busybox:1.35",
-    ])
-    .unwrap();
+    let collect = || {
+        import_ok(&ctd, ns, &["--all-platforms", docker.to_str().unwrap()]);
+        let rm = ["-n", ns, "images", "rm", "--sync", "docker.io/library/busybox:1.35"];
+        ctd.ctr_output(&rm).unwrap();
+    };
+    collect();
     assert!(
         blob(&rt, &ctd, ns, &digest).is_some(),
         "garbage collection took a leased blob"
     );
     // Without the lease it goes.
     rt.block_on(c.delete_lease("import-test")).unwrap();
-    import_ok(&ctd, ns, &["--all-platforms", docker.to_str().unwrap()]);
-    ctd.ctr_output(&[
-        "-n",
-        ns,
-        "images",
-        "rm",
-        "--sync",
-        "docker.io/library/busybox:1.35",
-    ])
-    .unwrap();
+    collect();
     assert!(
         blob(&rt, &ctd, ns, &digest).is_none(),
         "the unleased blob should have been collected"

@@ -158,15 +158,10 @@ fn ctr_through_airlift(version: Version) {
     );
 }
 
-#[test]
-fn ctr_through_airlift_containerd_2() {
-    ctr_through_airlift(Version::V2);
-}
-
-#[test]
-fn ctr_through_airlift_containerd_17() {
-    ctr_through_airlift(Version::V17);
-}
+on_containerd!(ctr_through_airlift {
+    ctr_through_airlift_containerd_2: Version::V2;
+    ctr_through_airlift_containerd_17: Version::V17;
+});
 
 /// The conformance suites against the proxy (directly and behind containerd), then
 /// `airlift import` and the daemon in proxy mode: images land pinned, as in direct mode.
@@ -285,15 +280,10 @@ fn airlift_in_proxy_mode(version: Version) {
     }
 }
 
-#[test]
-fn airlift_in_proxy_mode_containerd_2() {
-    airlift_in_proxy_mode(Version::V2);
-}
-
-#[test]
-fn airlift_in_proxy_mode_containerd_17() {
-    airlift_in_proxy_mode(Version::V17);
-}
+on_containerd!(airlift_in_proxy_mode {
+    airlift_in_proxy_mode_containerd_2: Version::V2;
+    airlift_in_proxy_mode_containerd_17: Version::V17;
+});
 
 /// airlift killed while containerd writes through it, then restarted: containerd's next
 /// attempt succeeds and no corrupt blob is ever served. containerd restarted while airlift
@@ -375,15 +365,10 @@ fn restarts(version: Version) {
         .any(|(n, d)| n == "docker.io/library/busybox:1.35" && d == &manifest));
 }
 
-#[test]
-fn restarts_containerd_2() {
-    restarts(Version::V2);
-}
-
-#[test]
-fn restarts_containerd_17() {
-    restarts(Version::V17);
-}
+on_containerd!(restarts {
+    restarts_containerd_2: Version::V2;
+    restarts_containerd_17: Version::V17;
+});
 
 /// As a content proxy, airlift reports readiness once its store is served, before containerd
 /// (which starts after it) answers; the startup import is still to come.

@@ -181,15 +181,10 @@ fn each_actor_is_undone(version: Version) {
     );
 }
 
-#[test]
-fn each_actor_is_undone_containerd_2() {
-    each_actor_is_undone(Version::V2);
-}
-
-#[test]
-fn each_actor_is_undone_containerd_17() {
-    each_actor_is_undone(Version::V17);
-}
+on_containerd!(each_actor_is_undone {
+    each_actor_is_undone_containerd_2: Version::V2;
+    each_actor_is_undone_containerd_17: Version::V17;
+});
 
 /// CPU time (user + system) of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -298,15 +293,10 @@ fn restart_while_deleted(version: Version) {
     assert!(log.contains("subscribing again"), "{log}");
 }
 
-#[test]
-fn restart_while_deleted_containerd_2() {
-    restart_while_deleted(Version::V2);
-}
-
-#[test]
-fn restart_while_deleted_containerd_17() {
-    restart_while_deleted(Version::V17);
-}
+on_containerd!(restart_while_deleted {
+    restart_while_deleted_containerd_2: Version::V2;
+    restart_while_deleted_containerd_17: Version::V17;
+});
 
 /// Two archives provide busybox:1.35 with different targets: the newer wins at startup, while
 /// running and after a restart; `ls` shows which archive the name comes from.
@@ -377,15 +367,10 @@ fn shared_names(version: Version) {
     );
 }
 
-#[test]
-fn shared_names_containerd_2() {
-    shared_names(Version::V2);
-}
-
-#[test]
-fn shared_names_containerd_17() {
-    shared_names(Version::V17);
-}
+on_containerd!(shared_names {
+    shared_names_containerd_2: Version::V2;
+    shared_names_containerd_17: Version::V17;
+});
 
 /// Intake: imported, then deleted; pinned and held across a restart until `airlift forget`; a
 /// failed import stays in place, shown as failed.
@@ -449,15 +434,10 @@ fn intake(version: Version) {
     assert!(d.archive(&a).is_none());
 }
 
-#[test]
-fn intake_containerd_2() {
-    intake(Version::V2);
-}
-
-#[test]
-fn intake_containerd_17() {
-    intake(Version::V17);
-}
+on_containerd!(intake {
+    intake_containerd_2: Version::V2;
+    intake_containerd_17: Version::V17;
+});
 
 /// `airlift wait --image` returns once those images are pinned, while a big archive is still
 /// being copied; `priority` imports matching archives first at startup.

@@ -23,11 +23,14 @@
 //!   stands in containerd ([`state::verify`]);
 //! - [`service`] — the one entry point every import goes through (`airlift import`, the daemon,
 //!   the API): where blobs may be written, recall of unchanged archives, the record kept;
-//! - [`pins`] — which images lose their pin when an archive goes, and nothing else;
+//! - [`pins`] — what containerd must show of a name airlift provides (its winner's target and
+//!   labels), and the one place that writes it or takes the pins off;
 //! - [`leftovers`] — what dead airlift processes left behind, removed ([`liveness`] tells who
 //!   is dead, across PID namespaces);
-//! - [`daemon`] — `airlift serve`: startup, reconciliation per archive, the directory watcher,
-//!   the API server and metrics; configured by [`config`];
+//! - [`daemon`] — `airlift serve`: startup, reconciliation per archive, the rule for names
+//!   several archives provide ([`daemon::names`]), repairs following containerd's events
+//!   ([`daemon::repair`]), import slots in priority order, the directory watcher, the API server
+//!   and metrics; configured by [`config`];
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
 //!   containerd's content proxy plugin;
 //! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`];

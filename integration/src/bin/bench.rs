@@ -28,6 +28,19 @@ struct Sample {
     ok: bool,
 }
 
+impl Sample {
+    /// The medians of several runs (the peak of the peak RSS); ok when every run was.
+    fn median(samples: &[Sample]) -> Sample {
+        Sample {
+            wall: median(samples.iter().map(|s| s.wall).collect()),
+            cpu: median(samples.iter().map(|s| s.cpu).collect()),
+            rss_mib: samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max),
+            written_mb: median(samples.iter().map(|s| s.written_mb).collect()),
+            ok: samples.iter().all(|s| s.ok),
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -413,14 +426,7 @@ fn main() {
                     ctd_pid,
                 ));
             }
-            let ok = samples.iter().all(|s| s.ok);
-            let m = Sample {
-                wall: median(samples.iter().map(|s| s.wall).collect()),
-                cpu: median(samples.iter().map(|s| s.cpu).collect()),
-                rss_mib: samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max),
-                written_mb: median(samples.iter().map(|s| s.written_mb).collect()),
-                ok,
-            };
+            let m = Sample::median(&samples);
             medians.push((c, m));
         }
         let base = medians
@@ -676,14 +682,8 @@ fn proxy(report: &mut String, airlift: &Path, data: &Path, runs: usize) {
                 ));
                 samples.push(measure_with(&mut cat, &pids));
             }
-            let ok = samples.iter().all(|s| s.ok);
-            let m = Sample {
-                wall: median(samples.iter().map(|s| s.wall).collect()),
-                cpu: median(samples.iter().map(|s| s.cpu).collect()),
-                rss_mib: samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max),
-                written_mb: median(samples.iter().map(|s| s.written_mb).collect()),
-                ok,
-            };
+            let m = Sample::median(&samples);
+            let ok = m.ok;
             walls.push(m.wall);
             let ratio = m.wall / walls[0];
             let wall = if ok {

@@ -1,4 +1,5 @@
-//! The archive side against every real fixture, in every compression, with an in-memory store:
+//! The archive side against every real fixture, in every compression, with an in-memory store
+//! (no containerd needed):
 //! names and targets must equal what containerd's own importer produces, as the golden table
 //! `integration/fixtures/expected.tsv` records it (the end-to-end tests read the same table, and
 //! check it against live containerd).
@@ -8,80 +9,24 @@ use airlift::ingest::{ingest, Counters};
 use airlift::platform::{Platform, PlatformPolicy};
 use airlift::store::memory::MemoryStore;
 use airlift::store::ContentStore;
+use airlift_integration::{fixtures_dir, golden};
 use std::path::PathBuf;
-
-/// The fixtures directory of the integration crate.
-fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integration/fixtures")
-}
 
 fn fixture(name: &str) -> PathBuf {
     fixtures_dir().join(name)
 }
 
-/// One row of the golden table: an image record containerd makes of a fixture.
-struct Expected {
-    /// The fixture file name up to its first `.`.
-    stem: String,
-    /// The `--base-name` the fixture needs, if any.
-    base_name: Option<String>,
-    /// The image name.
-    name: String,
-    /// The target's media type.
-    media_type: String,
-    /// The target's digest.
-    digest: String,
-}
-
-/// Every row of `expected.tsv` (tab-separated; `#` starts a comment line).
-fn golden() -> Vec<Expected> {
-    let path = fixtures_dir().join("expected.tsv");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| match l.split('\t').collect::<Vec<_>>()[..] {
-            [stem, base, name, media_type, digest] => Expected {
-                stem: stem.into(),
-                base_name: (base != "-").then(|| base.into()),
-                name: name.into(),
-                media_type: media_type.into(),
-                digest: digest.into(),
-            },
-            _ => panic!("{}: not 5 tab-separated columns: {l:?}", path.display()),
-        })
+/// Every fixture archive's file name, sorted.
+fn fixture_files() -> Vec<String> {
+    golden::fixtures()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect()
-}
-
-/// The golden rows of a fixture file, sorted by name; panics when there are none.
-fn golden_for(file: &str) -> Vec<Expected> {
-    let stem = file.split('.').next().unwrap();
-    let mut rows: Vec<Expected> = golden().into_iter().filter(|r| r.stem == stem).collect();
-    assert!(!rows.is_empty(), "expected.tsv has no row for {file}");
-    rows.sort_by(|a, b| a.name.cmp(&b.name));
-    rows
 }
 
 /// The target digest the golden table gives image `name` of fixture `stem`.
 fn target(stem: &str, name: &str) -> String {
-    match golden()
-        .into_iter()
-        .find(|r| r.stem == stem && r.name == name)
-    {
-        Some(r) => r.digest,
-        None => panic!("expected.tsv has no image {name} for {stem}"),
-    }
-}
-
-/// Every fixture archive's file name, sorted (every file but the README, the checksums and the
-/// golden table).
-fn fixture_files() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !["README.md", "SHA256SUMS", "expected.tsv"].contains(&n.as_str()))
-        .collect();
-    v.sort();
-    v
+    golden::expected_target(stem, name)
 }
 
 fn run(name: &str, opts: &PlanOptions) -> (Plan, MemoryStore) {
@@ -146,7 +91,7 @@ fn images_typed(plan: &Plan) -> Vec<(String, String, String)> {
 }
 
 /// The golden rows as [`images_typed`] gives a plan's images.
-fn typed(rows: &[Expected]) -> Vec<(String, String, String)> {
+fn typed(rows: &[golden::Expected]) -> Vec<(String, String, String)> {
     rows.iter()
         .map(|r| (r.name.clone(), r.digest.clone(), r.media_type.clone()))
         .collect()
@@ -156,11 +101,11 @@ fn typed(rows: &[Expected]) -> Vec<(String, String, String)> {
 fn every_fixture_in_every_compression_matches_containerd() {
     let files: Vec<String> = fixture_files()
         .into_iter()
-        .filter(|f| golden_for(f)[0].base_name.is_none())
+        .filter(|f| golden::golden_for(f)[0].base_name.is_none())
         .collect();
     assert!(files.len() >= 10, "{files:?}");
     for name in &files {
-        let want = golden_for(name);
+        let want = golden::golden_for(name);
         let (plan, store) = run(name, &all());
         assert_eq!(images_typed(&plan), typed(&want), "{name}");
         assert!(
@@ -184,11 +129,11 @@ fn every_fixture_in_every_compression_matches_containerd() {
 fn tag_only_names_need_a_base_name() {
     let files: Vec<String> = fixture_files()
         .into_iter()
-        .filter(|f| golden_for(f)[0].base_name.is_some())
+        .filter(|f| golden::golden_for(f)[0].base_name.is_some())
         .collect();
     assert!(files.len() >= 3, "{files:?}");
     for name in &files {
-        let want = golden_for(name);
+        let want = golden::golden_for(name);
         let (plan, _) = run(name, &all());
         assert!(plan.images.is_empty(), "{name}: {:?}", plan.images);
         assert!(
