@@ -600,7 +600,14 @@ fn present_blobs_are_protected_by_the_import_lease() {
     let docker = fixtures_dir().join("busybox-docker.tar");
     let collect = || {
         import_ok(&ctd, ns, &["--all-platforms", docker.to_str().unwrap()]);
-        let rm = ["-n", ns, "images", "rm", "--sync", "docker.io/library/busybox:1.35"];
+        let rm = [
+            "-n",
+            ns,
+            "images",
+            "rm",
+            "--sync",
+            "docker.io/library/busybox:1.35",
+        ];
         ctd.ctr_output(&rm).unwrap();
     };
     collect();
