@@ -14,9 +14,12 @@ fi
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check
+# The crash points of the reliability tests are compiled into this (test) build only.
+features=(--features airlift/failpoints)
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 echo "== cargo build" >&2
-cargo build --workspace --locked
+cargo build --workspace --locked "${features[@]}"
 echo "== cargo test" >&2
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked "${features[@]}" "$@"

@@ -595,7 +595,7 @@ fn present_blobs_are_protected_by_the_import_lease() {
     let held = rt.block_on(c.lease_content("import-test")).unwrap();
     assert!(held.contains(&digest), "{held:?}");
     // From here on only the import's lease holds it.
-    rt.block_on(c.delete_lease("setup")).unwrap();
+    rt.block_on(c.delete_lease("setup", false)).unwrap();
     // A synchronous garbage collection (triggered by removing an unrelated image) keeps it.
     let docker = fixtures_dir().join("busybox-docker.tar");
     let collect = || {
@@ -616,7 +616,7 @@ fn present_blobs_are_protected_by_the_import_lease() {
         "garbage collection took a leased blob"
     );
     // Without the lease it goes.
-    rt.block_on(c.delete_lease("import-test")).unwrap();
+    rt.block_on(c.delete_lease("import-test", false)).unwrap();
     collect();
     assert!(
         blob(&rt, &ctd, ns, &digest).is_none(),

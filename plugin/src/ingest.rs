@@ -9,6 +9,7 @@ use crate::archive::understand::{FileRecord, Inventory};
 use crate::archive::{decode, walk};
 use crate::digest::Digest;
 use crate::store::{read_full, ContentStore, StoreError};
+use std::collections::HashMap;
 use std::io::{self, Cursor, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +17,13 @@ use std::sync::Arc;
 
 /// Largest JSON document (manifest, index, config, layout file) kept in memory, as containerd.
 pub const JSON_LIMIT: u64 = 20 << 20;
+
+/// Most entries (files and links) one archive may have: what the walk remembers of each is
+/// small, but not nothing.
+pub const ENTRIES_LIMIT: usize = 100_000;
+
+/// Most bytes of JSON documents (manifests, indexes, configs) kept in memory for one archive.
+pub const JSON_TOTAL_LIMIT: u64 = 64 << 20;
 
 /// Bytes inspected at the start of every blob.
 const HEAD: usize = 64 << 10;
@@ -60,6 +68,25 @@ pub enum IngestError {
         /// Why.
         cause: StoreError,
     },
+    /// The archive has more entries, or more JSON, than airlift holds for one archive.
+    #[error("{what}: more than the limit of {limit}; refusing the archive")]
+    TooMuch {
+        /// What there is too much of (and where it was noticed).
+        what: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// A blob's entry disagrees with the size a descriptor already read declares for it: it
+    /// cannot be that blob, and is not read.
+    #[error("entry {entry:?}: {size} bytes, but a descriptor in the archive declares {declared}")]
+    SizeDisagrees {
+        /// The entry.
+        entry: String,
+        /// Its size in the tar header.
+        size: u64,
+        /// The size the descriptor declares.
+        declared: u64,
+    },
     /// A layout document is larger than airlift reads into memory.
     #[error(
         "entry {entry:?}: {size} bytes, more than the {limit}-byte limit for a layout document"
@@ -78,7 +105,11 @@ impl IngestError {
     /// Whether the archive itself is broken (rather than the store failing).
     pub fn is_archive_fault(&self) -> bool {
         match self {
-            IngestError::Decode(_) | IngestError::Walk(_) | IngestError::TooLarge { .. } => true,
+            IngestError::Decode(_)
+            | IngestError::Walk(_)
+            | IngestError::TooLarge { .. }
+            | IngestError::TooMuch { .. }
+            | IngestError::SizeDisagrees { .. } => true,
             IngestError::Entry { cause, .. } => matches!(
                 cause,
                 StoreError::Source(_)
@@ -167,6 +198,22 @@ fn declared_digest(name: &str) -> Result<Option<Digest>, String> {
     Ok(None)
 }
 
+/// Notes the digest and size of every descriptor a manifest or index document declares.
+fn note_descriptors(doc: &[u8], sizes: &mut HashMap<Digest, u64>) {
+    use crate::archive::spec::{Descriptor, Index, Manifest};
+    let mut note = |d: &Descriptor| {
+        if let Ok(size) = u64::try_from(d.size) {
+            sizes.entry(d.digest.clone()).or_insert(size);
+        }
+    };
+    if let Ok(m) = serde_json::from_slice::<Manifest>(doc) {
+        note(&m.config);
+        m.layers.iter().for_each(&mut note);
+    } else if let Ok(i) = serde_json::from_slice::<Index>(doc) {
+        i.manifests.iter().for_each(note);
+    }
+}
+
 /// Records what the walk learned about a regular file, keeping only its first bytes.
 fn remember(
     inv: &mut Inventory,
@@ -198,7 +245,18 @@ pub fn ingest(
     let tar_stream = crate::archive::readahead::ReadAhead::new(tar_stream, 1 << 20, 4);
     tracing::debug!(%compression, "decoding archive");
     let mut inv = Inventory::default();
+    let mut entries = 0usize;
+    let mut json_bytes = 0u64;
+    // Sizes the descriptors read so far declare, by digest.
+    let mut declared_sizes: HashMap<Digest, u64> = HashMap::new();
     walk::walk(tar_stream, |entry| -> Result<(), IngestError> {
+        entries += 1;
+        if entries > ENTRIES_LIMIT {
+            return Err(IngestError::TooMuch {
+                what: "entries".into(),
+                limit: ENTRIES_LIMIT as u64,
+            });
+        }
         match entry {
             walk::Entry::Link { name, target } => {
                 inv.links.insert(name, target);
@@ -226,6 +284,7 @@ pub fn ingest(
                             actual: n as u64,
                         }));
                     }
+                    note_descriptors(&buf, &mut declared_sizes);
                     match name.as_str() {
                         "oci-layout" => inv.oci_layout = Some(buf),
                         "index.json" => inv.index_json = Some(buf),
@@ -251,6 +310,15 @@ pub fn ingest(
                         return Ok(());
                     }
                 };
+                if let Some(want) = declared.as_ref().and_then(|d| declared_sizes.get(d)) {
+                    if *want != size {
+                        return Err(IngestError::SizeDisagrees {
+                            entry: name,
+                            size,
+                            declared: *want,
+                        });
+                    }
+                }
                 let mut head = vec![0; HEAD.min(size as usize)];
                 let n = read_full(data, &mut head).map_err(fail)?;
                 if n < head.len() {
@@ -269,6 +337,14 @@ pub fn ingest(
                 if json {
                     // Small JSON documents (manifests, indexes, configs) stay in memory and are
                     // stored only if an image needs them: see `Inventory::deferred`.
+                    json_bytes += size;
+                    if json_bytes > JSON_TOTAL_LIMIT {
+                        return Err(IngestError::TooMuch {
+                            what: format!("bytes of JSON documents (at entry {name:?})"),
+                            limit: JSON_TOTAL_LIMIT,
+                        });
+                    }
+                    note_descriptors(&head, &mut declared_sizes);
                     let digest = Digest::of(&head);
                     let record = match &declared {
                         Some(d) if *d != digest => Err(format!(

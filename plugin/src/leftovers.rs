@@ -33,7 +33,9 @@ pub async fn clean(client: &dyn Containerd, root: &ContentRoot) -> Cleaned {
             .into_iter()
             .filter(|id| dead(id, labels::IMPORT_LEASE_PREFIX))
         {
-            if client.delete_lease(&id).await.is_ok() {
+            // Synchronously: what only the dead import held is collected before a new import
+            // could find it present and count on it.
+            if client.delete_lease(&id, true).await.is_ok() {
                 cleaned.leases.push(id);
             }
         }

@@ -60,6 +60,19 @@ pub fn reserve(file: &File, len: u64) -> io::Result<()> {
     )?)
 }
 
+/// The bytes an unprivileged writer may still put on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let s = rustix::fs::statvfs(path)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Ends the process at once with SIGKILL, as `kill -9` would: no destructor, no cleanup (the
+/// crash points of the reliability tests).
+pub fn crash() -> ! {
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    std::process::abort()
+}
+
 /// Starts writeback of a file range without waiting for it (advisory: a failure only means the
 /// final fsync does all the work).
 pub fn start_writeback(file: &File, offset: u64, len: u64) {

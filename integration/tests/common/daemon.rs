@@ -227,6 +227,20 @@ impl Daemon {
         panic!("airlift did not stop on SIGTERM\n{}", self.log());
     }
 
+    /// Waits (at most `timeout`) for the daemon to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let child = self.child.as_mut()?;
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGKILL.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

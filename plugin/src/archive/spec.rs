@@ -57,6 +57,14 @@ pub fn is_layer(media_type: &str) -> bool {
         || media_type == "application/vnd.containerd.container.rw.tar"
 }
 
+/// Whether a layer is foreign or non-distributable: its content need not travel with the image
+/// (its descriptor carries the URLs it comes from), so an archive may leave it out, as `docker
+/// save` and registries do.
+pub fn is_non_distributable(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.docker.image.rootfs.foreign.")
+        || media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
+}
+
 /// The garbage-collection label prefix containerd's `images.ChildGCLabels` uses for a child of
 /// this media type. Keys ending in `.` get an index appended.
 pub fn gc_label_prefix(media_type: &str) -> &'static str {

@@ -40,6 +40,11 @@ pub async fn run(args: ImportArgs) -> ExitCode {
         Source::Stdin => None,
     };
     let importer = Importer::new(opts, records, Remember::Successes);
+    // What airlift processes that died left (their import leases, ingests, staged files) goes
+    // first, as at the daemon's start.
+    if let crate::import::Placement::Local(root) = importer.placement(&client).await {
+        crate::leftovers::clean(client.as_ref(), &root).await;
+    }
     let req = Request {
         force: args.force,
         ..Request::default()

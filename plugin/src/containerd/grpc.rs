@@ -428,12 +428,12 @@ impl Containerd for Grpc {
         unless(r, Class::AlreadyExists, || format!("create lease {id}")).map(|_| ())
     }
 
-    async fn delete_lease(&self, id: &str) -> Result<()> {
+    async fn delete_lease(&self, id: &str, sync: bool) -> Result<()> {
         let r = self
             .leases()
             .delete(self.request(api::DeleteRequest {
                 id: id.to_string(),
-                sync: false,
+                sync,
             }))
             .await;
         unless(r, Class::NotFound, || format!("delete lease {id}")).map(|_| ())

@@ -295,8 +295,9 @@ pub trait Containerd: Send + Sync {
     /// Creates a lease (one that exists is fine); `expire` sets `containerd.io/gc.expire`.
     async fn create_lease(&self, id: &str, labels: Labels, expire: Option<Duration>) -> Result<()>;
 
-    /// Deletes a lease (one that is not there is fine).
-    async fn delete_lease(&self, id: &str) -> Result<()>;
+    /// Deletes a lease (one that is not there is fine); with `sync`, containerd's garbage
+    /// collection runs to its end before this returns (what only the lease held is gone).
+    async fn delete_lease(&self, id: &str, sync: bool) -> Result<()>;
 
     /// The ids of the leases matching a filter (`id==x`, `id~=^airlift-`).
     async fn list_leases(&self, filter: &str) -> Result<Vec<String>>;

@@ -203,12 +203,13 @@ impl Daemon {
             return Vec::new();
         };
         let unpinned = self.assert_names(&client, &names, Some(&record.path)).await;
+        fail::fail_point!("release", |_| crate::sys::crash());
         // The recorded lease, and the one named after the path (a failed first import may have
         // created it without recording it).
         let mut leases: BTreeSet<String> = record.lease.iter().cloned().collect();
         leases.insert(crate::labels::archive_lease(&record.path));
         for lease in &leases {
-            if let Err(e) = client.delete_lease(lease).await {
+            if let Err(e) = client.delete_lease(lease, false).await {
                 tracing::warn!(%lease, error = %e, "could not delete the archive lease");
             }
         }

@@ -326,7 +326,31 @@ impl Daemon {
                 }
             }
         }
+        self.retry_and_resave();
         tracing::debug!(%why, repaired, "verified every record");
+    }
+
+    /// Imports that failed for a reason that may pass (containerd, a full disk) are tried again;
+    /// records that could not be written (a full state directory) are written again.
+    fn retry_and_resave(self: &Arc<Self>) {
+        for a in self.archives() {
+            let Some(record) = &a.record else { continue };
+            let retryable = a.state == super::State::Failed
+                && record.identity == crate::state::Identity::default()
+                && a.path.exists();
+            if retryable {
+                tracing::info!(archive = %a.path.display(), "trying the failed import again");
+                let (d, path) = (self.clone(), a.path.clone());
+                tokio::spawn(async move { d.reconcile(&path, false).await });
+            } else if self.records().get(&record.path).as_ref() != Some(record) {
+                match self.records().save(record) {
+                    Ok(()) => tracing::info!(archive = %a.path.display(), "state record written"),
+                    Err(e) => {
+                        tracing::warn!(archive = %a.path.display(), error = %e, "the state record still cannot be written")
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -440,7 +440,7 @@ pub async fn run(
         Ok::<_, ImportError>((store.kind(), counters, recorded))
     }
     .await;
-    if let Err(e) = client.delete_lease(&lease).await {
+    if let Err(e) = client.delete_lease(&lease, false).await {
         tracing::warn!(%lease, error = %e, "could not release the import lease; it expires by itself");
     }
     let (mode, counters, recorded) = result?;

@@ -68,6 +68,7 @@ pub async fn record(
                 path.display().to_string(),
             )]);
             client.create_lease(&id, l, None).await.map_err(cd_err)?;
+            fail::fail_point!("lease", |_| crate::sys::crash());
             Some(id)
         }
         _ => None,
@@ -108,6 +109,7 @@ pub async fn record(
     // 3. Every other blob: labels (garbage-collection references, distribution sources) and its
     //    place in the archive's lease; blobs the archive no longer needs leave the lease.
     for digest in needed.iter().filter(|d| !claimed.contains(**d)) {
+        fail::fail_point!("label", |_| crate::sys::crash());
         if let Some(labels) = plan.labels.get(*digest) {
             leased
                 .set_blob_labels(digest, labels)
@@ -151,6 +153,7 @@ pub async fn record(
             (leased.clone(), labels.clone(), image.clone(), limit.clone());
         tasks.spawn(async move {
             let _slot = limit.acquire_owned().await;
+            fail::fail_point!("image", |_| crate::sys::crash());
             leased.put_image(&image, &labels).await
         });
     }

@@ -274,7 +274,14 @@ impl Records {
         let file = self.file(&r.path);
         let tmp = file.with_extension("json.tmp");
         let mut f = fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(r).expect("record serialises"))?;
+        let json = serde_json::to_vec_pretty(r).expect("record serialises");
+        // A crash point mid-write: half a record in the temporary file.
+        fail::fail_point!("record", |_| {
+            let _ = f.write_all(&json[..json.len() / 2]);
+            let _ = f.sync_all();
+            crate::sys::crash()
+        });
+        f.write_all(&json)?;
         f.sync_all()?;
         fs::rename(&tmp, &file)?;
         fs::File::open(&self.dir)?.sync_all()

@@ -126,6 +126,7 @@ impl Shared {
                     size,
                 } => {
                     let result = stage(file, &tmp, &digest);
+                    fail::fail_point!("stage", |_| crate::sys::crash());
                     if result.is_ok() {
                         self.staged
                             .lock()
@@ -242,6 +243,10 @@ impl ContentStore for DirectStore {
                 return Ok(Put::present(d, size));
             }
         }
+        let temp = self.shared.root.temp();
+        super::check_room(&temp, size, || {
+            want.map_or("a blob".to_string(), |d| format!("blob {d}"))
+        })?;
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = TempFile(
             self.shared
@@ -380,6 +385,7 @@ impl Staging for DirectStore {
                 let l = labels.get(&digest).cloned().unwrap_or_default();
                 tasks.spawn(async move {
                     let _slot = limit.acquire_owned().await;
+                    fail::fail_point!("claim", |_| crate::sys::crash());
                     (i, client.claim(&reference, &digest, size, &l).await)
                 });
             }
@@ -396,7 +402,19 @@ impl Staging for DirectStore {
                 Ok(true) => {
                     claimed.insert(digest.clone());
                 }
-                Ok(false) => {}
+                Ok(false) => {
+                    // The namespace had it, perhaps held only by another lease that may go at
+                    // any moment: the claiming lease holds it now too.
+                    if self
+                        .shared
+                        .handle
+                        .block_on(crate::containerd::exists_leased(client.as_ref(), digest))?
+                        .is_none()
+                    {
+                        tracing::warn!(%digest, "the blob went while being claimed; streaming it instead");
+                        self.shared.stream_instead(tmp, digest, *size)?;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(%digest, error = %e, "claiming the on-disk blob failed; streaming it instead");
                     self.shared.stream_instead(tmp, digest, *size)?;

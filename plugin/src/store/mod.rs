@@ -133,13 +133,36 @@ pub enum StoreError {
     /// The blob is not in the store.
     #[error("blob {0} not found")]
     NotFound(Digest),
+    /// The blob does not fit: refused before a byte of it was written.
+    #[error("{what} ({size} bytes) does not fit: the filesystem of {path} has {free} bytes free")]
+    NoRoom {
+        /// The blob.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// Where it would go.
+        path: std::path::PathBuf,
+        /// What is free there.
+        free: u64,
+    },
 }
 
 impl StoreError {
     /// A filesystem failure while `what` (naming the blob and the path).
     pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
         let what = what.into();
-        move |cause| StoreError::Io { what, cause }
+        move |cause| {
+            let full = cause.raw_os_error().is_some_and(|c| {
+                c == rustix::io::Errno::NOSPC.raw_os_error()
+                    || c == rustix::io::Errno::DQUOT.raw_os_error()
+            });
+            let what = if full {
+                format!("{what} (the filesystem is full)")
+            } else {
+                what
+            };
+            StoreError::Io { what, cause }
+        }
     }
 
     /// Whether the fault lies in the blob itself (the images using it fail) rather than in the
@@ -159,11 +182,15 @@ impl StoreError {
             StoreError::Containerd(e) => e.class(),
             StoreError::Local(e) => e.class(),
             StoreError::NotFound(_) => Class::NotFound,
+            StoreError::NoRoom { .. } => Class::Unavailable,
         }
     }
 
     /// Whether the local disk is full (of blocks or inodes) or over quota.
     pub fn is_out_of_space(&self) -> bool {
+        if matches!(self, StoreError::NoRoom { .. }) {
+            return true;
+        }
         let io = match self {
             StoreError::Io { cause, .. } => Some(cause),
             StoreError::Local(e) => e.io(),
@@ -234,6 +261,24 @@ pub trait Staging {
         labels: &BTreeMap<Digest, BTreeMap<String, String>>,
         needed: &BTreeSet<&Digest>,
     ) -> Result<BTreeSet<Digest>>;
+}
+
+/// Refuses a blob of `size` bytes for `dir` when its filesystem has not that much free (a
+/// decompression bomb never fills the disk); unknown free space lets it through.
+pub(crate) fn check_room(
+    dir: &std::path::Path,
+    size: u64,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    match crate::sys::free_space(dir) {
+        Ok(free) if free < size => Err(StoreError::NoRoom {
+            what: what(),
+            size,
+            path: dir.to_path_buf(),
+            free,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Size of the chunks data is moved in.

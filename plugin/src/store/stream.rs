@@ -62,6 +62,7 @@ impl ContentStore for StreamStore {
         let copied = copy_verified(data, size, want, |chunk| {
             // Once containerd ends the stream (it has the blob, or failed: the task tells which),
             // the rest is hashed but not sent.
+            fail::fail_point!("stream", |_| crate::sys::crash());
             if open && tx.blocking_send(Chunk::Data(chunk.to_vec())).is_err() {
                 open = false;
             }
@@ -77,7 +78,20 @@ impl ContentStore for StreamStore {
             .unwrap_or_else(|e| panic!("write task for {reference} failed: {e}"));
         let done = match (copied, outcome) {
             (Ok(digest), Ok(Written::Committed)) => return Ok(Put::written(digest, size)),
-            (Ok(digest), Ok(Written::AlreadyExists)) => return Ok(Put::present(&digest, size)),
+            (Ok(digest), Ok(Written::AlreadyExists)) => {
+                // containerd had it (perhaps held only by another lease, which may go at any
+                // moment): this import's lease holds it before anything relies on it.
+                return match self.exists(&digest)? {
+                    Some(_) => Ok(Put::present(&digest, size)),
+                    None => Err(StoreError::Containerd(
+                        crate::containerd::ContainerdError::call(
+                            format!("write blob {digest}"),
+                            Class::Unavailable,
+                            "containerd had the blob, then garbage-collected it before it could be held; try again",
+                        ),
+                    )),
+                };
+            }
             (Err(e), _) => e,
             (Ok(_), Ok(Written::Abandoned)) => {
                 StoreError::Containerd(crate::containerd::ContainerdError::call(

@@ -137,6 +137,11 @@ impl OciPlanner<'_> {
                     format!("layer {}", i - 1)
                 };
                 if self.blob(child)?.is_none() {
+                    if i > 0 && spec::is_non_distributable(&child.media_type) {
+                        // Absent by design (containerd imports such images too): labelled as
+                        // a child like any layer, neither stored nor held.
+                        continue;
+                    }
                     return Err(fail(
                         blob_path(&child.digest),
                         format!(

@@ -542,9 +542,13 @@ impl Containerd for Fake {
         Ok(())
     }
 
-    async fn delete_lease(&self, id: &str) -> Result<()> {
+    async fn delete_lease(&self, id: &str, sync: bool) -> Result<()> {
         self.enter("delete_lease", id)?;
-        self.state().leases.remove(id);
+        let mut s = self.state();
+        s.leases.remove(id);
+        if sync {
+            collect(&mut s);
+        }
         Ok(())
     }
 

@@ -26,7 +26,7 @@ fn leases_hold_content_and_gc_follows_labels() {
     });
     assert_eq!(fake.collect_garbage(), vec![loose]);
     assert!(fake.state().blobs.contains_key(&child));
-    rt().block_on(c.delete_lease("l")).unwrap();
+    rt().block_on(c.delete_lease("l", false)).unwrap();
     assert_eq!(fake.collect_garbage().len(), 2);
 }
 

@@ -338,6 +338,9 @@ impl ContentStore for LocalStore {
     }
 
     fn write(&self, data: &mut dyn Read, size: u64, want: Option<&Digest>) -> super::Result<Put> {
+        super::check_room(&self.root().ingests(), size, || {
+            want.map_or("a blob".to_string(), |d| format!("blob {d}"))
+        })?;
         let n = self.inner.writes.fetch_add(1, Ordering::Relaxed);
         let reference = format!("airlift-local-{}-{n}", crate::liveness::token());
         let mut w = match self.writer(&reference, size, want) {
