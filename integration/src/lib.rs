@@ -112,6 +112,9 @@ pub struct Options {
     /// Use airlift, listening on this socket, as the content store: the built-in content
     /// plugin is disabled and a `[proxy_plugins.airlift]` entry of type `content` added.
     pub content_proxy: Option<PathBuf>,
+    /// Put containerd's root (its content store among it) on a filesystem of its own of this
+    /// many MiB ([`small_filesystem`]), for tests of a full disk.
+    pub root_mib: Option<u64>,
 }
 
 impl Default for Options {
@@ -121,6 +124,7 @@ impl Default for Options {
             cri: true,
             extra_config: String::new(),
             content_proxy: None,
+            root_mib: None,
         }
     }
 }
@@ -181,6 +185,9 @@ impl Containerd {
             child: None,
             starts: 0,
         };
+        if let Some(mib) = containerd.options.root_mib {
+            small_filesystem(&containerd.root, &containerd.dir.join("root.img"), mib)?;
+        }
         for sub in ["cni/bin", "cni/conf", "opt"] {
             fs::create_dir_all(containerd.dir.join(sub))
                 .with_context(|| format!("creating {}", containerd.dir.join(sub).display()))?;
@@ -605,6 +612,58 @@ fn kill_shims(address: &Path) {
 }
 
 /// Lazily unmounts every mount point at or below `dir`, deepest first.
+/// Mounts a filesystem of `mib` MiB at `at` (created): an ext4 image at `image`, loop-mounted,
+/// or where loop devices are unavailable a tmpfs of that size. It is unmounted when the
+/// directory holding it is cleaned up ([`Containerd`]'s drop), or with [`unmount`].
+pub fn small_filesystem(at: &Path, image: &Path, mib: u64) -> Result<()> {
+    fs::create_dir_all(at).with_context(|| format!("creating {}", at.display()))?;
+    let loop_mounted = (|| -> Result<()> {
+        let f = fs::File::create(image)?;
+        f.set_len(mib << 20)?;
+        drop(f);
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(image)
+            .output()?;
+        anyhow::ensure!(
+            mkfs.status.success(),
+            "mkfs.ext4: {}",
+            String::from_utf8_lossy(&mkfs.stderr)
+        );
+        let mount = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(at)
+            .output()?;
+        anyhow::ensure!(
+            mount.status.success(),
+            "mount -o loop: {}",
+            String::from_utf8_lossy(&mount.stderr)
+        );
+        Ok(())
+    })();
+    if let Err(e) = loop_mounted {
+        let _ = fs::remove_file(image);
+        let mount = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(at)
+            .output()
+            .context("mount -t tmpfs")?;
+        anyhow::ensure!(
+            mount.status.success(),
+            "neither a loop-mounted ext4 ({e}) nor a tmpfs could be mounted at {}: {}",
+            at.display(),
+            String::from_utf8_lossy(&mount.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Unmounts `at` (a [`small_filesystem`]).
+pub fn unmount(at: &Path) {
+    let _ = rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH);
+}
+
 fn unmount_below(dir: &Path) {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
         return;

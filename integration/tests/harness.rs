@@ -201,7 +201,7 @@ fn without_cri(version: Version) -> Result<()> {
         // Also checks that extra_config reaches containerd.
         extra_config: "[plugins.\"io.containerd.gc.v1.scheduler\"]\n  pause_threshold = 0.03\n"
             .to_owned(),
-        content_proxy: None,
+        ..Options::default()
     };
     let c = Containerd::start_with(version, opts)?;
     let plugins = c.ctr_output(&["plugins", "ls"])?;
