@@ -539,6 +539,60 @@ pub fn write_entries(path: &Path, entries: &[Entry]) -> io::Result<()> {
     std::fs::write(path, b.into_inner()?)
 }
 
+/// An OCI-layout archive of one image named `name` whose second layer, of `media_type`, is
+/// left out, as a registry's foreign or non-distributable layer is (it carries a URL instead).
+/// Returns the manifest's digest.
+pub fn oci_with_absent_layer(path: &Path, name: &str, media_type: &str) -> io::Result<Digest> {
+    let mut present = Vec::new();
+    LayerTar::new(4096, Content::Text, 1).read_to_end(&mut present)?;
+    let absent = b"never in the archive";
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers",
+                   "diff_ids": [Digest::of(&present).to_string(), Digest::of(absent).to_string()]},
+    }))?;
+    let descriptor = |media_type: &str, data: &[u8]| {
+        serde_json::json!({"mediaType": media_type, "digest": Digest::of(data).to_string(),
+                           "size": data.len()})
+    };
+    let mut foreign = descriptor(media_type, absent);
+    foreign["urls"] = serde_json::json!(["https://example.com/layer"]);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &present), foreign],
+    }))?;
+    let mut top = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
+    top["annotations"] = serde_json::json!({
+        "io.containerd.image.name": name,
+        "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap_or(name),
+    });
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [top]}))?;
+    let mut entries = Vec::new();
+    let mut add = |path: String, data: Vec<u8>| {
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(0o644);
+        entries.push(Entry { header, path, data });
+    };
+    add(
+        "oci-layout".into(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    );
+    add("index.json".into(), index);
+    for blob in [&config, &present, &manifest] {
+        add(
+            format!("blobs/sha256/{}", Digest::of(blob).hex()),
+            blob.clone(),
+        );
+    }
+    for e in &mut entries {
+        e.header.set_path(&e.path)?;
+    }
+    write_entries(path, &entries)?;
+    Ok(Digest::of(&manifest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

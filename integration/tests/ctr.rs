@@ -161,3 +161,71 @@ on_containerd!(agrees_with_ctr {
     fixtures_agree_with_ctr_containerd_2: Version::V2;
     fixtures_agree_with_ctr_containerd_17: Version::V17;
 });
+
+/// An image whose foreign or non-distributable layer is absent from its archive: containerd
+/// imports it (the layer carries a URL instead of content), and so does airlift, to the same
+/// record. An absent ordinary layer is refused by airlift, naming it.
+fn absent_foreign_layers_agree_with_ctr(version: Version) {
+    let ctd = Containerd::start_with(
+        version,
+        Options {
+            cri: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, media_type) in [
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path().join(format!("foreign-{i}.tar"));
+        let manifest = airlift_integration::archives::oci_with_absent_layer(
+            &path,
+            "example.com/foreign:1",
+            media_type,
+        )
+        .unwrap();
+        let (ctr_ns, airlift_ns) = (format!("ctr-{i}"), format!("airlift-{i}"));
+        let out = ctd
+            .ctr()
+            .args(["-n", &ctr_ns, "images", "import", "--local", "--no-unpack"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{media_type}: ctr on {version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        import_ok(&ctd, &airlift_ns, &[path.to_str().unwrap()]);
+        let theirs = records(&rt, &ctd, &ctr_ns);
+        assert_eq!(theirs.len(), 1, "{theirs:?}");
+        assert_eq!(theirs[0].2, manifest.to_string());
+        assert_eq!(records(&rt, &ctd, &airlift_ns), theirs, "{media_type}");
+    }
+    let path = dir.path().join("ordinary.tar");
+    airlift_integration::archives::oci_with_absent_layer(
+        &path,
+        "example.com/ordinary:1",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    )
+    .unwrap();
+    let out = import(&ctd, "refused", &[path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("ordinary.tar") && err.contains("missing from the archive"),
+        "{err}"
+    );
+    assert_eq!(records(&rt, &ctd, "refused"), vec![]);
+}
+
+on_containerd!(absent_foreign_layers_agree_with_ctr {
+    absent_foreign_layers_agree_with_ctr_containerd_2: Version::V2;
+    absent_foreign_layers_agree_with_ctr_containerd_17: Version::V17;
+});

@@ -282,3 +282,105 @@ fn a_broken_image_fails_alone() {
     assert!(msg.contains("content hashes to"), "{msg}");
     assert!(fake.state().images.is_empty());
 }
+
+/// An OCI layout whose manifest has a present layer and a layer of `foreign_type`, whose blob
+/// is left out of the archive.
+fn with_absent_layer(dir: &std::path::Path, foreign_type: &str) -> std::path::PathBuf {
+    use sha2::Digest as _;
+    let sha = |b: &[u8]| format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)));
+    let layer = b"present layer bytes".to_vec();
+    let absent = b"never in the archive".to_vec();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha(&layer), sha(&absent)]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha(&config), "size": config.len()},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+             "digest": sha(&layer), "size": layer.len()},
+            {"mediaType": foreign_type, "digest": sha(&absent), "size": absent.len(),
+             "urls": ["https://example.com/layer"]},
+        ],
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": sha(&manifest), "size": manifest.len(),
+                       "annotations": {"io.containerd.image.name": "example.com/foreign:1"}}],
+    }))
+    .unwrap();
+    let path = dir.join("foreign.tar");
+    let mut out = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    let mut add = |name: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, data).unwrap();
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json".into(), &index);
+    for blob in [&config, &layer, &manifest] {
+        let name = format!("blobs/sha256/{}", &sha(blob)[7..]);
+        add(name, blob);
+    }
+    out.finish().unwrap();
+    path
+}
+
+#[test]
+fn foreign_layers_may_be_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    for media_type in [
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    ] {
+        let path = with_absent_layer(dir.path(), media_type);
+        let fake = Fake::new();
+        let r = crate::testing::runtime()
+            .block_on(run(
+                &fake.client(),
+                &Placement::Remote("test".into()),
+                &Source::File(path),
+                &all_platforms(),
+                Arc::new(AtomicU64::new(0)),
+                &Alone,
+            ))
+            .unwrap_or_else(|e| panic!("{media_type}: {e}"));
+        assert_eq!(r.outcome, Outcome::Imported, "{media_type}");
+        let s = fake.state();
+        assert!(
+            s.images.contains_key("example.com/foreign:1"),
+            "{media_type}"
+        );
+        // The config, the present layer and the manifest; the foreign layer is not stored.
+        assert_eq!(s.blobs.len(), 3, "{media_type}");
+    }
+}
+
+#[test]
+fn an_absent_ordinary_layer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = with_absent_layer(dir.path(), "application/vnd.oci.image.layer.v1.tar+gzip");
+    let fake = Fake::new();
+    let r = crate::testing::runtime().block_on(run(
+        &fake.client(),
+        &Placement::Remote("test".into()),
+        &Source::File(path),
+        &all_platforms(),
+        Arc::new(AtomicU64::new(0)),
+        &Alone,
+    ));
+    let msg = match r {
+        Ok(r) => r.failed.join("\n"),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("missing from the archive"), "{msg}");
+    assert!(fake.state().images.is_empty());
+}
