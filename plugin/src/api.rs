@@ -21,7 +21,7 @@ pub async fn connect(socket: &Path) -> Result<ApiClient, String> {
         .map_err(|e| {
             format!(
                 "cannot reach the airlift daemon at {}: {}",
-                socket.display(),
+                crate::escape::shown(&socket),
                 crate::error::chain(&e)
             )
         })
@@ -35,6 +35,7 @@ pub fn state_name(s: i32) -> &'static str {
         proto::ArchiveState::Imported => "imported",
         proto::ArchiveState::Failed => "failed",
         proto::ArchiveState::Restoring => "restoring",
+        proto::ArchiveState::Ignored => "ignored",
         proto::ArchiveState::Unspecified => "unknown",
     }
 }

@@ -183,7 +183,7 @@ impl Config {
         {
             return Err(ConfigError::Invalid(format!(
                 "{} is both an images directory and an intake directory",
-                d.display()
+                crate::escape::shown(&d)
             )));
         }
         self.priority_set()?;
@@ -205,7 +205,7 @@ impl Config {
             if !root.is_absolute() {
                 return Err(ConfigError::Invalid(format!(
                     "content_proxy.root {} is not an absolute path",
-                    root.display()
+                    crate::escape::shown(&root)
                 )));
             }
         }

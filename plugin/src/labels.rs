@@ -39,7 +39,7 @@ pub fn image_labels(
         labels.insert(PINNED.to_string(), "true".to_string());
     }
     if let Some(path) = archive {
-        labels.insert(ARCHIVE.to_string(), path.display().to_string());
+        labels.insert(ARCHIVE.to_string(), crate::escape::shown(&path).to_string());
     }
     labels.extend(extra.clone());
     labels

@@ -37,7 +37,8 @@
 //! - the edges every station uses: [`containerd`] (the operations airlift asks of containerd,
 //!   as a trait with a gRPC client and an in-memory fake), [`api`] (airlift's own gRPC API),
 //!   [`error`] (containerd's error classes and their one mapping to gRPC codes), [`labels`] (the
-//!   names airlift writes into containerd), [`sys`] (system calls, through safe wrappers);
+//!   names airlift writes into containerd), [`escape`] (paths as text, escaped and
+//!   reversible), [`sys`] (system calls, through safe wrappers);
 //! - value types: [`digest`], [`reference`](mod@reference), [`platform`], and [`filters`] (containerd's filter
 //!   syntax, for the Content API's `List` and the fake).
 //!
@@ -53,6 +54,7 @@ pub mod containerd;
 pub mod daemon;
 pub mod digest;
 pub mod error;
+pub mod escape;
 pub mod filters;
 pub mod import;
 pub mod ingest;

@@ -86,8 +86,11 @@ pub fn decide(
             }
         }
         (Some(have), None) => {
-            let named = have.labels.get(labels::ARCHIVE).map(Path::new);
-            if named.is_some() && named == released {
+            let named = have
+                .labels
+                .get(labels::ARCHIVE)
+                .and_then(|l| crate::escape::unescape(l));
+            if named.is_some() && named.as_deref() == released {
                 Change::Unpin
             } else {
                 Change::Leave

@@ -101,7 +101,7 @@ impl Importer {
             Remember::Everything => String::new(),
             Remember::Successes => format!(
                 "{}|{}|{:?}|{:?}|{}",
-                client.address().display(),
+                crate::escape::shown(&client.address()),
                 client.namespace(),
                 self.options.plan,
                 self.options.labels,
@@ -247,7 +247,7 @@ impl Importer {
             None => Ok(()),
         };
         if let Err(e) = saved {
-            tracing::error!(archive = %path.display(), error = %e, "could not save the state record");
+            tracing::error!(archive = %crate::escape::shown(&path), error = %e, "could not save the state record");
         }
     }
 
@@ -302,7 +302,7 @@ impl Importer {
             Standing::Stands => (Outcome::Unchanged, Vec::new()),
             Standing::Repaired(what) => {
                 for w in &what {
-                    tracing::info!(archive = %record.path.display(), "repaired: {w}");
+                    tracing::info!(archive = %crate::escape::shown(&record.path), "repaired: {w}");
                 }
                 (
                     Outcome::Repaired,
@@ -310,7 +310,7 @@ impl Importer {
                 )
             }
             Standing::Damaged(why) | Standing::Gone(why) => {
-                tracing::info!(archive = %record.path.display(), "{why}; importing the archive again");
+                tracing::info!(archive = %crate::escape::shown(&record.path), "{why}; importing the archive again");
                 return None;
             }
         };
@@ -326,7 +326,7 @@ pub fn recalled(
     started: Instant,
 ) -> Report {
     Report {
-        archive: record.path.display().to_string(),
+        archive: crate::escape::shown(&record.path).to_string(),
         outcome,
         mode: None,
         images: record.images.clone(),
@@ -366,7 +366,7 @@ async fn proxy_placement(client: &Client) -> Placement {
             Placement::Local(ContentRoot::new(&s.into_inner().content_proxy_root))
         }
         _ => {
-            tracing::info!(address = %address.display(), "the content proxy plugin does not report its store");
+            tracing::info!(address = %crate::escape::shown(&address), "the content proxy plugin does not report its store");
             none()
         }
     }

@@ -9,6 +9,46 @@ use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+/// What kind of file a file type is, in words, for messages: "a FIFO", "a socket".
+pub fn kind_of(file_type: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match file_type {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "a file of unknown type",
+    }
+}
+
+/// Opens an archive for reading without ever waiting on it: opened non-blocking (a FIFO
+/// without a writer, or a device, cannot hang the open), then kept only if it is a regular
+/// file — or a pipe, when `pipes` allows (`airlift import <(zcat ...)`), which is then read
+/// blocking as usual. Anything else is refused with what it is.
+pub fn open_archive(path: &Path, pipes: bool) -> io::Result<File> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    match kind {
+        FileType::RegularFile => {}
+        FileType::Fifo if pipes => rustix::fs::fcntl_setfl(&fd, OFlags::empty())?,
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a regular file ({})", kind_of(other)),
+            ))
+        }
+    }
+    Ok(File::from(fd))
+}
+
 /// Takes an exclusive lock on `file` without waiting; `false` when another holds it.
 pub fn try_lock(file: &File) -> bool {
     rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive).is_ok()

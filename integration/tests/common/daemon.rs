@@ -148,7 +148,7 @@ impl Daemon {
     pub fn archive(&self, path: &Path) -> Option<serde_json::Value> {
         self.ls()
             .into_iter()
-            .find(|a| a["path"] == path.display().to_string())
+            .find(|a| a["path"] == airlift::escape::shown(path).to_string())
     }
 
     /// Polls until `f` holds, panicking with `what` and the log otherwise. The limit (120 s) is

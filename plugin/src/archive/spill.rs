@@ -249,7 +249,7 @@ impl<R: BufRead> Decoder<R> {
             if let Some(e) = fallback {
                 self.warned = true;
                 tracing::warn!(
-                    scratch = %self.spill().dir.display(),
+                    scratch = %crate::escape::shown(&self.spill().dir),
                     error = %e,
                     "cannot spill the zstd window to a file there; keeping it in memory"
                 );

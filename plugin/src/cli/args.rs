@@ -251,6 +251,7 @@ impl ImportArgs {
             pin: !self.no_pin,
             mode: self.mode,
             scratch_dir: Some(self.state_dir.clone()),
+            pipes: true,
             ..ImportOptions::default()
         })
     }

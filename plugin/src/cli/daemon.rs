@@ -98,7 +98,7 @@ pub async fn wait(args: WaitArgs) -> ExitCode {
             };
             eprintln!(
                 "airlift: wait: the daemon at {} {what} within {} s",
-                args.socket.socket.display(),
+                crate::escape::shown(&args.socket.socket),
                 args.timeout
             );
             return ExitCode::FAILURE;
@@ -115,7 +115,7 @@ pub async fn forget(args: ForgetArgs) -> ExitCode {
     };
     let path = std::path::absolute(&args.file).unwrap_or(args.file.clone());
     let req = proto::ForgetRequest {
-        path: path.display().to_string(),
+        path: crate::escape::shown(&path).to_string(),
     };
     match c.forget(req).await {
         Ok(r) => {
@@ -145,7 +145,7 @@ pub async fn import(args: ImportArgs) -> ExitCode {
         Err(code) => return code,
     };
     let req = proto::ImportRequest {
-        path: path.display().to_string(),
+        path: crate::escape::shown(&path).to_string(),
     };
     let mut stream = match c.import(req).await {
         Ok(s) => s.into_inner(),
@@ -169,7 +169,7 @@ pub async fn import(args: ImportArgs) -> ExitCode {
             }
             Ok(None) => break,
             Err(e) => {
-                eprintln!("airlift: {}: {}", path.display(), e.message());
+                eprintln!("airlift: {}: {}", crate::escape::shown(&path), e.message());
                 return ExitCode::FAILURE;
             }
         }
@@ -180,7 +180,7 @@ pub async fn import(args: ImportArgs) -> ExitCode {
     let Some(a) = last else {
         eprintln!(
             "airlift: {}: the daemon did not report a result",
-            path.display()
+            crate::escape::shown(&path)
         );
         return ExitCode::FAILURE;
     };

@@ -34,10 +34,13 @@ pub async fn run(args: ImportArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Imports are remembered apart from the daemon's records (standard input is never recalled).
+    // Imports are remembered apart from the daemon's records (standard input and pipes are
+    // never recalled).
     let records = match &source {
-        Source::File(_) => Records::open(&args.state_dir.join("imports")).ok(),
-        Source::Stdin => None,
+        Source::File(p) if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => {
+            Records::open(&args.state_dir.join("imports")).ok()
+        }
+        _ => None,
     };
     let importer = Importer::new(opts, records, Remember::Successes);
     // What airlift processes that died left (their import leases, ingests, staged files) goes

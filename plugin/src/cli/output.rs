@@ -115,6 +115,7 @@ pub fn archive_json(a: &proto::Archive) -> serde_json::Value {
         "bytes": a.bytes,
         "duration_seconds": a.duration_seconds,
         "last_error": a.last_error,
+        "note": a.note,
         "imported_at": a.imported_at,
         "imports": a.imports,
     })
@@ -203,6 +204,9 @@ pub fn archive_table(list: &[proto::Archive]) -> String {
         }
         if !a.last_error.is_empty() {
             out.push_str(&format!("           error: {}\n", a.last_error));
+        }
+        if !a.note.is_empty() {
+            out.push_str(&format!("           {}\n", a.note));
         }
     }
     out

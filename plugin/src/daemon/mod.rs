@@ -146,7 +146,7 @@ impl Daemon {
         let priority = cfg.priority_set()?;
         let records = Records::open(&cfg.state_dir).map_err(setup(format!(
             "state directory {}",
-            cfg.state_dir.display()
+            crate::escape::shown(&cfg.state_dir)
         )))?;
         let options = ImportOptions {
             plan: crate::archive::understand::PlanOptions {
@@ -237,7 +237,7 @@ impl Daemon {
             match result {
                 Ok(c) => {
                     if !self.connected.swap(true, Ordering::Relaxed) && attempt > 0 {
-                        tracing::info!(address = %self.cfg.address.display(), "containerd is reachable");
+                        tracing::info!(address = %crate::escape::shown(&self.cfg.address), "containerd is reachable");
                     }
                     return Some(c);
                 }

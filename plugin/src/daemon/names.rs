@@ -174,7 +174,9 @@ impl Daemon {
             match self.assert_name(client, name, released).await {
                 Ok(Change::Unpin) => unpinned.push(name.clone()),
                 Ok(Change::Put(why)) if released.is_some() => {
-                    let from = self.desired(name).map(|d| d.archive.display().to_string());
+                    let from = self
+                        .desired(name)
+                        .map(|d| crate::escape::shown(&d.archive).to_string());
                     tracing::info!(image = %name, archive = from.as_deref().unwrap_or(""), what = why.as_str(), "now provided by another archive");
                 }
                 Ok(_) => {}

@@ -95,7 +95,7 @@ impl Daemon {
                 break None;
             };
             progress.store(0, Ordering::Relaxed);
-            tracing::info!(archive = %path.display(), "importing");
+            tracing::info!(archive = %crate::escape::shown(&path), "importing");
             // Names a newer archive provides are left to it (its content is held all the same).
             let precedence = Claim {
                 daemon: self,
@@ -122,7 +122,7 @@ impl Daemon {
                         && attempt < CONTAINERD_RETRIES =>
                 {
                     attempt += 1;
-                    tracing::warn!(archive = %path.display(), error = %e, "containerd failed during the import; trying again");
+                    tracing::warn!(archive = %crate::escape::shown(&path), error = %e, "containerd failed during the import; trying again");
                     self.connected.store(false, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -150,9 +150,9 @@ impl Daemon {
             Ok(report) => {
                 self.metrics.import_done(report);
                 if report.ok() {
-                    tracing::info!(archive = %path.display(), images = report.images.len(), seconds = report.seconds, "imported");
+                    tracing::info!(archive = %crate::escape::shown(&path), images = report.images.len(), seconds = report.seconds, "imported");
                 } else {
-                    tracing::error!(archive = %path.display(), error = %record.last_error, "some images of the archive failed");
+                    tracing::error!(archive = %crate::escape::shown(&path), error = %record.last_error, "some images of the archive failed");
                 }
             }
             Err(e) => {
@@ -184,10 +184,10 @@ impl Daemon {
         if record.intake {
             match std::fs::remove_file(path) {
                 Ok(()) => {
-                    tracing::info!(archive = %path.display(), "intake archive imported and deleted; its images stay until `airlift forget`")
+                    tracing::info!(archive = %crate::escape::shown(&path), "intake archive imported and deleted; its images stay until `airlift forget`")
                 }
                 Err(e) => {
-                    tracing::warn!(archive = %path.display(), error = %e, "could not delete the imported intake archive")
+                    tracing::warn!(archive = %crate::escape::shown(&path), error = %e, "could not delete the imported intake archive")
                 }
             }
         }
@@ -214,9 +214,9 @@ impl Daemon {
             }
         }
         if let Err(e) = self.records().remove(&record.path) {
-            tracing::warn!(archive = %record.path.display(), error = %e, "could not remove the state record");
+            tracing::warn!(archive = %crate::escape::shown(&record.path), error = %e, "could not remove the state record");
         }
-        tracing::info!(archive = %record.path.display(), "released");
+        tracing::info!(archive = %crate::escape::shown(&record.path), "released");
         unpinned
     }
 

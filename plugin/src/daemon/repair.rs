@@ -253,7 +253,9 @@ impl Daemon {
                 self.repairs.count(why.as_str());
                 self.metrics.repaired(why.as_str());
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
-                let archive = self.desired(name).map(|d| d.archive.display().to_string());
+                let archive = self
+                    .desired(name)
+                    .map(|d| crate::escape::shown(&d.archive).to_string());
                 let archive = archive.unwrap_or_default();
                 if fighting {
                     tracing::warn!(image = %name, what = why.as_str(), "another actor keeps undoing the repair; repairing less often (at most every 30 s) while it goes on");
@@ -279,13 +281,13 @@ impl Daemon {
     /// Imports `archive` again because what containerd had of it is gone.
     async fn reimport(self: &Arc<Self>, archive: PathBuf, why: &str) {
         if archive.exists() {
-            tracing::info!(archive = %archive.display(), %why, "content is gone; importing the archive again");
+            tracing::info!(archive = %crate::escape::shown(&archive), %why, "content is gone; importing the archive again");
             self.repairs.count("reimported");
             self.metrics.repaired("reimported");
             let d = self.clone();
             tokio::spawn(async move { d.reconcile(&archive, true).await });
         } else {
-            tracing::error!(archive = %archive.display(), %why, "content is gone and the archive was deleted after its import (intake directory): drop it again to restore its images");
+            tracing::error!(archive = %crate::escape::shown(&archive), %why, "content is gone and the archive was deleted after its import (intake directory): drop it again to restore its images");
             self.mark_failed(
                 &archive,
                 &format!("{why}; the archive was deleted after its import: drop it again"),
@@ -315,7 +317,7 @@ impl Daemon {
                 Standing::Stands => {}
                 Standing::Repaired(what) => {
                     for w in &what {
-                        tracing::info!(archive = %record.path.display(), %why, "repaired: {w}");
+                        tracing::info!(archive = %crate::escape::shown(&record.path), %why, "repaired: {w}");
                         self.repairs.count(w.what);
                         self.metrics.repaired(w.what);
                     }
@@ -339,14 +341,16 @@ impl Daemon {
                 && record.identity == crate::state::Identity::default()
                 && a.path.exists();
             if retryable {
-                tracing::info!(archive = %a.path.display(), "trying the failed import again");
+                tracing::info!(archive = %crate::escape::shown(&a.path), "trying the failed import again");
                 let (d, path) = (self.clone(), a.path.clone());
                 tokio::spawn(async move { d.reconcile(&path, false).await });
             } else if self.records().get(&record.path).as_ref() != Some(record) {
                 match self.records().save(record) {
-                    Ok(()) => tracing::info!(archive = %a.path.display(), "state record written"),
+                    Ok(()) => {
+                        tracing::info!(archive = %crate::escape::shown(&a.path), "state record written")
+                    }
                     Err(e) => {
-                        tracing::warn!(archive = %a.path.display(), error = %e, "the state record still cannot be written")
+                        tracing::warn!(archive = %crate::escape::shown(&a.path), error = %e, "the state record still cannot be written")
                     }
                 }
             }

@@ -34,7 +34,7 @@ fn archive(d: &Daemon, a: &ArchiveStatus) -> proto::Archive {
         state = proto::ArchiveState::Restoring;
     }
     proto::Archive {
-        path: a.path.display().to_string(),
+        path: crate::escape::shown(&a.path).to_string(),
         state: state as i32,
         images: r
             .map(|r| {
@@ -53,11 +53,19 @@ fn archive(d: &Daemon, a: &ArchiveStatus) -> proto::Archive {
             .into_iter()
             .map(|(name, by)| proto::Shadowed {
                 name,
-                by: by.display().to_string(),
+                by: crate::escape::shown(&by).to_string(),
             })
             .collect(),
         intake: r.is_some_and(|r| r.intake),
+        note: String::new(),
     }
+}
+
+/// The path a request names (escaped, as airlift writes paths into strings).
+fn requested(text: &str) -> Result<PathBuf, Status> {
+    crate::escape::unescape(text).ok_or_else(|| {
+        Class::InvalidArgument.status(format!("{text}: not a path as airlift writes them"))
+    })
 }
 
 /// airlift's API; its work runs on the daemon's runtime (`.1`), not the API thread's.
@@ -74,17 +82,20 @@ impl Airlift for Service {
         &self,
         req: Request<proto::ImportRequest>,
     ) -> Result<Response<ProgressStream>, Status> {
-        let path = PathBuf::from(&req.get_ref().path);
+        let path = requested(&req.get_ref().path)?;
         if !path.is_absolute() {
-            return Err(Class::InvalidArgument
-                .status(format!("{}: the path must be absolute", path.display())));
+            return Err(Class::InvalidArgument.status(format!(
+                "{}: the path must be absolute",
+                crate::escape::shown(&path)
+            )));
         }
         let meta = std::fs::metadata(&path)
-            .map_err(|e| Class::NotFound.status(format!("{}: {e}", path.display())))?;
+            .map_err(|e| Class::NotFound.status(format!("{}: {e}", crate::escape::shown(&path))))?;
         if !meta.is_file() {
-            return Err(
-                Class::InvalidArgument.status(format!("{}: not a regular file", path.display()))
-            );
+            return Err(Class::InvalidArgument.status(format!(
+                "{}: not a regular file",
+                crate::escape::shown(&path)
+            )));
         }
         let daemon = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -110,18 +121,19 @@ impl Airlift for Service {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let result =
-                match job.await {
-                    Ok(Some(a)) => Ok(proto::ImportProgress {
-                        bytes_read: a.record.as_ref().map_or(0, |r| r.bytes),
-                        total_bytes: total,
-                        done: true,
-                        archive: Some(archive(&daemon, &a)),
-                    }),
-                    Ok(None) => Err(Class::NotFound
-                        .status(format!("{}: the archive disappeared", path.display()))),
-                    Err(e) => Err(Class::Internal.status(e.to_string())),
-                };
+            let result = match job.await {
+                Ok(Some(a)) => Ok(proto::ImportProgress {
+                    bytes_read: a.record.as_ref().map_or(0, |r| r.bytes),
+                    total_bytes: total,
+                    done: true,
+                    archive: Some(archive(&daemon, &a)),
+                }),
+                Ok(None) => Err(Class::NotFound.status(format!(
+                    "{}: the archive disappeared",
+                    crate::escape::shown(&path)
+                ))),
+                Err(e) => Err(Class::Internal.status(e.to_string())),
+            };
             let _ = tx.send(result).await;
         });
         Ok(Response::new(Box::pin(
@@ -139,6 +151,17 @@ impl Airlift for Service {
                 .archives()
                 .iter()
                 .map(|a| archive(&self.0, a))
+                .chain(
+                    self.0
+                        .not_archives()
+                        .into_iter()
+                        .map(|(path, note)| proto::Archive {
+                            path: crate::escape::shown(&path).to_string(),
+                            state: proto::ArchiveState::Ignored as i32,
+                            note,
+                            ..Default::default()
+                        }),
+                )
                 .collect(),
         }))
     }
@@ -147,7 +170,7 @@ impl Airlift for Service {
         &self,
         req: Request<proto::ForgetRequest>,
     ) -> Result<Response<proto::ForgetResponse>, Status> {
-        let path = PathBuf::from(&req.get_ref().path);
+        let path = requested(&req.get_ref().path)?;
         let daemon = self.0.clone();
         let p = path.clone();
         let forgotten = self
@@ -157,7 +180,10 @@ impl Airlift for Service {
             .map_err(|e| Class::Internal.status(e.to_string()))?;
         match forgotten {
             Some(unpinned) => Ok(Response::new(proto::ForgetResponse { unpinned })),
-            None => Err(Class::NotFound.status(format!("{}: not a known archive", path.display()))),
+            None => Err(Class::NotFound.status(format!(
+                "{}: not a known archive",
+                crate::escape::shown(&path)
+            ))),
         }
     }
 
@@ -187,7 +213,7 @@ impl Airlift for Service {
                 .content_proxy
                 .root
                 .as_ref()
-                .map(|r| r.display().to_string())
+                .map(|r| crate::escape::shown(&r).to_string())
                 .unwrap_or_default(),
         }))
     }
@@ -225,6 +251,32 @@ impl ApiServer {
     }
 }
 
+/// Makes the API socket's directory (`0755`, whatever the umask) or checks the one there: it
+/// must not be writable by others, who could otherwise put their own socket in airlift's place.
+fn socket_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o002 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "its directory {} is writable by others (mode {:o}); make it 0755 or choose \
+                 another socket path",
+                crate::escape::shown(dir),
+                mode & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Binds the API socket (mode 0660) and serves it in the background, with containerd's content
 /// service beside airlift's own when a content proxy root is configured.
 ///
@@ -237,17 +289,17 @@ pub async fn listen(daemon: Arc<Daemon>) -> Result<ApiServer, DaemonError> {
     let content = match &daemon.config().content_proxy.root {
         Some(root) => {
             let store = LocalStore::open(root).map_err(|e| DaemonError::Setup {
-                what: format!("content proxy root {}", root.display()),
+                what: format!("content proxy root {}", crate::escape::shown(&root)),
                 cause: std::io::Error::other(e.to_string()),
             })?;
-            tracing::info!(root = %root.display(), socket = %socket.display(), "serving containerd's content store");
+            tracing::info!(root = %crate::escape::shown(&root), socket = %crate::escape::shown(&socket), "serving containerd's content store");
             Some(ContentService::new(store).into_server())
         }
         None => None,
     };
-    let what = format!("API socket {}", socket.display());
+    let what = format!("API socket {}", crate::escape::shown(&socket));
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(super::setup(what.clone()))?;
+        socket_dir(dir).map_err(super::setup(what.clone()))?;
     }
     let _ = std::fs::remove_file(&socket);
     let listener =

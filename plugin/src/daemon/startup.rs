@@ -15,26 +15,66 @@ impl Daemon {
     /// those matching a `priority` pattern first (by the first pattern they match), then oldest
     /// modification first (name breaks ties).
     pub fn scan(&self) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        for dir in &self.cfg.watched_dirs() {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let path = e.path();
-                if super::ignored(&name) {
-                    continue;
-                }
-                if let Ok(m) = std::fs::metadata(&path) {
-                    if m.is_file() {
-                        found.push((self.priority_class(&path), m.modified().ok(), name, path));
-                    }
-                }
-            }
-        }
+        let mut found: Vec<_> = self
+            .entries()
+            .filter_map(|(name, path, m)| {
+                let m = m.ok()?;
+                Some((self.priority_class(&path), m.modified().ok(), name, path))
+            })
+            .collect();
         found.sort();
         found.into_iter().map(|(_, _, _, p)| p).collect()
+    }
+
+    /// The entries of the images and intake directories that are neither archives nor
+    /// directories (FIFOs, devices, sockets, symbolic links to one or to nothing), with what
+    /// each is: shown by `airlift ls`, never opened.
+    pub fn not_archives(&self) -> Vec<(PathBuf, String)> {
+        let mut found: Vec<_> = self
+            .entries()
+            .filter_map(|(_, path, m)| Some((path, m.err()?)))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// The entries of the watched directories not ignored by name, each with its metadata if it
+    /// is a regular file (following symbolic links), or else what it is; directories left out.
+    fn entries(
+        &self,
+    ) -> impl Iterator<Item = (String, PathBuf, Result<std::fs::Metadata, String>)> {
+        self.cfg
+            .watched_dirs()
+            .into_iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(|entries| entries.flatten())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if super::ignored(&name) {
+                    return None;
+                }
+                let path = e.path();
+                let link = std::fs::symlink_metadata(&path).ok()?;
+                let what = match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => Ok(m),
+                    Ok(m) if m.is_dir() => return None,
+                    Ok(m) => {
+                        let kind = crate::sys::kind_of(rustix::fs::FileType::from_raw_mode(
+                            std::os::unix::fs::MetadataExt::mode(&m),
+                        ));
+                        Err(if link.is_symlink() {
+                            format!("a symbolic link to {kind}, not a regular file; ignored")
+                        } else {
+                            format!("{kind}, not a regular file; ignored")
+                        })
+                    }
+                    Err(_) if link.is_symlink() => {
+                        Err("a symbolic link to nothing; ignored".to_string())
+                    }
+                    Err(_) => return None,
+                };
+                Some((name, path, what))
+            })
     }
 
     /// Startup: clean up after a crash, reconcile every archive, then report ready.
@@ -89,12 +129,12 @@ impl Daemon {
                         Standing::Stands => continue,
                         Standing::Repaired(what) => {
                             for w in &what {
-                                tracing::info!(archive = %path.display(), "repaired: {w}");
+                                tracing::info!(archive = %crate::escape::shown(&path), "repaired: {w}");
                             }
                             continue;
                         }
                         Standing::Damaged(why) | Standing::Gone(why) => {
-                            tracing::info!(archive = %path.display(), "{why}; importing the archive again");
+                            tracing::info!(archive = %crate::escape::shown(&path), "{why}; importing the archive again");
                             force = true;
                         }
                     }
@@ -126,11 +166,11 @@ impl Daemon {
                 Standing::Stands => {}
                 Standing::Repaired(what) => {
                     for w in &what {
-                        tracing::info!(archive = %r.path.display(), "repaired: {w}");
+                        tracing::info!(archive = %crate::escape::shown(&r.path), "repaired: {w}");
                     }
                 }
                 Standing::Damaged(why) | Standing::Gone(why) => {
-                    tracing::error!(archive = %r.path.display(), %why, "content of an intake archive is gone: drop the archive again to restore its images");
+                    tracing::error!(archive = %crate::escape::shown(&r.path), %why, "content of an intake archive is gone: drop the archive again to restore its images");
                     self.mark_failed(
                         &r.path,
                         &format!("{why}; the archive was deleted after its import: drop it again"),

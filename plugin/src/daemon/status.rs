@@ -182,7 +182,7 @@ impl Daemon {
         });
         if let Some(r) = &record {
             if let Err(e) = self.records().save(r) {
-                tracing::error!(archive = %path.display(), error = %e, "could not save the state record");
+                tracing::error!(archive = %crate::escape::shown(&path), error = %e, "could not save the state record");
             }
         }
         self.set_state(path, State::Failed, record.map(Some));

@@ -80,7 +80,7 @@ pub async fn watch(
                     }
                     match stream.watches().add(dir, mask) {
                         Ok(wd) => {
-                            tracing::info!(dir = %dir.display(), "watching");
+                            tracing::info!(dir = %crate::escape::shown(&dir), "watching");
                             watched.insert(wd, dir.clone());
                             // Files that arrived before the watch: treat as new events.
                             if let Ok(entries) = std::fs::read_dir(dir) {
@@ -93,33 +93,37 @@ pub async fn watch(
                             }
                             publish(&pending, &tx);
                         }
-                        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch"),
+                        Err(e) => tracing::warn!(dir = %crate::escape::shown(&dir), error = %e, "cannot watch"),
                     }
                 }
             }
             _ = ticker.tick() => {
                 let now = Instant::now();
-                let mut settled = Vec::new();
+                let mut done = Vec::new();
                 for (path, (at, seen)) in pending.iter_mut() {
                     if now.duration_since(*at) < settle {
                         continue;
                     }
-                    let current = stat(path);
-                    if current.is_some() && current == *seen {
-                        settled.push(path.clone());
-                    } else {
-                        *at = now;
-                        *seen = current;
+                    match stat(path) {
+                        current @ Some(_) if current == *seen => {
+                            done.push(Event::Settled(path.clone()))
+                        }
+                        // Gone, or not a regular file (a FIFO, a device, a link to nothing):
+                        // not an archive, so nothing to wait for; whatever it replaced is gone.
+                        None => done.push(Event::Removed(path.clone())),
+                        current => {
+                            *at = now;
+                            *seen = current;
+                        }
                     }
                 }
-                for p in settled {
-                    pending.remove(&p);
-                    if tx.send(Event::Settled(p)).await.is_err() {
+                for ev in done {
+                    let (Event::Settled(p) | Event::Removed(p)) = &ev;
+                    pending.remove(p);
+                    if tx.send(ev).await.is_err() {
                         return;
                     }
                 }
-                // Files that vanished while pending need no event beyond their removal.
-                pending.retain(|p, _| p.exists());
                 publish(&pending, &tx);
             }
             ev = stream.next() => {
@@ -129,7 +133,7 @@ pub async fn watch(
                 };
                 let Some(dir) = watched.get(&ev.wd).cloned() else { continue };
                 if ev.mask.intersects(inotify::EventMask::IGNORED | inotify::EventMask::DELETE_SELF | inotify::EventMask::MOVE_SELF) {
-                    tracing::warn!(dir = %dir.display(), "images directory went away; waiting for it to come back");
+                    tracing::warn!(dir = %crate::escape::shown(&dir), "images directory went away; waiting for it to come back");
                     let _ = stream.watches().remove(ev.wd.clone());
                     watched.remove(&ev.wd);
                     continue;

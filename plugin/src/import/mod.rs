@@ -74,7 +74,7 @@ impl Source {
     /// How the archive is named in messages and labels.
     pub fn display_name(&self) -> String {
         match self {
-            Source::File(p) => p.display().to_string(),
+            Source::File(p) => crate::escape::shown(&p).to_string(),
             Source::Stdin => "<stdin>".to_string(),
         }
     }
@@ -109,6 +109,9 @@ pub struct ImportOptions {
     /// Where a decoder's scratch files go (a spilled zstd window) when the store has no directory
     /// of its own: the state directory. Without either, the system's temporary directory.
     pub scratch_dir: Option<PathBuf>,
+    /// A named pipe may be read as an archive (the command line's `<(zcat ...)`); the daemon
+    /// reads regular files only.
+    pub pipes: bool,
 }
 
 impl Default for ImportOptions {
@@ -122,6 +125,7 @@ impl Default for ImportOptions {
             cancel: Arc::new(AtomicBool::new(false)),
             content_root: None,
             scratch_dir: None,
+            pipes: false,
         }
     }
 }
@@ -345,7 +349,7 @@ fn open_store(
     let direct = match placement {
         Placement::Local(root) => {
             DirectStore::open(root, client.clone(), handle.clone(), prefix.clone())
-                .map_err(|e| format!("content root {}: {e}", root.path().display()))
+                .map_err(|e| format!("content root {}: {e}", crate::escape::shown(&root.path())))
         }
         Placement::Remote(why) => Err(why.clone()),
     };
@@ -380,9 +384,11 @@ pub async fn run(
         cause,
     };
     let input: Box<dyn Read + Send> = match source {
-        Source::File(p) => Box::new(std::fs::File::open(p).map_err(|cause| ImportError::Open {
-            archive: archive.clone(),
-            cause,
+        Source::File(p) => Box::new(crate::sys::open_archive(p, opts.pipes).map_err(|cause| {
+            ImportError::Open {
+                archive: archive.clone(),
+                cause,
+            }
         })?),
         Source::Stdin => Box::new(std::io::stdin()),
     };

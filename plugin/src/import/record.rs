@@ -65,7 +65,7 @@ pub async fn record(
             let id = labels::archive_lease(path);
             let l = std::collections::BTreeMap::from([(
                 labels::ARCHIVE.to_string(),
-                path.display().to_string(),
+                crate::escape::shown(&path).to_string(),
             )]);
             client.create_lease(&id, l, None).await.map_err(cd_err)?;
             fail::fail_point!("lease", |_| crate::sys::crash());

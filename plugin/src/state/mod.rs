@@ -36,9 +36,16 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The identity of the file at `path` (following symlinks).
+    /// The identity of the regular file at `path` (following symlinks); anything else (a FIFO,
+    /// a device) has none: it is not an archive.
     pub fn of(path: &Path) -> io::Result<Identity> {
         let m = fs::metadata(path)?;
+        if !m.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
         Ok(Identity {
             dev: m.dev(),
             ino: m.ino(),
@@ -62,7 +69,8 @@ pub enum Outcome {
 /// The record of one archive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// The archive's path.
+    /// The archive's path (escaped, as every path airlift writes into a string).
+    #[serde(with = "crate::escape::serde_path")]
     pub path: PathBuf,
     /// Its identity when last imported (or when its import last failed).
     pub identity: Identity,
@@ -252,10 +260,10 @@ impl Records {
                 match fs::read(&p).map(|b| serde_json::from_slice::<Record>(&b)) {
                     Ok(Ok(r)) => out.push(r),
                     Ok(Err(err)) => {
-                        tracing::warn!(file = %p.display(), %err, "ignoring an unreadable state record")
+                        tracing::warn!(file = %crate::escape::shown(&p), %err, "ignoring an unreadable state record")
                     }
                     Err(err) => {
-                        tracing::warn!(file = %p.display(), %err, "ignoring an unreadable state record")
+                        tracing::warn!(file = %crate::escape::shown(&p), %err, "ignoring an unreadable state record")
                     }
                 }
             }

@@ -159,7 +159,7 @@ pub async fn check(
             }
             let l = BTreeMap::from([(
                 labels::ARCHIVE.to_string(),
-                record.path.display().to_string(),
+                crate::escape::shown(&record.path).to_string(),
             )]);
             if let Err(e) = client.create_lease(lease, l, None).await {
                 return Standing::Gone(format!("lease {lease} is gone; recreating it failed: {e}"));

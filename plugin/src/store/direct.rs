@@ -80,7 +80,7 @@ impl DirectStore {
                 io::ErrorKind::NotFound,
                 format!(
                     "{} does not exist here (containerd runs elsewhere?)",
-                    root.path().display()
+                    crate::escape::shown(&root.path())
                 ),
             ));
         }
@@ -161,7 +161,7 @@ impl Shared {
     fn stream_instead(&self, tmp: &TempFile, digest: &Digest, size: u64) -> Result<()> {
         let mut f = File::open(tmp.path()).map_err(StoreError::io(format!(
             "reopening staged blob {digest} at {}",
-            tmp.path().display()
+            crate::escape::shown(&tmp.path())
         )))?;
         self.stream.put(&mut f, size, Some(digest))?;
         Ok(())
@@ -170,7 +170,12 @@ impl Shared {
 
 /// Makes a written temporary file durable and read-only.
 fn stage(file: File, tmp: &TempFile, digest: &Digest) -> Result<()> {
-    let what = |doing: &str| format!("{doing} blob {digest} at {}", tmp.path().display());
+    let what = |doing: &str| {
+        format!(
+            "{doing} blob {digest} at {}",
+            crate::escape::shown(&tmp.path())
+        )
+    };
     file.sync_all().map_err(StoreError::io(what("syncing")))?;
     drop(file);
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o444))
@@ -256,7 +261,7 @@ impl ContentStore for DirectStore {
         );
         let what = |doing: &str| {
             let blob = want.map_or("a blob".to_string(), |d| format!("blob {d}"));
-            format!("{doing} {blob} at {}", tmp.path().display())
+            format!("{doing} {blob} at {}", crate::escape::shown(&tmp.path()))
         };
         let mut file = OpenOptions::new()
             .write(true)
@@ -332,7 +337,7 @@ impl ContentStore for DirectStore {
         };
         fs::read(&path).map_err(StoreError::io(format!(
             "reading blob {digest} at {}",
-            path.display()
+            crate::escape::shown(&path)
         )))
     }
 }
@@ -359,7 +364,7 @@ impl Staging for DirectStore {
                 Err(e) => {
                     return Err(StoreError::io(format!(
                         "linking blob {digest} into {}",
-                        target.display()
+                        crate::escape::shown(&target)
                     ))(e))
                 }
             }
@@ -372,7 +377,10 @@ impl Staging for DirectStore {
         let blobs = self.shared.root.blobs();
         File::open(&blobs)
             .and_then(|d| d.sync_all())
-            .map_err(StoreError::io(format!("syncing {}", blobs.display())))?;
+            .map_err(StoreError::io(format!(
+                "syncing {}",
+                crate::escape::shown(&blobs)
+            )))?;
         // Claims run concurrently: containerd's round trips overlap its metadata commits.
         let client = client.with_lease(client.lease());
         let results = self.shared.handle.block_on(async {

@@ -20,14 +20,15 @@ pub(super) fn read(path: &Path) -> HashMap<String, String> {
 pub(super) fn write(path: &Path, labels: &HashMap<String, String>) -> Result<(), LocalError> {
     if labels.is_empty() {
         return match fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(io_err(format!("removing {}", path.display()))(e))
-            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(format!(
+                "removing {}",
+                crate::escape::shown(&path)
+            ))(e)),
             _ => Ok(()),
         };
     }
     let dir = path.parent().expect("labels path has a parent");
-    let fail = io_err(format!("writing {}", path.display()));
+    let fail = io_err(format!("writing {}", crate::escape::shown(&path)));
     (|| {
         fs::create_dir_all(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;

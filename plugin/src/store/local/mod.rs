@@ -181,7 +181,8 @@ impl LocalStore {
     pub fn open(root: &Path) -> Result<LocalStore, LocalError> {
         let root = ContentRoot::new(root);
         for d in [root.blobs(), root.ingests()] {
-            fs::create_dir_all(&d).map_err(io_err(format!("creating {}", d.display())))?;
+            fs::create_dir_all(&d)
+                .map_err(io_err(format!("creating {}", crate::escape::shown(&d))))?;
         }
         Ok(LocalStore {
             inner: Arc::new(Inner {
@@ -246,7 +247,8 @@ impl LocalStore {
     /// Every committed blob matching `filter`, except blobs in mid-claim (see the module docs).
     pub fn list(&self, filter: &Filter) -> Result<Vec<BlobInfo>, LocalError> {
         let dir = self.root().blobs();
-        let entries = fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))?;
+        let entries = fs::read_dir(&dir)
+            .map_err(io_err(format!("listing {}", crate::escape::shown(&dir))))?;
         let mut out = Vec::new();
         for e in entries.flatten() {
             let Some(digest) = e.file_name().to_str().and_then(Digest::from_hex) else {
@@ -292,7 +294,8 @@ impl LocalStore {
     /// The state of every ingest matching `filter`.
     pub fn list_statuses(&self, filter: &Filter) -> Result<Vec<IngestStatus>, LocalError> {
         let dir = self.root().ingests();
-        let entries = fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))?;
+        let entries = fs::read_dir(&dir)
+            .map_err(io_err(format!("listing {}", crate::escape::shown(&dir))))?;
         let mut out: Vec<IngestStatus> = entries
             .flatten()
             .filter_map(|e| writer::read_status(&e.path()).ok())
@@ -375,7 +378,10 @@ impl ContentStore for LocalStore {
         let path = self.root().blob(digest);
         fs::read(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::NotFound(digest.clone()),
-            _ => StoreError::io(format!("reading blob {digest} at {}", path.display()))(e),
+            _ => StoreError::io(format!(
+                "reading blob {digest} at {}",
+                crate::escape::shown(&path)
+            ))(e),
         })
     }
 }
