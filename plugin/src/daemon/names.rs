@@ -36,7 +36,16 @@ impl Daemon {
     /// The records of the archives that provide their images now (a running import's
     /// provisional record for its archive, once it writes image records).
     pub(super) fn present_records(&self) -> Vec<Record> {
-        present(&self.inner.lock().unwrap())
+        // Copied under the lock, their files looked at outside it.
+        let candidates: Vec<Record> = {
+            let inner = self.inner.lock().unwrap();
+            inner
+                .archives
+                .values()
+                .filter_map(|a| a.provisional.clone().or_else(|| a.record.clone()))
+                .collect()
+        };
+        candidates.into_iter().filter(|r| r.is_present()).collect()
     }
 
     /// What containerd should show of `name`: its winner's target and labels.
@@ -44,7 +53,7 @@ impl Daemon {
         self.desired_among(&self.present_records(), name)
     }
 
-    fn desired_among(&self, records: &[Record], name: &str) -> Option<Desired> {
+    pub(super) fn desired_among(&self, records: &[Record], name: &str) -> Option<Desired> {
         let mut best: Option<(&Record, &ImageTarget)> = None;
         for r in records {
             let Some(t) = r.images.iter().find(|i| i.name == name) else {
@@ -103,11 +112,19 @@ impl Daemon {
 
     /// For each name `record` provides that another present archive wins, that archive.
     pub fn shadows(&self, record: &Record) -> BTreeMap<String, PathBuf> {
-        let records = self.present_records();
+        self.shadows_among(&self.present_records(), record)
+    }
+
+    /// [`Daemon::shadows`] among `records` (the present ones, taken once for many questions).
+    pub(super) fn shadows_among(
+        &self,
+        records: &[Record],
+        record: &Record,
+    ) -> BTreeMap<String, PathBuf> {
         record
             .names()
             .filter_map(|n| {
-                let d = self.desired_among(&records, n)?;
+                let d = self.desired_among(records, n)?;
                 (d.archive != record.path).then(|| (n.to_string(), d.archive))
             })
             .collect()

@@ -26,11 +26,13 @@ fn state(s: State) -> proto::ArchiveState {
 
 /// One archive as the API shows it: the names that come from it, those another archive takes
 /// precedence for, and "restoring" while one of its images is being restored.
-fn archive(d: &Daemon, a: &ArchiveStatus) -> proto::Archive {
+fn archive(d: &Daemon, a: &ArchiveStatus, all: &Listing) -> proto::Archive {
     let r = a.record.as_ref();
-    let shadows = r.map(|r| d.shadows(r)).unwrap_or_default();
+    let shadows = r
+        .map(|r| d.shadows_among(&all.present, r))
+        .unwrap_or_default();
     let mut state = state(a.state);
-    if a.state == State::Imported && d.restoring(&a.path) {
+    if a.state == State::Imported && d.restoring_among(&all.restoring, &all.present, &a.path) {
         state = proto::ArchiveState::Restoring;
     }
     proto::Archive {
@@ -66,6 +68,22 @@ fn requested(text: &str) -> Result<PathBuf, Status> {
     crate::escape::unescape(text).ok_or_else(|| {
         Class::InvalidArgument.status(format!("{text}: not a path as airlift writes them"))
     })
+}
+
+/// What every archive's entry is computed from, taken once per listing (so that listing
+/// hundreds of archives stays linear).
+struct Listing {
+    present: Vec<crate::state::Record>,
+    restoring: Vec<String>,
+}
+
+impl Listing {
+    fn of(d: &Daemon) -> Listing {
+        Listing {
+            present: d.present_records(),
+            restoring: d.repairs_pending(),
+        }
+    }
 }
 
 /// airlift's API; its work runs on the daemon's runtime (`.1`), not the API thread's.
@@ -126,7 +144,7 @@ impl Airlift for Service {
                     bytes_read: a.record.as_ref().map_or(0, |r| r.bytes),
                     total_bytes: total,
                     done: true,
-                    archive: Some(archive(&daemon, &a)),
+                    archive: Some(archive(&daemon, &a, &Listing::of(&daemon))),
                 }),
                 Ok(None) => Err(Class::NotFound.status(format!(
                     "{}: the archive disappeared",
@@ -145,12 +163,13 @@ impl Airlift for Service {
         &self,
         _: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
+        let all = Listing::of(&self.0);
         Ok(Response::new(proto::ListResponse {
             archives: self
                 .0
                 .archives()
                 .iter()
-                .map(|a| archive(&self.0, a))
+                .map(|a| archive(&self.0, a, &all))
                 .chain(
                     self.0
                         .not_archives()

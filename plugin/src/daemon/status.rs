@@ -190,10 +190,21 @@ impl Daemon {
 
     /// Whether some image that comes from `path` is being restored.
     pub fn restoring(&self, path: &Path) -> bool {
-        self.repairs
-            .pending()
-            .iter()
-            .any(|n| self.desired(n).is_some_and(|d| d.archive == path))
+        self.restoring_among(&self.repairs.pending(), &self.present_records(), path)
+    }
+
+    /// [`Daemon::restoring`] given the names being restored and the present records (taken
+    /// once for many archives).
+    pub(super) fn restoring_among(
+        &self,
+        pending: &[String],
+        records: &[Record],
+        path: &Path,
+    ) -> bool {
+        pending.iter().any(|n| {
+            self.desired_among(records, n)
+                .is_some_and(|d| d.archive == path)
+        })
     }
 
     /// Which of `images` (references, normalised as containerd does) are not yet imported and
@@ -224,6 +235,11 @@ impl Daemon {
             }
         }
         Ok(missing)
+    }
+
+    /// The names whose repair is pending.
+    pub(super) fn repairs_pending(&self) -> Vec<String> {
+        self.repairs.pending()
     }
 
     /// Repairs done, and names whose repair is pending.
