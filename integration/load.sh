@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash integration/provision.sh
 LOAD_SMALL="${1:-1000}" LOAD_LARGE="${2:-4}" LOAD_LARGE_MIB="${3:-1024}" \
-    cargo test --locked -p airlift-integration --test load -- --nocapture 2>&1 | grep -E "^load:|test result|panicked|FAILED"
+    cargo test --locked --features airlift/failpoints -p airlift-integration --test load -- --nocapture 2>&1 | grep -E "^load:|test result|panicked|FAILED"
