@@ -34,6 +34,8 @@
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
 //!   containerd's content proxy plugin;
 //! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`];
+//! - [`fuzzing`] — what each `cargo fuzz` target (`fuzz/`) runs on one input, shared with the
+//!   test that replays every saved reproducer;
 //! - the edges every station uses: [`containerd`] (the operations airlift asks of containerd,
 //!   as a trait with a gRPC client and an in-memory fake), [`api`] (airlift's own gRPC API),
 //!   [`error`] (containerd's error classes and their one mapping to gRPC codes), [`labels`] (the
@@ -56,6 +58,7 @@ pub mod digest;
 pub mod error;
 pub mod escape;
 pub mod filters;
+pub mod fuzzing;
 pub mod import;
 pub mod ingest;
 pub mod labels;

@@ -10,7 +10,7 @@ use super::Daemon;
 use crate::containerd::{Client, ImageTarget};
 use crate::pins::{self, Change, Desired};
 use crate::state::Record;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// The records of the archives that provide their images now.
@@ -20,6 +20,34 @@ fn present(inner: &super::status::Inner) -> Vec<Record> {
         .values()
         .filter_map(|a| a.provisional.clone().or_else(|| a.record.clone()))
         .filter(|r| r.is_present())
+        .collect()
+}
+
+/// The archive every name provided by `records` comes from (the rule of
+/// [`Daemon::desired`], for all names at once).
+pub fn winners(records: &[Record]) -> HashMap<String, PathBuf> {
+    let mut best: HashMap<&str, &Record> = HashMap::new();
+    for r in records {
+        for n in r.names() {
+            let e = best.entry(n).or_insert(r);
+            if beats(rank(r), rank(e)) {
+                *e = r;
+            }
+        }
+    }
+    best.into_iter()
+        .map(|(n, r)| (n.to_string(), r.path.clone()))
+        .collect()
+}
+
+/// The names `record` provides that come from another archive, by `winners`, with that archive.
+pub fn shadowed(winners: &HashMap<String, PathBuf>, record: &Record) -> BTreeMap<String, PathBuf> {
+    record
+        .names()
+        .filter_map(|n| {
+            let by = winners.get(n)?;
+            (*by != record.path).then(|| (n.to_string(), by.clone()))
+        })
         .collect()
 }
 
@@ -112,22 +140,7 @@ impl Daemon {
 
     /// For each name `record` provides that another present archive wins, that archive.
     pub fn shadows(&self, record: &Record) -> BTreeMap<String, PathBuf> {
-        self.shadows_among(&self.present_records(), record)
-    }
-
-    /// [`Daemon::shadows`] among `records` (the present ones, taken once for many questions).
-    pub(super) fn shadows_among(
-        &self,
-        records: &[Record],
-        record: &Record,
-    ) -> BTreeMap<String, PathBuf> {
-        record
-            .names()
-            .filter_map(|n| {
-                let d = self.desired_among(records, n)?;
-                (d.archive != record.path).then(|| (n.to_string(), d.archive))
-            })
-            .collect()
+        shadowed(&winners(&self.present_records()), record)
     }
 
     /// `record` with only the images it wins: what containerd must show of it.

@@ -7,6 +7,7 @@ use crate::error::Class;
 use crate::proxy::ContentService;
 use crate::store::local::LocalStore;
 use proto::airlift_server::{Airlift, AirliftServer};
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -26,13 +27,18 @@ fn state(s: State) -> proto::ArchiveState {
 
 /// One archive as the API shows it: the names that come from it, those another archive takes
 /// precedence for, and "restoring" while one of its images is being restored.
-fn archive(d: &Daemon, a: &ArchiveStatus, all: &Listing) -> proto::Archive {
+fn archive(a: &ArchiveStatus, all: &Listing) -> proto::Archive {
     let r = a.record.as_ref();
+    let winners = &all.winners;
     let shadows = r
-        .map(|r| d.shadows_among(&all.present, r))
+        .map(|r| super::names::shadowed(winners, r))
         .unwrap_or_default();
     let mut state = state(a.state);
-    if a.state == State::Imported && d.restoring_among(&all.restoring, &all.present, &a.path) {
+    let restoring = all
+        .restoring
+        .iter()
+        .any(|n| winners.get(n) == Some(&a.path));
+    if a.state == State::Imported && restoring {
         state = proto::ArchiveState::Restoring;
     }
     proto::Archive {
@@ -73,14 +79,16 @@ fn requested(text: &str) -> Result<PathBuf, Status> {
 /// What every archive's entry is computed from, taken once per listing (so that listing
 /// hundreds of archives stays linear).
 struct Listing {
-    present: Vec<crate::state::Record>,
+    /// Name → the archive it comes from.
+    winners: HashMap<String, PathBuf>,
+    /// Names being restored.
     restoring: Vec<String>,
 }
 
 impl Listing {
     fn of(d: &Daemon) -> Listing {
         Listing {
-            present: d.present_records(),
+            winners: super::names::winners(&d.present_records()),
             restoring: d.repairs_pending(),
         }
     }
@@ -144,7 +152,7 @@ impl Airlift for Service {
                     bytes_read: a.record.as_ref().map_or(0, |r| r.bytes),
                     total_bytes: total,
                     done: true,
-                    archive: Some(archive(&daemon, &a, &Listing::of(&daemon))),
+                    archive: Some(archive(&a, &Listing::of(&daemon))),
                 }),
                 Ok(None) => Err(Class::NotFound.status(format!(
                     "{}: the archive disappeared",
@@ -169,7 +177,7 @@ impl Airlift for Service {
                 .0
                 .archives()
                 .iter()
-                .map(|a| archive(&self.0, a, &all))
+                .map(|a| archive(a, &all))
                 .chain(
                     self.0
                         .not_archives()

@@ -193,6 +193,16 @@ fn the_newest_archive_wins_a_shared_name() {
     assert_eq!(n.pinned(BUSYBOX).unwrap(), new.display().to_string());
     let shadows = d.shadows(&d.archive(&old).unwrap().record.unwrap());
     assert_eq!(shadows.get(BUSYBOX), Some(&new));
+    // The rule for all names at once agrees with the rule for one.
+    let winners = super::names::winners(&d.present_records());
+    assert_eq!(winners.get(BUSYBOX), Some(&new));
+    for (name, by) in &winners {
+        assert_eq!(
+            d.desired(name).map(|w| w.archive).as_ref(),
+            Some(by),
+            "{name}"
+        );
+    }
     // The older's content is held by its lease all the same.
     let lease = labels::archive_lease(&old);
     assert!(n.fake.state().leases[&lease].content.contains(DOCKER));
