@@ -189,10 +189,17 @@ fn import_crashes(version: Version) -> usize {
             std::thread::sleep(delay);
             let _ = child.kill();
             let killed = child.wait().unwrap().signal() == Some(9);
-            let out = airlift(&ctd, &ns, &state, mode, &file).output().unwrap();
+            let out = airlift(&ctd, &ns, &state, mode, &file)
+                .env("AIRLIFT_LOG", "info")
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let what = format!(
+                "{what} (the run after it said: {})",
                 String::from_utf8_lossy(&out.stderr)
             );
             check(&ctd, &ns, &state, &names, &what);

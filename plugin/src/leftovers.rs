@@ -35,15 +35,21 @@ pub async fn clean(client: &dyn Containerd, root: &ContentRoot) -> Cleaned {
         {
             // Synchronously: what only the dead import held is collected before a new import
             // could find it present and count on it.
-            if client.delete_lease(&id, true).await.is_ok() {
-                cleaned.leases.push(id);
+            match client.delete_lease(&id, true).await {
+                Ok(()) => cleaned.leases.push(id),
+                Err(e) => {
+                    tracing::warn!(lease = %id, error = %e, "cannot remove a stopped airlift process's import lease")
+                }
             }
         }
     }
     if let Ok(refs) = client.ingest_refs().await {
         for r in refs.into_iter().filter(|r| dead(r, "airlift-")) {
-            if client.abort(&r).await.is_ok() {
-                cleaned.ingests.push(r);
+            match client.abort(&r).await {
+                Ok(()) => cleaned.ingests.push(r),
+                Err(e) => {
+                    tracing::warn!(ingest = %r, error = %e, "cannot abort a stopped airlift process's ingest")
+                }
             }
         }
     }

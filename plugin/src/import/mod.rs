@@ -335,14 +335,6 @@ fn open_store(
             prefix.clone(),
         )) as Arc<dyn ContentStore>
     };
-    if let Placement::Local(root) = placement {
-        // Mark this process alive where other airlift processes look for leftovers.
-        let temp = root.temp();
-        if root.path().parent().is_some_and(Path::is_dir) && std::fs::create_dir_all(&temp).is_ok()
-        {
-            let _ = crate::liveness::hold(&temp);
-        }
-    }
     if mode == Mode::Stream {
         return Ok(stream());
     }
@@ -392,6 +384,17 @@ pub async fn run(
         })?),
         Source::Stdin => Box::new(std::io::stdin()),
     };
+    if let Placement::Local(root) = placement {
+        // Marks this process alive where other airlift processes look for leftovers — before
+        // anything named after it (its import lease, ingests, staged files) exists, so that a
+        // cleaner never takes a live process's lease for a dead one's, and a process killed
+        // right after creating its lease leaves a lock-less token behind for the next cleaner.
+        let temp = root.temp();
+        if root.path().parent().is_some_and(Path::is_dir) && std::fs::create_dir_all(&temp).is_ok()
+        {
+            let _ = crate::liveness::hold(&temp);
+        }
+    }
     let suffix = unique_suffix();
     let lease = format!("{}{suffix}", labels::IMPORT_LEASE_PREFIX);
     let lease_labels = BTreeMap::from([(labels::ARCHIVE.to_string(), archive.clone())]);
