@@ -165,9 +165,11 @@ fn each_actor_is_undone(version: Version) {
         assert!(*t < Duration::from_secs(5), "{actor}: {t:?}\n{}", d.log());
     }
     let s = status_json(&d);
-    for what in ["unpinned", "deleted", "repointed"] {
-        assert!(s["repairs"][what].as_u64().unwrap_or(0) >= 1, "{what}: {s}");
-    }
+    let count = |what: &str| s["repairs"][what].as_u64().unwrap_or(0);
+    assert!(count("unpinned") >= 1 && count("deleted") >= 2, "{s}");
+    // `ctr images tag --force` deletes and creates the name on 1.7: the repair may find it
+    // gone (deleted) rather than re-pointed, depending on when it looks.
+    assert!(count("repointed") >= 1 || count("deleted") >= 3, "{s}");
     // k3s's own label is left as it was.
     let img = rt
         .block_on(client(&rt, &ctd, "k8s.io").get_image(BUSYBOX))
