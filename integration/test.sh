@@ -14,6 +14,7 @@ fi
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check
+cargo fmt --all --check --manifest-path fuzz/Cargo.toml
 # The crash points of the reliability tests are compiled into this (test) build only.
 features=(--features airlift/failpoints)
 echo "== cargo clippy" >&2
@@ -23,3 +24,7 @@ echo "== cargo build" >&2
 cargo build --workspace --locked "${features[@]}"
 echo "== cargo test" >&2
 cargo test --workspace --locked "${features[@]}" "$@"
+# A brief run of every fuzz target (the long runs of RELIABILITY.md: fuzz/run.sh 360); saved
+# reproducers are replayed by the cargo test above.
+echo "== fuzz/run.sh ${FUZZ_SECONDS:-10}" >&2
+bash fuzz/run.sh "${FUZZ_SECONDS:-10}"

@@ -615,7 +615,8 @@ fn replaced_archive_and_late_directory() {
     std::fs::copy(fixtures_dir().join("busybox-docker.tar"), &tmp).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     d.until("the replacement to import", || {
-        d.archive(&path).is_some_and(|a| a["imports"] == 2)
+        d.archive(&path)
+            .is_some_and(|a| a["imports"] == 2 && a["state"] == "imported")
     });
     assert_eq!(
         pinned(&rt, &ctd, "docker.io/library/busybox:1.35"),

@@ -127,6 +127,10 @@ impl Reference {
         if s.is_empty() {
             return Err(invalid(s, "empty"));
         }
+        // As containerd: 64 hex characters are an image ID, never a name.
+        if Digest::from_hex(s).is_some() {
+            return Err(invalid(s, "64 hex characters are an image ID, not a name"));
+        }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
                 d.parse::<Digest>()
@@ -305,6 +309,8 @@ mod tests {
             "host:port:bad/x",
             "busybox@sha256:short",
             "bad host/x",
+            // an image ID (containerd: "cannot specify 64-byte hexadecimal strings")
+            "2d8e3c3af836a2e8c6aec90af2c7547315fb88586cb38645e32b1e8657585fbd",
         ] {
             assert!(
                 Reference::parse_normalized(bad).is_err(),

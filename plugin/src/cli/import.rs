@@ -44,9 +44,14 @@ pub async fn run(args: ImportArgs) -> ExitCode {
     };
     let importer = Importer::new(opts, records, Remember::Successes);
     // What airlift processes that died left (their import leases, ingests, staged files) goes
-    // first, as at the daemon's start.
-    if let crate::import::Placement::Local(root) = importer.placement(&client).await {
-        crate::leftovers::clean(client.as_ref(), &root).await;
+    // first, as at the daemon's start — and again at the end, for what a dying process still
+    // had in flight to containerd when the first cleanup looked.
+    let root = match importer.placement(&client).await {
+        crate::import::Placement::Local(root) => Some(root),
+        _ => None,
+    };
+    if let Some(root) = &root {
+        crate::leftovers::clean(client.as_ref(), root).await;
     }
     let req = Request {
         force: args.force,
@@ -64,6 +69,9 @@ pub async fn run(args: ImportArgs) -> ExitCode {
         })
     });
     let result = importer.run(&client, &source, &req).await;
+    if let Some(root) = &root {
+        crate::leftovers::clean(client.as_ref(), root).await;
+    }
     if let Some(t) = ticker {
         t.abort();
     }

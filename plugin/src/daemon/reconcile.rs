@@ -129,8 +129,8 @@ impl Daemon {
                 _ => break Some((client, imported)),
             }
         };
-        self.importing(-1);
         let Some((client, mut imported)) = imported.filter(|_| !self.cancelled()) else {
+            self.importing(-1);
             // Shutting down: the next start resumes.
             self.set_state(path, State::Pending, None);
             if let Some(a) = self.inner.lock().unwrap().archives.get_mut(path) {
@@ -144,6 +144,7 @@ impl Daemon {
             r.intake = intake && ok;
         }
         let Some(record) = imported.record.clone() else {
+            self.importing(-1);
             return;
         };
         match &imported.result {
@@ -163,8 +164,9 @@ impl Daemon {
         let provisional = self.archive(path).and_then(|a| a.provisional);
         // The new record takes effect, then what changed is brought in line: names the archive
         // no longer provides (a partial failure keeps them in the record: nothing is dropped),
-        // and names another archive now takes precedence for.
-        self.set_state(path, State::of(&record), Some(Some(record.clone())));
+        // and names another archive now takes precedence for. The archive shows (and counts as)
+        // importing until that is done: whoever sees it imported sees its names in line.
+        self.set_state(path, State::Importing, Some(Some(record.clone())));
         let mut affected: BTreeSet<String> = previous
             .as_ref()
             .map(|p| record.dropped_from(p).into_iter().collect())
@@ -179,6 +181,8 @@ impl Daemon {
             ),
         }
         self.assert_names(&client, &affected, Some(path)).await;
+        self.set_state(path, State::of(&record), None);
+        self.importing(-1);
         // Kept last: a crash before this imports the archive again, and brings it in line again.
         self.importer.keep(&imported);
         if record.intake {

@@ -299,6 +299,7 @@ impl Daemon {
     /// missing is restored from the records (no archive read), and archives whose content is
     /// gone are imported again.
     pub(super) async fn resync(self: &Arc<Self>, client: &Client, why: &str) {
+        self.clean_leftovers(client).await;
         let snapshot = match Snapshot::take(client.as_ref()).await {
             Ok(s) => s,
             Err(e) => {

@@ -77,11 +77,9 @@ impl Daemon {
             })
     }
 
-    /// Startup: clean up after a crash, reconcile every archive, then report ready.
-    pub async fn startup(self: &Arc<Self>) {
-        let Some(client) = self.connect().await else {
-            return;
-        };
+    /// Removes what airlift processes that died left (at startup, and at every verification:
+    /// a request a dying process had in flight may land after the first cleanup).
+    pub(super) async fn clean_leftovers(&self, client: &crate::containerd::Client) {
         let root = match &self.cfg.content_proxy.root {
             Some(r) => Some(ContentRoot::new(r)),
             None => client
@@ -94,6 +92,14 @@ impl Daemon {
         if let Some(root) = root {
             crate::leftovers::clean(client.as_ref(), &root).await;
         }
+    }
+
+    /// Startup: clean up after a crash, reconcile every archive, then report ready.
+    pub async fn startup(self: &Arc<Self>) {
+        let Some(client) = self.connect().await else {
+            return;
+        };
+        self.clean_leftovers(&client).await;
 
         let records = self.records().load_all().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the state directory");

@@ -734,3 +734,33 @@ fn readiness_of_named_images() {
         .unwrap_err()
         .contains("Bad:Ref"));
 }
+
+/// A lease a dying airlift process still had in flight lands after the startup cleanup: the
+/// next verification removes it, and never the lease of a live process.
+#[test]
+fn verification_removes_what_dead_processes_left_late() {
+    let n = Node::new();
+    let root = n.dir.path().join("content");
+    let root = crate::store::layout::ContentRoot::new(&root);
+    std::fs::create_dir_all(root.temp()).unwrap();
+    let fake = n.fake.clone().with_content_root(root.path());
+    let d = n.daemon();
+    n.rt.block_on(d.startup());
+    let client = fake.client();
+    let dead = "airlift-import-p1x1-0";
+    let live = format!("airlift-import-{}-0", crate::liveness::token());
+    n.rt.block_on(async {
+        client
+            .create_lease(dead, Default::default(), None)
+            .await
+            .unwrap();
+        client
+            .create_lease(&live, Default::default(), None)
+            .await
+            .unwrap();
+        d.resync(&client, "test").await;
+        let left = client.list_leases("").await.unwrap();
+        assert!(!left.iter().any(|l| l == dead), "{left:?}");
+        assert!(left.contains(&live), "{left:?}");
+    });
+}

@@ -8,6 +8,11 @@ use super::{
 use crate::archive::spec::{self, Descriptor, ImageConfig, Index, Manifest};
 use crate::digest::Digest;
 use crate::reference::Reference;
+use std::collections::BTreeSet;
+
+/// The most indexes one path from `index.json` may pass through (real archives have one or two):
+/// a deeper image fails, rather than the stack of the thread planning it.
+pub(super) const NESTING_LIMIT: usize = 32;
 
 pub(super) struct OciPlanner<'a> {
     pub(super) inv: &'a Inventory,
@@ -40,7 +45,9 @@ impl OciPlanner<'_> {
             let (names, unnamed) = b.names_from_annotations(&entry.annotations);
             let subject = subject_of(&names, i, entry);
             let mut res = Resolved::default();
-            let outcome = self.resolve(entry, true, &mut res).map(|_| res);
+            let outcome = self
+                .resolve(entry, true, &mut res, &mut BTreeSet::new(), 0)
+                .map(|_| res);
             b.add(&subject, entry.clone(), names, unnamed, outcome);
         }
         let index_desc = Descriptor::new(
@@ -80,10 +87,29 @@ impl OciPlanner<'_> {
         serde_json::from_slice(data).map_err(|e| fail(path, format!("invalid JSON: {e}")))
     }
 
-    /// Resolves one descriptor and everything below it into `res`.
-    fn resolve(&self, desc: &Descriptor, top: bool, res: &mut Resolved) -> Result<(), Failure> {
+    /// Resolves one descriptor and everything below it into `res`; `indexes` are those resolved
+    /// already for this root, `depth` how many indexes lead here.
+    fn resolve(
+        &self,
+        desc: &Descriptor,
+        top: bool,
+        res: &mut Resolved,
+        indexes: &mut BTreeSet<Digest>,
+        depth: usize,
+    ) -> Result<(), Failure> {
         let path = blob_path(&desc.digest);
         if spec::is_index(&desc.media_type) {
+            if depth >= NESTING_LIMIT {
+                return Err(fail(
+                    path,
+                    format!("indexes nest more than {NESTING_LIMIT} deep"),
+                ));
+            }
+            // An index listed again (under several parents) adds nothing new: resolved once, or
+            // its descendants would be followed once per path to them.
+            if !indexes.insert(desc.digest.clone()) {
+                return Ok(());
+            }
             if self.blob(desc)?.is_none() {
                 return Err(fail(path, "index blob is missing from the archive"));
             }
@@ -105,7 +131,7 @@ impl OciPlanner<'_> {
                 if spec::is_manifest(&child.media_type) && self.blob(child)?.is_none() {
                     continue;
                 }
-                self.resolve(child, false, res)?;
+                self.resolve(child, false, res, indexes, depth + 1)?;
             }
             res.blobs.insert(desc.digest.clone());
             res.labels
@@ -176,5 +202,89 @@ fn subject_of(names: &[Result<Reference, String>], i: usize, entry: &Descriptor)
             .get(spec::ANNOTATION_REF_NAME)
             .map(|r| format!("{r} (index.json entry {i})"))
             .unwrap_or_else(|| format!("index.json entry {i} ({})", entry.digest)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{plan, FileRecord, Inventory, PlanOptions, Problem};
+    use super::NESTING_LIMIT;
+    use crate::archive::spec;
+    use crate::digest::Digest;
+    use crate::platform::PlatformPolicy;
+    use serde_json::{json, Value};
+
+    /// Puts a blob in `inv` as the ingest would; returns its descriptor.
+    fn blob(inv: &mut Inventory, media_type: &str, bytes: Vec<u8>) -> Value {
+        let d = Digest::of(&bytes);
+        let record = FileRecord {
+            digest: Ok(d.clone()),
+            size: bytes.len() as u64,
+            head: bytes[..bytes.len().min(16)].to_vec(),
+        };
+        inv.files
+            .insert(format!("blobs/sha256/{}", d.hex()), record);
+        let size = bytes.len();
+        if bytes.starts_with(b"{") {
+            inv.json.insert(d.clone(), bytes);
+        }
+        json!({"mediaType": media_type, "digest": d.to_string(), "size": size})
+    }
+
+    /// One image whose manifest is under `depth` indexes, each listing the next `fanout` times.
+    fn nested(depth: usize, fanout: usize) -> Inventory {
+        let mut inv = Inventory::default();
+        let config = json!({"architecture": "amd64", "os": "linux"}).to_string();
+        let config = blob(&mut inv, spec::MEDIA_OCI_CONFIG, config.into_bytes());
+        let layer = "application/vnd.oci.image.layer.v1.tar";
+        let layer = blob(&mut inv, layer, b"layer".to_vec());
+        let manifest = json!({"schemaVersion": 2, "config": config, "layers": [layer]});
+        let mut child = blob(
+            &mut inv,
+            spec::MEDIA_OCI_MANIFEST,
+            manifest.to_string().into(),
+        );
+        for _ in 0..depth {
+            let index = json!({"schemaVersion": 2, "manifests": vec![child; fanout]});
+            child = blob(&mut inv, spec::MEDIA_OCI_INDEX, index.to_string().into());
+        }
+        child["annotations"] = json!({spec::ANNOTATION_IMAGE_NAME: "example.com/nested:1"});
+        inv.oci_layout = Some(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec());
+        inv.index_json = Some(
+            json!({"schemaVersion": 2, "manifests": [child]})
+                .to_string()
+                .into(),
+        );
+        inv
+    }
+
+    fn all() -> PlanOptions {
+        PlanOptions {
+            platforms: PlatformPolicy::All,
+            ..PlanOptions::default()
+        }
+    }
+
+    #[test]
+    fn indexes_nested_too_deep_fail_their_image_not_the_stack() {
+        let p = plan(&nested(NESTING_LIMIT, 1), &all()).unwrap();
+        assert_eq!(p.images.len(), 1, "{:?}", p.problems);
+        assert_eq!(p.images[0].blobs.len(), NESTING_LIMIT + 3);
+        // Followed, this would overflow the stack of the thread planning it.
+        let p = plan(&nested(20_000, 1), &all()).unwrap();
+        assert!(p.images.is_empty());
+        assert!(
+            matches!(&p.problems[..], [Problem::Failed { cause, .. }] if cause.contains("nest")),
+            "{:?}",
+            p.problems
+        );
+    }
+
+    #[test]
+    fn an_index_listed_again_is_resolved_once() {
+        // 2^30 paths lead to the manifest: followed one by one, planning would never end.
+        let p = plan(&nested(30, 2), &all()).unwrap();
+        assert_eq!(p.images.len(), 1, "{:?}", p.problems);
+        assert_eq!(p.images[0].blobs.len(), 30 + 3);
     }
 }
