@@ -203,6 +203,13 @@ impl Registry {
             };
             let (route, resp) = self.respond(&req).await;
             let status = resp.status;
+            tracing::debug!(
+                method = %crate::escape::shown(&req.method),
+                path = %crate::escape::shown(&req.path),
+                query = %crate::escape::shown(&req.query),
+                status,
+                "registry request"
+            );
             let head_only = req.method == "HEAD";
             let close = req.close || resp.status >= 500;
             let sent = http::write(&mut conn, resp, head_only, !close).await;
