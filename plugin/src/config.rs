@@ -99,6 +99,8 @@ pub struct Registry {
     pub client_ca: Option<PathBuf>,
     /// Connections served at once; more are answered 503.
     pub max_connections: usize,
+    /// Each connection's socket send buffer in KiB; 0 leaves it to the kernel's autotuning.
+    pub send_buffer_kib: usize,
 }
 
 impl Default for Registry {
@@ -110,6 +112,7 @@ impl Default for Registry {
             tls_key: None,
             client_ca: None,
             max_connections: 512,
+            send_buffer_kib: 0,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! System calls the standard library does not offer, through `rustix`'s safe wrappers: file
 //! locks, no-replace renames, page-cache-only reads, filesystem types, block reservation,
-//! `sendfile` and read-ahead advice. The one
+//! `sendfile`, read-ahead advice and socket buffers. The one
 //! call no safe wrapper covers (`sync_file_range`) is here too, with why it is sound.
 
 use rustix::fs::{FallocateFlags, FlockOperation, RenameFlags, CWD};
@@ -124,6 +124,14 @@ pub fn send_file(
     count: usize,
 ) -> io::Result<usize> {
     Ok(rustix::fs::sendfile(out, file, Some(offset), count)?)
+}
+
+/// Fixes a socket's send buffer at `bytes` (the kernel doubles it for its bookkeeping), which
+/// turns off its autotuning for that socket.
+pub fn set_send_buffer(socket: impl std::os::fd::AsFd, bytes: usize) -> io::Result<()> {
+    Ok(rustix::net::sockopt::set_socket_send_buffer_size(
+        socket, bytes,
+    )?)
 }
 
 /// Tells the kernel a range of `file` will be read soon, so it reads it ahead (advisory).

@@ -128,6 +128,7 @@ impl Daemon {
             policy: cfg.serve,
             content_root: self.cfg.content_proxy.root.clone(),
             max_connections: cfg.max_connections,
+            send_buffer: cfg.send_buffer_kib << 10,
             tls,
         };
         let listener = tokio::net::TcpListener::bind(&cfg.address)

@@ -53,6 +53,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// TLS, when configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Each connection's socket send buffer in bytes; 0 leaves it to the kernel.
+    pub send_buffer: usize,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -249,6 +251,9 @@ pub fn serve(
                 }
             };
             let _ = tcp.set_nodelay(true);
+            if registry.settings.send_buffer > 0 {
+                let _ = crate::sys::set_send_buffer(&tcp, registry.settings.send_buffer);
+            }
             let registry = registry.clone();
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 let plain = tls.is_none();

@@ -210,8 +210,11 @@ impl Listing {
 pub struct Served {
     policy: Policy,
     listing: tokio::sync::Mutex<(Option<Instant>, Arc<Listing>)>,
-    reach: Mutex<HashMap<Digest, Arc<Reach>>>,
+    reach: Mutex<HashMap<Digest, Walked>>,
 }
+
+/// What a target reaches, whether all its manifests were there, and when it was walked.
+type Walked = (Arc<Reach>, bool, Instant);
 
 impl Served {
     /// Nothing listed yet.
@@ -247,22 +250,26 @@ impl Served {
         Ok(l.1.clone())
     }
 
-    /// What `image` reaches, computed once per target.
+    /// What `image` reaches, computed once per target — or, while some of its manifests are
+    /// missing (platforms an import left out, a pull in progress), at most once a [`FRESH`]
+    /// interval.
     pub async fn reach(&self, source: &Source, image: &Image) -> std::io::Result<Arc<Reach>> {
-        if let Some(r) = self.reach.lock().unwrap().get(&image.digest) {
-            return Ok(r.clone());
+        if let Some((r, complete, at)) = self.reach.lock().unwrap().get(&image.digest) {
+            if *complete || at.elapsed() < FRESH {
+                return Ok(r.clone());
+            }
         }
         let mut reach = Reach::default();
         let complete = walk(source, &image.digest, &image.media_type, 0, &mut reach).await?;
         let reach = Arc::new(reach);
-        // A target whose manifests are not all there yet (a pull in progress) is walked again.
-        if complete {
-            let mut cache = self.reach.lock().unwrap();
-            if cache.len() >= MAX_REACH {
-                cache.clear();
-            }
-            cache.insert(image.digest.clone(), reach.clone());
+        let mut cache = self.reach.lock().unwrap();
+        if cache.len() >= MAX_REACH {
+            cache.clear();
         }
+        cache.insert(
+            image.digest.clone(),
+            (reach.clone(), complete, Instant::now()),
+        );
         Ok(reach)
     }
 }
@@ -408,8 +415,11 @@ mod tests {
         assert!(reach.manifests.contains_key(&absent));
         assert!(reach.blobs.contains(&config) && reach.blobs.contains(&layer));
         assert!(!reach.blobs.contains(&unrelated));
-        // An incomplete target is walked again; the content read does not change.
+        // An incomplete target is walked again, once its walk is older than FRESH.
         let reads = fake.count("read");
+        served.reach(&source, &image).await.unwrap();
+        assert_eq!(fake.count("read"), reads);
+        tokio::time::sleep(FRESH).await;
         served.reach(&source, &image).await.unwrap();
         assert!(fake.count("read") > reads);
         // Bytes that do not hash to their digest are not read as the blob.
