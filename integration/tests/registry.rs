@@ -4,7 +4,8 @@
 //! `hosts.toml` mirror (`ctr images pull --hosts-dir`, so requests carry `?ns=`) on 2.x and 1.7,
 //! bad and hostile requests (names with `..`, malformed digests, impossible ranges, writes, a
 //! blob containerd holds that no served image reaches, 200 connections at once, slow clients),
-//! ranges, TLS with client certificates, `serve = "all"`, and the counters in `/metrics`.
+//! ranges, TLS with client certificates, `serve = "all"`, blobs from airlift's own store in content
+//! proxy mode, and the counters in `/metrics`.
 
 mod common;
 
@@ -742,4 +743,49 @@ fn tls_lets_in_only_clients_with_a_certificate() {
         &d,
     );
     assert!(blobs_hash_to_their_names(&out.path().join("l/blobs/sha256")) >= 7);
+}
+
+#[test]
+fn served_from_airlifts_own_store_in_proxy_mode() {
+    let (mut d, root) = Daemon::content_proxy();
+    let addr = free_port();
+    // Top-level keys before the content proxy's table.
+    d.config = format!(
+        "platforms = [\"all\"]\n{}\n[registry]\naddress = \"{addr}\"\n",
+        d.config
+    );
+    std::fs::copy(
+        fixtures_dir().join("bundle-ctr-export.tar"),
+        d.images().join("bundle.tar"),
+    )
+    .unwrap();
+    let ctd = Containerd::start_with(
+        Version::V2,
+        airlift_integration::Options {
+            content_proxy: Some(d.socket()),
+            ..airlift_integration::Options::default()
+        },
+    )
+    .unwrap();
+    d.address = ctd.address().to_path_buf();
+    d.start();
+    d.wait();
+    let out = tempfile::tempdir().unwrap();
+    run(
+        skopeo()
+            .args(["copy", "--all", "--src-tls-verify=false"])
+            .arg(format!("docker://{addr}/library/busybox:1.35"))
+            .arg(format!("oci:{}:1.35", out.path().join("l").display())),
+        &d,
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("l/index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], INDEX_2D8E);
+    assert!(blobs_hash_to_their_names(&out.path().join("l/blobs/sha256")) >= 7);
+    let log = d.log();
+    let from = log
+        .lines()
+        .find(|l| l.contains("registry endpoint reads blobs from"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(from.contains(&root.display().to_string()), "{from}");
 }
