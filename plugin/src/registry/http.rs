@@ -375,8 +375,7 @@ pub async fn write(
             let mut sent = 0;
             while sent < len {
                 let n = CHUNK.min(len - sent);
-                let data = client
-                    .read(&digest, offset + sent, n)
+                let data = super::served::within(client.read(&digest, offset + sent, n))
                     .await
                     .map_err(io::Error::other)?;
                 if data.is_empty() {

@@ -143,15 +143,12 @@ impl Registry {
         if let Some(b) = &*b {
             return Ok(b.clone());
         }
-        let client = self
-            .connect
-            .connect()
+        let client = served::within(self.connect.connect())
             .await
             .map_err(|e| self.unavailable(&e))?;
         let source = match &self.settings.content_root {
             Some(root) => Source::Files(ContentRoot::new(root)),
-            None => match client
-                .content_root()
+            None => match served::within(client.content_root())
                 .await
                 .map_err(|e| self.unavailable(&e))?
                 .map(ContentRoot::new)

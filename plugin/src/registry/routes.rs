@@ -320,8 +320,7 @@ impl Registry {
         object: &Object,
     ) -> Result<(Digest, String), Response> {
         if let Object::Tag(t) = object {
-            let image = client
-                .get_image(&format!("{repo}:{t}"))
+            let image = super::served::within(client.get_image(&format!("{repo}:{t}")))
                 .await
                 .map_err(|e| self.unavailable(&e))?
                 .filter(|i| self.served.serves(i));

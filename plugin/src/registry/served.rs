@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 pub const FRESH: Duration = Duration::from_secs(1);
 /// How soon after the last listing a request that missed lists the images again.
 pub const RETRY: Duration = Duration::from_millis(200);
+/// How long a call to containerd may take before the request is answered 503.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest manifest or index read.
 pub const MAX_MANIFEST: u64 = 4 << 20;
 /// Deepest nesting of indexes followed.
@@ -97,8 +99,7 @@ impl Source {
                 .await
                 .map_err(std::io::Error::other)?
             }
-            Source::Api(client) => Ok(client
-                .info(digest)
+            Source::Api(client) => Ok(within(client.info(digest))
                 .await
                 .map_err(std::io::Error::other)?
                 .map(|i| Blob::Api(i.size))),
@@ -122,8 +123,7 @@ impl Source {
             })
             .await
             .map_err(std::io::Error::other)??,
-            (Source::Api(client), Blob::Api(_)) => client
-                .read(digest, 0, 0)
+            (Source::Api(client), Blob::Api(_)) => within(client.read(digest, 0, 0))
                 .await
                 .map_err(std::io::Error::other)?,
             (Source::Files(_), Blob::Api(_)) => unreachable!("files open as files"),
@@ -241,7 +241,7 @@ impl Served {
         let mut l = self.listing.lock().await;
         let max_age = if missed { RETRY } else { FRESH };
         if l.0.is_none_or(|at| at.elapsed() >= max_age) {
-            let records = client.list_images(vec![]).await?;
+            let records = within(client.list_images(vec![])).await?;
             *l = (
                 Some(Instant::now()),
                 Arc::new(Listing::of(records, self.policy)),
@@ -272,6 +272,22 @@ impl Served {
         );
         Ok(reach)
     }
+}
+
+/// A containerd call, given at most [`CALL_TIMEOUT`]: a containerd that does not answer is
+/// unavailable.
+pub async fn within<T>(
+    call: impl std::future::Future<Output = crate::containerd::Result<T>>,
+) -> crate::containerd::Result<T> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::containerd::ContainerdError::call(
+                "registry endpoint",
+                crate::error::Class::Unavailable,
+                format!("no answer within {CALL_TIMEOUT:?}"),
+            ))
+        })
 }
 
 /// Adds what `digest` (a manifest or index of `media_type`) reaches to `reach`; whether every
