@@ -5,7 +5,8 @@
 //! bad and hostile requests (names with `..`, malformed digests, impossible ranges, writes, a
 //! blob containerd holds that no served image reaches, 200 connections at once, slow clients),
 //! ranges, TLS with client certificates, `serve = "all"`, blobs from airlift's own store in content
-//! proxy mode, and the counters in `/metrics`.
+//! proxy mode and through the Content API when containerd's content root is not on the daemon's
+//! filesystem, and the counters in `/metrics`.
 
 mod common;
 
@@ -788,4 +789,74 @@ fn served_from_airlifts_own_store_in_proxy_mode() {
         .find(|l| l.contains("registry endpoint reads blobs from"))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(from.contains(&root.display().to_string()), "{from}");
+}
+
+#[test]
+fn served_through_the_content_api_when_the_content_root_is_elsewhere() {
+    let ctd = Containerd::start(Version::V2).unwrap();
+    let addr = free_port();
+    let mut d = Daemon::new(
+        &ctd,
+        &format!("platforms = [\"all\"]\n[registry]\naddress = \"{addr}\"\n"),
+    );
+    std::fs::copy(
+        fixtures_dir().join("bundle-ctr-export.tar"),
+        d.images().join("bundle.tar"),
+    )
+    .unwrap();
+    // The daemon runs in a mount namespace where containerd's directory is an empty tmpfs: its
+    // content root is not there (as for a containerd in another container), only its socket,
+    // bound onto a path of the daemon's own.
+    let socket = d.dir.path().join("containerd.sock");
+    std::fs::write(&socket, b"").unwrap();
+    d.address = socket.clone();
+    d.wrapper = vec![
+        "unshare".into(),
+        "-m".into(),
+        "--propagation".into(),
+        "private".into(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mount --bind {:?} {:?} && mount -t tmpfs tmpfs {:?} && exec \"$@\"",
+            ctd.address(),
+            socket,
+            ctd.dir()
+        ),
+        "sh".into(),
+    ];
+    d.start();
+    d.wait();
+    let out = tempfile::tempdir().unwrap();
+    run(
+        skopeo()
+            .args(["copy", "--all", "--src-tls-verify=false"])
+            .arg(format!("docker://{addr}/library/busybox:1.35"))
+            .arg(format!("oci:{}:1.35", out.path().join("l").display())),
+        &d,
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("l/index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], INDEX_2D8E);
+    assert!(blobs_hash_to_their_names(&out.path().join("l/blobs/sha256")) >= 7);
+    let r = request(
+        addr,
+        "GET",
+        &format!("/v2/registry.example.com/tools/busybox/manifests/{DOCKER_5142}"),
+        &[],
+    );
+    let m: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let r = request(
+        addr,
+        "GET",
+        &format!("/v2/registry.example.com/tools/busybox/blobs/{layer}"),
+        &["Range: bytes=10-19"],
+    );
+    assert_eq!((r.status, r.body.len()), (206, 10));
+    let log = d.log();
+    assert!(
+        log.contains("reads blobs from") && log.contains("containerd's Content API"),
+        "{log}"
+    );
 }
