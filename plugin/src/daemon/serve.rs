@@ -1,6 +1,7 @@
-//! Serving: the API socket, metrics, the directory watcher feeding [`Daemon::reconcile`], the
-//! startup import beside them, and a clean shutdown (in-flight imports abandoned, temporary
-//! files removed; the next start resumes).
+//! Serving: the API socket, metrics, the registry endpoint ([`crate::registry`]) when
+//! configured, the directory watcher feeding [`Daemon::reconcile`], the startup import beside
+//! them, and a clean shutdown (in-flight imports abandoned, temporary files removed; the next
+//! start resumes).
 
 use super::{metrics, server, setup, watch, Daemon, DaemonError};
 use std::path::Path;
