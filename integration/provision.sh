@@ -46,6 +46,11 @@ declare -A system_packages=(
     [debian-archive-keyring]=-
     [tar]=tar
     [gzip]=gzip
+    # Clients and a peer of the registry endpoint's tests and benchmark.
+    [skopeo]=skopeo
+    [docker-registry]=docker-registry
+    [curl]=curl
+    [openssl]=openssl
 )
 
 missing=()

@@ -79,6 +79,42 @@ pub struct Config {
     pub mode: Mode,
     /// `[content_proxy]`: serve containerd's content store (containerd's `[proxy_plugins]`).
     pub content_proxy: ContentProxy,
+    /// `[registry]`: serve the namespace's images read-only over the OCI Distribution API.
+    pub registry: Registry,
+}
+
+/// The `[registry]` table: the read-only registry endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registry {
+    /// Listen address (`host:port`); off when empty.
+    pub address: String,
+    /// Which images: `airlift` (those airlift imported or pulled) or `all`.
+    pub serve: crate::registry::Policy,
+    /// The server's certificate chain (PEM): HTTPS instead of plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// A CA (PEM): only clients with a certificate it signed are let in.
+    pub client_ca: Option<PathBuf>,
+    /// Connections served at once; more are answered 503.
+    pub max_connections: usize,
+    /// Each connection's socket send buffer in KiB; 0 leaves it to the kernel's autotuning.
+    pub send_buffer_kib: usize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            address: String::new(),
+            serve: crate::registry::Policy::Airlift,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            max_connections: 512,
+            send_buffer_kib: 0,
+        }
+    }
 }
 
 /// The `[content_proxy]` table: airlift as containerd's content store.
@@ -111,7 +147,38 @@ impl Default for Config {
             digest_refs: false,
             mode: Mode::Auto,
             content_proxy: ContentProxy::default(),
+            registry: Registry::default(),
         }
+    }
+}
+
+impl Registry {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.address.is_empty() {
+            return Ok(());
+        }
+        if self.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "registry.address {:?} is not host:port",
+                self.address
+            )));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "registry.tls_cert and registry.tls_key go together".into(),
+            ));
+        }
+        if self.client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(ConfigError::Invalid(
+                "registry.client_ca needs registry.tls_cert and registry.tls_key".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "registry.max_connections must be at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -210,6 +277,7 @@ impl Config {
             }
         }
         self.platform_policy()?;
+        self.registry.validate()?;
         Ok(())
     }
 
@@ -319,6 +387,39 @@ mod tests {
             .unwrap_err()
             .contains("host:port"));
         assert!(Config::parse("log_format = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn the_registry_table() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.registry.address, "");
+        assert_eq!(c.registry.serve, crate::registry::Policy::Airlift);
+        let c = Config::parse(
+            "[registry]\naddress = \"0.0.0.0:5050\"\nserve = \"all\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\nclient_ca = \"/ca\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.registry.serve, crate::registry::Policy::All);
+        assert_eq!(c.registry.client_ca, Some(PathBuf::from("/ca")));
+        for (bad, why) in [
+            ("address = \"x\"", "host:port"),
+            (
+                "address = \"127.0.0.1:1\"\ntls_cert = \"/c\"",
+                "go together",
+            ),
+            (
+                "address = \"127.0.0.1:1\"\nclient_ca = \"/c\"",
+                "needs registry.tls_cert",
+            ),
+            (
+                "address = \"127.0.0.1:1\"\nmax_connections = 0",
+                "at least 1",
+            ),
+            ("serve = \"some\"", "unknown variant"),
+            ("adress = \"\"", "unknown field"),
+        ] {
+            let e = Config::parse(&format!("[registry]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -45,6 +45,13 @@ pub fn image_labels(
     labels
 }
 
+/// Whether an image record's labels say airlift put it there (it pins it, or an archive of its
+/// provides it): the images the registry endpoint serves by default. Whatever else airlift
+/// comes to create images with must carry one of these labels too.
+pub fn managed_by_airlift(labels: &std::collections::HashMap<String, String>) -> bool {
+    labels.contains_key(PINNED) || labels.contains_key(ARCHIVE)
+}
+
 /// The label changes that unpin an image (and clear the archive it came from).
 pub fn unpin() -> BTreeMap<String, Option<String>> {
     BTreeMap::from([

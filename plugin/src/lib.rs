@@ -31,6 +31,11 @@
 //!   several archives provide ([`daemon::names`]), repairs following containerd's events
 //!   ([`daemon::repair`]), import slots in priority order, the directory watcher, the API server
 //!   and metrics; configured by [`config`];
+//! - [`registry`] — the namespace's images served read-only over the OCI Distribution API
+//!   (to other nodes: containerd mirrors, skopeo): which images and what each reaches
+//!   ([`registry::served`]), repository names ([`registry::names`]), blobs by `sendfile` from
+//!   the content root ([`registry::http`]), TLS with client certificates ([`registry::tls`]);
+//!   started by [`daemon`];
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
 //!   containerd's content proxy plugin;
 //! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`];
@@ -68,6 +73,7 @@ pub mod pins;
 pub mod platform;
 pub mod proxy;
 pub mod reference;
+pub mod registry;
 pub mod service;
 pub mod state;
 pub mod store;

@@ -1,5 +1,6 @@
 //! System calls the standard library does not offer, through `rustix`'s safe wrappers: file
-//! locks, no-replace renames, page-cache-only reads, filesystem types, block reservation. The one
+//! locks, no-replace renames, page-cache-only reads, filesystem types, block reservation,
+//! `sendfile`, read-ahead advice and socket buffers. The one
 //! call no safe wrapper covers (`sync_file_range`) is here too, with why it is sound.
 
 use rustix::fs::{FallocateFlags, FlockOperation, RenameFlags, CWD};
@@ -111,6 +112,36 @@ pub fn free_space(path: &Path) -> io::Result<u64> {
 pub fn crash() -> ! {
     let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     std::process::abort()
+}
+
+/// Sends up to `count` bytes of `file` from `*offset` to `out` (a socket) without copying them
+/// through user space (`sendfile`), advancing `*offset`; how many were sent. A non-blocking
+/// `out` whose buffer is full gives `WouldBlock`.
+pub fn send_file(
+    out: impl std::os::fd::AsFd,
+    file: &File,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    Ok(rustix::fs::sendfile(out, file, Some(offset), count)?)
+}
+
+/// Fixes a socket's send buffer at `bytes` (the kernel doubles it for its bookkeeping), which
+/// turns off its autotuning for that socket.
+pub fn set_send_buffer(socket: impl std::os::fd::AsFd, bytes: usize) -> io::Result<()> {
+    Ok(rustix::net::sockopt::set_socket_send_buffer_size(
+        socket, bytes,
+    )?)
+}
+
+/// Tells the kernel a range of `file` will be read soon, so it reads it ahead (advisory).
+pub fn will_need(file: &File, offset: u64, len: u64) {
+    let _ = rustix::fs::fadvise(
+        file,
+        offset,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::WillNeed,
+    );
 }
 
 /// Starts writeback of a file range without waiting for it (advisory: a failure only means the

@@ -2,7 +2,7 @@
 //! workloads generated deterministically (by [`airlift_integration::archives`], cached in
 //! `.cache/bench/v2/`), in one run on one throwaway containerd 2.x.
 //!
-//! `bench [--runs N] [--only W1,W3,...] [--out FILE]` — see `integration/bench.sh`, which
+//! `bench [--runs N] [--only W1,W3,...,P,S] [--out FILE]` — see `integration/bench.sh`, which
 //! provisions containerd and builds everything in release mode first.
 //!
 //! Each contender is measured `--runs` times (default 3) with the namespace reset in between
@@ -500,6 +500,9 @@ fn main() {
         drop(ctd);
         proxy(&mut report, &airlift, &data, runs);
     }
+    if only.as_ref().is_none_or(|o| o.iter().any(|x| x == "S")) {
+        serve(&mut report, &airlift, &data, runs);
+    }
     if let Some(out) = out {
         std::fs::write(&out, report).unwrap();
         eprintln!("table written to {out}");
@@ -706,4 +709,368 @@ fn proxy(report: &mut String, airlift: &Path, data: &Path, runs: usize) {
     }
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let _ = daemon.wait();
+}
+
+/// Parallel clients of the serving benchmark.
+const CLIENTS: usize = 4;
+
+/// A free loopback address.
+fn loopback() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A whole HTTP GET of `url` (plain, no redirects, `Connection: close`): the body.
+fn http_get(url: &str) -> Vec<u8> {
+    let out = Command::new("curl").args(["-sSf", url]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The `(repository, digest, size)` of every blob of every image a registry at `base` lists
+/// (each digest once), and the images as `repository:tag`.
+fn blobs_of(base: &str) -> (Vec<(String, String, u64)>, Vec<String>) {
+    let catalog: serde_json::Value =
+        serde_json::from_slice(&http_get(&format!("{base}/v2/_catalog"))).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut blobs = Vec::new();
+    let mut images = Vec::new();
+    for repo in catalog["repositories"].as_array().unwrap() {
+        let repo = repo.as_str().unwrap();
+        let tags: serde_json::Value =
+            serde_json::from_slice(&http_get(&format!("{base}/v2/{repo}/tags/list"))).unwrap();
+        for tag in tags["tags"].as_array().unwrap() {
+            let tag = tag.as_str().unwrap();
+            images.push(format!("{repo}:{tag}"));
+            let m: serde_json::Value =
+                serde_json::from_slice(&http_get(&format!("{base}/v2/{repo}/manifests/{tag}")))
+                    .unwrap();
+            let layers = m["layers"].as_array().unwrap().iter();
+            for d in std::iter::once(&m["config"]).chain(layers) {
+                let digest = d["digest"].as_str().unwrap().to_string();
+                if seen.insert(digest.clone()) {
+                    blobs.push((repo.to_string(), digest, d["size"].as_u64().unwrap()));
+                }
+            }
+        }
+    }
+    (blobs, images)
+}
+
+/// Runs the client commands at once and waits for all; measures the whole (CPU: the clients'
+/// and the servers'), and the CPU time of the servers alone.
+fn parallel(clients: &[Vec<String>], servers: &[u32]) -> (Sample, f64) {
+    let server_cpu = || servers.iter().map(|p| proc_usage(*p).0).sum::<f64>();
+    let (cpu0, before) = (server_cpu(), Instant::now());
+    // Reaped below with wait4, which also yields their resource usage.
+    #[allow(clippy::zombie_processes)]
+    let pids: Vec<i32> = clients
+        .iter()
+        .map(|argv| {
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdout(std::fs::File::create("/dev/null").unwrap())
+                .spawn()
+                .expect("spawn a client")
+                .id() as i32
+        })
+        .collect();
+    let (mut cpu, mut ok) = (0.0, true);
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    for pid in pids {
+        let mut status = 0;
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        ok &= libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        cpu += tv(ru.ru_utime) + tv(ru.ru_stime);
+    }
+    let wall = before.elapsed().as_secs_f64();
+    let server = server_cpu() - cpu0;
+    let s = Sample {
+        wall,
+        cpu: cpu + server,
+        ok,
+        ..Sample::default()
+    };
+    (s, server)
+}
+
+/// The least an HTTP server can do to hand out blobs: a thread per connection that reads a
+/// request head, answers `200` with the `Content-Length` of the file the path's last component
+/// names in `dir`, and `sendfile`s it; keep-alive; a send buffer fixed at `send_buffer` bytes
+/// (0: the kernel's autotuning). No checks, no limits: the floor the registry endpoint is
+/// measured against, never anything to serve with.
+fn sendfile_floor(dir: PathBuf, send_buffer: usize) -> std::net::SocketAddr {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let _ = conn.set_nodelay(true);
+                if send_buffer > 0 {
+                    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&conn, send_buffer);
+                }
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("");
+                    let hex = path.rsplit(':').next().unwrap_or("");
+                    let Ok(file) = std::fs::File::open(dir.join(hex)) else {
+                        let _ =
+                            conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                        continue;
+                    };
+                    let len = file.metadata().unwrap().len();
+                    let _ = conn.write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+                    );
+                    let mut at = 0u64;
+                    while at < len {
+                        let count = (len - at) as usize;
+                        match rustix::fs::sendfile(&conn, &file, Some(&mut at), count) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A fixed send buffer, for the contenders that try one (KiB).
+const SMALL_SEND_BUFFER_KIB: usize = 256;
+
+/// S: serving W1's blobs. airlift serve's registry endpoint against reading the same files from
+/// the page cache and against the distribution registry (`docker-registry`) serving the same
+/// images, every blob fetched over loopback by `CLIENTS` parallel clients (`curl`).
+fn serve(report: &mut String, airlift: &Path, data: &Path, runs: usize) {
+    let ctd = containerd(None);
+    let dir = tempfile::Builder::new()
+        .prefix("serve")
+        .tempdir_in(data)
+        .unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::hard_link(data.join("w1.tar"), images.join("w1.tar"))
+        .or_else(|_| std::fs::copy(data.join("w1.tar"), images.join("w1.tar")).map(|_| ()))
+        .unwrap();
+    let socket = dir.path().join("airlift.sock");
+    let ours = loopback();
+    let mut daemon = Command::new(airlift)
+        .args(["serve", "--namespace", NS, "--address"])
+        .arg(ctd.address())
+        .arg("--images-dir")
+        .arg(&images)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--registry-address")
+        .arg(ours.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ok = Command::new(airlift)
+        .args(["wait", "--timeout", "300", "--socket"])
+        .arg(&socket)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "airlift serve did not become ready");
+    let base = format!("http://{ours}");
+    let (blobs, image_names) = blobs_of(&base);
+    let total: u64 = blobs.iter().map(|b| b.2).sum();
+
+    // The peer registry, holding the same images (same digests), copied from airlift's
+    // endpoint by skopeo.
+    let theirs = loopback();
+    let reg_dir = dir.path().join("registry");
+    std::fs::create_dir_all(&reg_dir).unwrap();
+    let reg_config = reg_dir.join("config.yml");
+    std::fs::write(
+        &reg_config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  addr: {theirs}\n",
+            reg_dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut registry = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&reg_config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry (bash integration/provision.sh installs it)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(theirs).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for image in &image_names {
+        let ok = Command::new("skopeo")
+            .env("HOME", dir.path())
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                "--preserve-digests",
+                "-q",
+            ])
+            .arg(format!("docker://{ours}/{image}"))
+            .arg(format!("docker://{theirs}/{image}"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "skopeo copy {image} into docker-registry");
+    }
+
+    // Every client fetches every blob: CLIENTS nodes pulling W1 at once. One curl per client,
+    // its connection kept alive from blob to blob; the peer reads the same files with one cat
+    // per client.
+    let content = ctd.content_root().join("blobs/sha256");
+    let curl = |at: std::net::SocketAddr| -> Vec<Vec<String>> {
+        let mut argv: Vec<String> = ["curl", "-sSf"].iter().map(|s| s.to_string()).collect();
+        for (repo, d, _) in &blobs {
+            argv.extend(["-o".into(), "/dev/null".into()]);
+            argv.push(format!("http://{at}/v2/{repo}/blobs/{d}"));
+        }
+        vec![argv; CLIENTS]
+    };
+    let mut cat = vec!["cat".to_string()];
+    cat.extend(blobs.iter().map(|(_, d, _)| {
+        content
+            .join(d.trim_start_matches("sha256:"))
+            .display()
+            .to_string()
+    }));
+    // The same daemon's endpoint with a small fixed send buffer: a second daemon on the
+    // namespace, serving everything (W1 alone) with no archives of its own.
+    let small = loopback();
+    let small_config = dir.path().join("small.toml");
+    std::fs::write(
+        &small_config,
+        format!(
+            "[registry]\naddress = \"{small}\"\nserve = \"all\"\nsend_buffer_kib = {SMALL_SEND_BUFFER_KIB}\n"
+        ),
+    )
+    .unwrap();
+    let small_socket = dir.path().join("small.sock");
+    let mut small_daemon = Command::new(airlift)
+        .args(["serve", "--namespace", NS, "--config"])
+        .arg(&small_config)
+        .arg("--address")
+        .arg(ctd.address())
+        .arg("--images-dir")
+        .arg(dir.path().join("no-images"))
+        .arg("--state-dir")
+        .arg(dir.path().join("small-state"))
+        .arg("--socket")
+        .arg(&small_socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(Command::new(airlift)
+        .args(["wait", "--timeout", "60", "--socket"])
+        .arg(&small_socket)
+        .status()
+        .unwrap()
+        .success());
+    let small_buffer = format!("{SMALL_SEND_BUFFER_KIB} KiB send buffer");
+    let floor = sendfile_floor(content.clone(), 0);
+    let small_floor = sendfile_floor(content.clone(), SMALL_SEND_BUFFER_KIB << 10);
+    let me = std::process::id();
+    let contenders: Vec<(String, Vec<Vec<String>>, Vec<u32>)> = vec![
+        ("page cache (cat)".into(), vec![cat; CLIENTS], vec![]),
+        ("sendfile floor".into(), curl(floor), vec![me]),
+        ("airlift serve".into(), curl(ours), vec![daemon.id()]),
+        ("docker-registry".into(), curl(theirs), vec![registry.id()]),
+        (
+            format!("sendfile floor, {small_buffer}"),
+            curl(small_floor),
+            vec![me],
+        ),
+        (
+            format!("airlift serve, {small_buffer}"),
+            curl(small),
+            vec![small_daemon.id()],
+        ),
+    ];
+    let total = total * CLIENTS as u64;
+    println!(
+        "\nS (W1: {} images, {} blobs; {CLIENTS} parallel clients each fetch every blob over loopback, {:.0} MB in all):",
+        image_names.len(),
+        blobs.len(),
+        total as f64 / 1e6
+    );
+    let mut walls = Vec::new();
+    let mut lines = Vec::new();
+    for (name, clients, pids) in &contenders {
+        // Once to warm the page cache (and the servers' caches), then measured.
+        assert!(parallel(clients, pids).0.ok, "{name} failed");
+        let samples: Vec<(Sample, f64)> = (0..runs.max(3) * 2)
+            .map(|_| parallel(clients, pids))
+            .collect();
+        let m = Sample::median(&samples.iter().map(|s| s.0).collect::<Vec<_>>());
+        let server_cpu = median(samples.iter().map(|s| s.1).collect());
+        assert!(m.ok, "{name} failed");
+        walls.push(m.wall);
+        let mbs = total as f64 / 1e6 / m.wall;
+        let vs_cache = walls[0] / m.wall;
+        println!(
+            "  {name:<18} wall {:>7.3} s  {mbs:>7.0} MB/s  CPU {:>6.3} s (server {server_cpu:.3} s)  × page cache throughput {vs_cache:.2}",
+            m.wall, m.cpu,
+        );
+        lines.push((name.to_string(), m, server_cpu, mbs, vs_cache));
+    }
+    let (floor_wall, registry_wall) = (walls[1], walls[3]);
+    unsafe { libc::kill(small_daemon.id() as i32, libc::SIGTERM) };
+    let _ = small_daemon.wait();
+    for (name, m, server_cpu, mbs, vs_cache) in &lines {
+        report.push_str(&format!(
+            "| S W1 blobs × {CLIENTS} clients | {name} | {:.3} | {:.3} (server {server_cpu:.3}) | | | × page cache {vs_cache:.2} | {mbs:.0} MB/s, × sendfile floor {:.2}, × docker-registry {:.2} |\n",
+            m.wall,
+            m.cpu,
+            floor_wall / m.wall,
+            registry_wall / m.wall
+        ));
+    }
+    println!(
+        "  airlift serve: {:.2} × the page cache's throughput, {:.2} × the sendfile floor's, {:.2} × docker-registry's; with a {small_buffer}: {:.2} × the page cache's, {:.2} × the floor's with it",
+        walls[0] / walls[2],
+        walls[1] / walls[2],
+        walls[3] / walls[2],
+        walls[0] / walls[5],
+        walls[4] / walls[5],
+    );
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+        libc::kill(registry.id() as i32, libc::SIGTERM);
+    }
+    let _ = daemon.wait();
+    let _ = registry.wait();
 }

@@ -17,6 +17,9 @@ pub struct Daemon {
     pub config: String,
     /// Extra environment for the daemon.
     pub env: Vec<(String, String)>,
+    /// A command the daemon is started under (`unshare ... sh -c '...; exec "$@"' sh`), which
+    /// must exec it in the end; none when empty.
+    pub wrapper: Vec<String>,
     child: Option<Child>,
 }
 
@@ -41,6 +44,7 @@ impl Daemon {
             address: PathBuf::new(),
             config: config.to_string(),
             env: Vec::new(),
+            wrapper: Vec::new(),
             child: None,
         }
     }
@@ -99,7 +103,15 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("airlift.log"))
             .unwrap();
-        let child = Command::new(airlift_bin())
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(airlift_bin());
+                c
+            }
+            None => Command::new(airlift_bin()),
+        };
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&cfg)
             .env("AIRLIFT_LOG", "info")

@@ -150,6 +150,23 @@ pub struct ServeArgs {
     /// content proxy plugin; `[content_proxy] root` in the file).
     #[arg(long, value_name = "DIR")]
     pub content_proxy_root: Option<PathBuf>,
+    /// Serve the namespace's images read-only over the OCI Distribution API on ADDR
+    /// (host:port; `[registry] address` in the file).
+    #[arg(long, value_name = "ADDR")]
+    pub registry_address: Option<String>,
+    /// Which images the registry endpoint serves: those airlift imported or pulled, or all.
+    #[arg(long, value_name = "WHICH", value_parser = PossibleValuesParser::new(["airlift", "all"])
+        .map(|s| s.parse::<crate::registry::Policy>().expect("a listed policy")))]
+    pub registry_serve: Option<crate::registry::Policy>,
+    /// The registry endpoint's certificate chain (PEM): HTTPS.
+    #[arg(long, value_name = "FILE", requires = "registry_tls_key")]
+    pub registry_tls_cert: Option<PathBuf>,
+    /// The registry endpoint's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "registry_tls_cert")]
+    pub registry_tls_key: Option<PathBuf>,
+    /// Let in only registry clients with a certificate this CA (PEM) signed.
+    #[arg(long, value_name = "FILE")]
+    pub registry_client_ca: Option<PathBuf>,
 }
 
 /// `airlift import`.
@@ -299,6 +316,21 @@ impl ServeArgs {
         if let Some(v) = &self.content_proxy_root {
             cfg.content_proxy.root = Some(v.clone());
         }
+        if let Some(v) = &self.registry_address {
+            cfg.registry.address = v.clone();
+        }
+        if let Some(v) = self.registry_serve {
+            cfg.registry.serve = v;
+        }
+        if let Some(v) = &self.registry_tls_cert {
+            cfg.registry.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.registry_tls_key {
+            cfg.registry.tls_key = Some(v.clone());
+        }
+        if let Some(v) = &self.registry_client_ca {
+            cfg.registry.client_ca = Some(v.clone());
+        }
         cfg.validate().map_err(|e| e.to_string())?;
         Ok(cfg)
     }
@@ -360,6 +392,10 @@ mod tests {
             "5",
             "--log-format",
             "json",
+            "--registry-address",
+            "127.0.0.1:5050",
+            "--registry-serve",
+            "all",
         ])
         .command
         else {
@@ -368,5 +404,7 @@ mod tests {
         let c = a.config().unwrap();
         assert_eq!((c.namespace.as_str(), c.concurrency), ("from-file", 5));
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.registry.address, "127.0.0.1:5050");
+        assert_eq!(c.registry.serve, crate::registry::Policy::All);
     }
 }

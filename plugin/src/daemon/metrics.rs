@@ -35,6 +35,8 @@ pub struct Metrics {
     blobs_written: Counter,
     blobs_skipped: Counter,
     repairs: Family<WhatLabel, Counter>,
+    /// The registry endpoint's counters.
+    pub registry_endpoint: crate::registry::Counters,
 }
 
 impl Default for Metrics {
@@ -85,7 +87,10 @@ impl Metrics {
             "Images restored from the records after someone else changed them, by what was wrong",
             repairs.clone(),
         );
+        let registry_counters = crate::registry::Counters::default();
+        registry_counters.register(&mut registry);
         Metrics {
+            registry_endpoint: registry_counters,
             repairs,
             registry,
             imports,

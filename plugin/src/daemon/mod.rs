@@ -12,8 +12,8 @@
 //! import or release), [`names`] (which archive a name several provide comes from, and making
 //! containerd show it), [`repair`] (containerd's events followed, what others change restored),
 //! [`startup`] (crash cleanup, then every archive before ready), [`slots`] (import slots in
-//! priority order), [`serve`] (the watcher, the API and metrics, shutdown), [`watch`]
-//! (inotify), [`server`] (the API), [`metrics`] (Prometheus).
+//! priority order), [`serve`] (the watcher, the API, metrics and the registry endpoint,
+//! shutdown), [`watch`] (inotify), [`server`] (the API), [`metrics`] (Prometheus).
 
 pub mod metrics;
 pub mod names;

@@ -1,6 +1,7 @@
-//! Serving: the API socket, metrics, the directory watcher feeding [`Daemon::reconcile`], the
-//! startup import beside them, and a clean shutdown (in-flight imports abandoned, temporary
-//! files removed; the next start resumes).
+//! Serving: the API socket, metrics, the registry endpoint ([`crate::registry`]) when
+//! configured, the directory watcher feeding [`Daemon::reconcile`], the startup import beside
+//! them, and a clean shutdown (in-flight imports abandoned, temporary files removed; the next
+//! start resumes).
 
 use super::{metrics, server, setup, watch, Daemon, DaemonError};
 use std::path::Path;
@@ -32,6 +33,7 @@ impl Daemon {
                 self.cfg.metrics_address
             )))?)
         };
+        let registry = self.registry().await?;
         let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<watch::Event>(1024);
         let watcher = tokio::spawn(watch::watch(
             self.cfg.watched_dirs(),
@@ -85,8 +87,67 @@ impl Daemon {
         if let Some(m) = metrics_server {
             m.abort();
         }
+        if let Some(r) = registry {
+            r.abort();
+        }
         let _ = std::fs::remove_file(&self.cfg.socket);
         Ok(())
+    }
+}
+
+/// The registry endpoint's way to containerd: the daemon's connector, one attempt a call.
+struct Connect(Arc<Daemon>);
+
+#[async_trait::async_trait]
+impl crate::registry::Connect for Connect {
+    async fn connect(&self) -> crate::containerd::Result<crate::containerd::Client> {
+        self.0.connector.connect(&self.0.cfg).await
+    }
+}
+
+impl Daemon {
+    /// Starts the registry endpoint, when configured.
+    async fn registry(
+        self: &Arc<Self>,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+        let cfg = &self.cfg.registry;
+        if cfg.address.is_empty() {
+            return Ok(None);
+        }
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::registry::tls::server_config(cert, key, cfg.client_ca.as_deref()).map_err(
+                    |e| DaemonError::Setup {
+                        what: "registry endpoint".into(),
+                        cause: std::io::Error::other(e),
+                    },
+                )?,
+            ),
+            _ => None,
+        };
+        let settings = crate::registry::Settings {
+            policy: cfg.serve,
+            content_root: self.cfg.content_proxy.root.clone(),
+            max_connections: cfg.max_connections,
+            send_buffer: cfg.send_buffer_kib << 10,
+            tls,
+        };
+        let listener = tokio::net::TcpListener::bind(&cfg.address)
+            .await
+            .map_err(setup(format!("registry address {}", cfg.address)))?;
+        tracing::info!(
+            address = %cfg.address,
+            tls = settings.tls.is_some(),
+            client_certificates = cfg.client_ca.is_some(),
+            serve = ?cfg.serve,
+            "serving the registry endpoint"
+        );
+        let registry = crate::registry::Registry::new(
+            settings,
+            Arc::new(Connect(self.clone())),
+            self.metrics.registry_endpoint.clone(),
+        );
+        Ok(Some(crate::registry::serve(Arc::new(registry), listener)))
     }
 }
 
