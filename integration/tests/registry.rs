@@ -860,3 +860,116 @@ fn served_through_the_content_api_when_the_content_root_is_elsewhere() {
         "{log}"
     );
 }
+
+/// Whether `name` is on `ctd` pinned by airlift with its archive label naming `list`.
+fn pinned_by(ctd: &Containerd, name: &str, list: &Path) -> bool {
+    let rt = rt();
+    images(&rt, ctd, "k8s.io").into_iter().any(|i| {
+        i.name == name
+            && i.labels.get("io.cri-containerd.pinned").map(String::as_str) == Some("pinned")
+            && i.labels.get("airlift.io/archive").map(String::as_str)
+                == Some(airlift::escape::shown(list).to_string().as_str())
+    })
+}
+
+/// Writes `DIR/<registry>/hosts.toml` sending `registry`'s pulls to `addr` over plain HTTP.
+fn mirror_to(hosts: &Path, registry: &str, addr: SocketAddr) {
+    std::fs::create_dir_all(hosts.join(registry)).unwrap();
+    std::fs::write(
+        hosts.join(registry).join("hosts.toml"),
+        format!("[host.\"http://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+    )
+    .unwrap();
+}
+
+/// On containerd 1.7, whose transfer service takes no hosts directory, a pull list given one
+/// fails saying so (rather than bypassing the mirrors it names).
+#[test]
+fn pull_lists_on_containerd_17() {
+    let node_a = Containerd::start(Version::V17).unwrap();
+    let (a, addr) = serving(&node_a, "");
+    let node_b = Containerd::start(Version::V17).unwrap();
+    let hosts = tempfile::tempdir().unwrap();
+    mirror_to(hosts.path(), "docker.io", addr);
+    let mut b = Daemon::new(
+        &node_b,
+        &format!(
+            "platforms = [\"all\"]\nhosts_dir = \"{}\"\n",
+            hosts.path().display()
+        ),
+    );
+    b.start();
+    b.wait();
+    let list = b.images().join("images.txt");
+    std::fs::write(&list, format!("{BUSYBOX}\n")).unwrap();
+    b.until("the list to fail", || {
+        b.archive(&list).is_some_and(|s| s["state"] == "failed")
+    });
+    let error = b.archive(&list).unwrap()["last_error"].to_string();
+    assert!(error.contains("need containerd 2.0"), "{error}");
+    drop(a);
+}
+
+/// A `.txt` pull list on node B: containerd pulls its images (from node A's endpoint, through
+/// the hosts directory B's daemon is given), B's airlift pins them with the list; a registry
+/// that does not answer is tried again until it does; a line removed unpins its image.
+#[test]
+fn pull_lists_on_containerd_2() {
+    let version = Version::V2;
+    let node_a = Containerd::start(version).unwrap();
+    let (a, addr) = serving(&node_a, "");
+    let node_b = Containerd::start(version).unwrap();
+    let hosts = tempfile::tempdir().unwrap();
+    mirror_to(hosts.path(), "docker.io", addr);
+    // registry.example.com does not answer yet (nothing listens there).
+    mirror_to(hosts.path(), "registry.example.com", free_port());
+    let mut b = Daemon::new(
+        &node_b,
+        &format!(
+            "platforms = [\"all\"]\nhosts_dir = \"{}\"\n",
+            hosts.path().display()
+        ),
+    );
+    b.start();
+    b.wait();
+    let list = b.images().join("images.txt");
+    let tmp = b.images().join(".images.txt.new");
+    std::fs::write(&tmp, format!("# pre-pulled for B\n{BUSYBOX}\n\n{TOOLS}\n")).unwrap();
+    std::fs::rename(&tmp, &list).unwrap();
+    b.until("the list's first pulls", || {
+        b.archive(&list).is_some_and(|s| s["state"] == "failed")
+    });
+    assert!(pinned_by(&node_b, BUSYBOX, &list), "{}", b.log());
+    let error = b.archive(&list).unwrap()["last_error"].to_string();
+    assert!(error.contains("line 4") && error.contains(TOOLS), "{error}");
+
+    // The registry answers now: the daemon pulls again by itself.
+    mirror_to(hosts.path(), "registry.example.com", addr);
+    b.until("the failed pull to be tried again", || {
+        b.archive(&list).is_some_and(|s| s["state"] == "imported")
+    });
+    assert!(pinned_by(&node_b, TOOLS, &list), "{}", b.log());
+    let listed = node_b
+        .ctr_output(&["-n", "k8s.io", "images", "ls"])
+        .unwrap();
+    for (name, digest) in [(BUSYBOX, INDEX_2D8E), (TOOLS, DOCKER_5142)] {
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not there:\n{listed}"));
+        assert!(line.contains(digest), "{line}");
+    }
+    let check = node_b
+        .ctr_output(&["-n", "k8s.io", "images", "check"])
+        .unwrap();
+    assert!(!check.contains("incomplete"), "{check}");
+
+    // A line goes: its image loses its pin, the other keeps it.
+    std::fs::write(&tmp, format!("{BUSYBOX}\n")).unwrap();
+    std::fs::rename(&tmp, &list).unwrap();
+    b.until("the removed line's image to be unpinned", || {
+        !pinned_by(&node_b, TOOLS, &list)
+    });
+    assert!(pinned_by(&node_b, BUSYBOX, &list), "{}", b.log());
+    drop(a);
+}

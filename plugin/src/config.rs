@@ -54,6 +54,9 @@ pub struct Config {
     /// Seconds between verifications of every record against containerd while running, which
     /// catch what events missed (0: only after each reconnect).
     pub resync_seconds: u64,
+    /// containerd's registry hosts directory (hosts.toml files, `certs.d`) the images of `.txt`
+    /// pull lists are pulled through; containerd's default hosts when unset.
+    pub hosts_dir: Option<PathBuf>,
     /// Where airlift records what it imported.
     pub state_dir: PathBuf,
     /// The API socket.
@@ -135,6 +138,7 @@ impl Default for Config {
             intake_dirs: Vec::new(),
             priority: Vec::new(),
             resync_seconds: 300,
+            hosts_dir: None,
             state_dir: "/var/lib/airlift".into(),
             socket: "/run/airlift/airlift.sock".into(),
             metrics_address: String::new(),

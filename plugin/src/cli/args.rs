@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// reconnecting).
     #[arg(long, value_name = "SECONDS")]
     pub resync_seconds: Option<u64>,
+    /// containerd's registry hosts directory (hosts.toml files) for the pulls of `.txt` pull
+    /// lists, e.g. /etc/containerd/certs.d.
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
     /// State directory.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -172,7 +176,7 @@ pub struct ServeArgs {
 /// `airlift import`.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The archive, or `-` for standard input.
+    /// The archive, a `.txt` pull list (one image reference per line), or `-` for standard input.
     pub file: String,
     /// containerd's socket (k3s: /run/k3s/containerd/containerd.sock).
     #[arg(
@@ -233,6 +237,10 @@ pub struct ImportArgs {
     /// The daemon's API socket (with --daemon).
     #[arg(long, default_value = "/run/airlift/airlift.sock")]
     pub socket: PathBuf,
+    /// containerd's registry hosts directory (hosts.toml files) for a `.txt` pull list's
+    /// pulls, e.g. /etc/containerd/certs.d.
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
 }
 
 impl ImportArgs {
@@ -269,6 +277,7 @@ impl ImportArgs {
             mode: self.mode,
             scratch_dir: Some(self.state_dir.clone()),
             pipes: true,
+            hosts_dir: self.hosts_dir.clone(),
             ..ImportOptions::default()
         })
     }
@@ -297,6 +306,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.resync_seconds {
             cfg.resync_seconds = v;
+        }
+        if let Some(v) = &self.hosts_dir {
+            cfg.hosts_dir = Some(v.clone());
         }
         if let Some(v) = &self.metrics_address {
             cfg.metrics_address = v.clone();

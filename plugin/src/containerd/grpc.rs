@@ -4,7 +4,7 @@
 
 use super::{
     BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, Event, Events, ImageRecord,
-    ImageTarget, LabelChanges, Labels, Result, Scope, Written,
+    ImageTarget, LabelChanges, Labels, Pull, Result, Scope, Written,
 };
 use crate::digest::Digest;
 use crate::error::Class;
@@ -605,5 +605,69 @@ impl Containerd for Grpc {
         };
         let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
         self.update_image(update, paths, "label image").await
+    }
+
+    async fn pull(&self, pull: &Pull) -> Result<()> {
+        use containerd_client::types::transfer as t;
+        use prost::Message;
+        // The transfer service finds its implementation of a source or destination by the
+        // message's full name, without the `type.googleapis.com/` prefix.
+        let any = |name: &str, value: Vec<u8>| prost_types::Any {
+            type_url: format!("containerd.types.transfer.{name}"),
+            value,
+        };
+        let source = t::OciRegistry {
+            reference: pull.reference.clone(),
+            resolver: Some(t::RegistryResolver {
+                host_dir: pull
+                    .hosts_dir
+                    .as_ref()
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                ..Default::default()
+            }),
+        };
+        let destination = t::ImageStore {
+            name: pull.reference.clone(),
+            labels: pull.labels.clone().into_iter().collect(),
+            platforms: pull
+                .platforms
+                .iter()
+                .map(|p| containerd_client::types::Platform {
+                    os: p.os.clone(),
+                    architecture: p.architecture.clone(),
+                    variant: p.variant.clone(),
+                    os_version: p.os_version.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        if pull.hosts_dir.is_some() {
+            // containerd 1.7's transfer service has no hosts directory (its resolver takes
+            // containerd's defaults): a pull would bypass the mirrors the directory names.
+            let version = api::version_client::VersionClient::new(self.channel.clone())
+                .version(self.request(()))
+                .await
+                .map_err(|s| ContainerdError::from_status("version", &s))?
+                .into_inner()
+                .version;
+            if version.trim_start_matches('v').starts_with("1.") {
+                return Err(ContainerdError::call(
+                    format!("pull {}", pull.reference),
+                    Class::NotImplemented,
+                    format!("containerd {version}'s transfer service cannot pull through a hosts directory; pulls through --hosts-dir need containerd 2.0 or later"),
+                ));
+            }
+        }
+        let request = api::TransferRequest {
+            source: Some(any("OCIRegistry", source.encode_to_vec())),
+            destination: Some(any("ImageStore", destination.encode_to_vec())),
+            options: None,
+        };
+        api::transfer_client::TransferClient::new(self.channel.clone())
+            .transfer(self.request(request))
+            .await
+            .map_err(|s| ContainerdError::from_status(format!("pull {}", pull.reference), &s))?;
+        Ok(())
     }
 }

@@ -101,6 +101,21 @@ pub struct ImageRecord {
     pub labels: HashMap<String, String>,
 }
 
+/// A pull by containerd itself (its transfer service): from the registry of `reference`, as the
+/// hosts.toml files of `hosts_dir` (or containerd's defaults) say, into an image record named
+/// `reference` created with `labels`; content under the handle's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pull {
+    /// The image, normalised (`docker.io/library/busybox:1.36`).
+    pub reference: String,
+    /// containerd's registry hosts directory (`certs.d`), if not its default.
+    pub hosts_dir: Option<PathBuf>,
+    /// The image record's labels.
+    pub labels: Labels,
+    /// The platforms whose content is pulled; every platform when empty.
+    pub platforms: Vec<crate::platform::Platform>,
+}
+
 /// An image name and what it points to: what an import creates, what airlift records, and what
 /// a repair recreates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,6 +339,9 @@ pub trait Containerd: Send + Sync {
 
     /// Sets or (with `None`) removes labels of an existing image, keeping its target.
     async fn set_image_labels(&self, image: &ImageRecord, changes: &LabelChanges) -> Result<()>;
+
+    /// Has containerd pull an image ([`Pull`]); returns once its record exists.
+    async fn pull(&self, pull: &Pull) -> Result<()>;
 }
 
 /// Whether the namespace has a blob, and its size. A blob found is first added to the handle's

@@ -72,6 +72,8 @@ pub struct Daemon {
     turns: AtomicU64,
     /// Repairs of what others change.
     repairs: repair::Repairs,
+    /// Pull lists whose pulls failed, by path: how many times in a row (the next try waits).
+    pull_failures: std::sync::Mutex<std::collections::HashMap<PathBuf, u32>>,
     startup: tokio_watch::Sender<bool>,
     connected: AtomicBool,
     bytes_read: AtomicU64,
@@ -160,6 +162,7 @@ impl Daemon {
             mode: cfg.mode,
             content_root: cfg.content_proxy.root.clone(),
             scratch_dir: Some(cfg.state_dir.clone()),
+            hosts_dir: cfg.hosts_dir.clone(),
             ..ImportOptions::default()
         };
         let cancel = options.cancel.clone();
@@ -169,6 +172,7 @@ impl Daemon {
             priority,
             turns: AtomicU64::new(0),
             repairs: repair::Repairs::default(),
+            pull_failures: Default::default(),
             cancel,
             importer: Importer::new(options, Some(records), Remember::Everything),
             connector,

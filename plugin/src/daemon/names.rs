@@ -105,6 +105,16 @@ impl Daemon {
             .any(|r| r.names().any(|n| n == name))
     }
 
+    /// Whether another present archive takes precedence over `path` (at `identity`) for `name`.
+    pub(super) fn yields(&self, path: &Path, identity: crate::state::Identity, name: &str) -> bool {
+        let inner = self.inner.lock().unwrap();
+        present(&inner).iter().any(|r| {
+            r.path != path
+                && beats(rank(r), (path, identity.mtime_ns))
+                && r.names().any(|n| n == name)
+        })
+    }
+
     /// The import of `path` (at `identity`) is about to write `images`: which of them another
     /// present archive takes precedence for — and, in the same step, `images` count as provided
     /// by `path` from now on, so that neither a concurrent import nor a repair undoes them.

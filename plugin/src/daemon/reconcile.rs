@@ -23,12 +23,48 @@ impl crate::import::Precedence for Claim<'_> {
     fn claim(&self, images: &[crate::containerd::ImageTarget]) -> BTreeSet<String> {
         self.daemon.claim(self.path, self.identity, images)
     }
+
+    fn yields(&self, name: &str) -> bool {
+        self.daemon.yields(self.path, self.identity, name)
+    }
 }
 
 /// Imports of one archive tried again while containerd fails, before it is recorded as failed.
 const CONTAINERD_RETRIES: u32 = 30;
 
+/// The wait before trying a pull list's failed pulls again: doubling from the first, up to the
+/// last.
+const PULL_RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(300));
+
 impl Daemon {
+    /// After a pull list's import: when some pulls failed, the list is imported again after a
+    /// wait that doubles with every failure in a row (images pulled already are pulled again
+    /// quickly: their content is there).
+    fn retry_pulls(self: &Arc<Self>, path: &Path, ok: bool) {
+        let failures = {
+            let mut all = self.pull_failures.lock().unwrap();
+            if ok {
+                all.remove(path);
+                return;
+            }
+            let n = all.entry(path.to_path_buf()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let wait = PULL_RETRY
+            .0
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(PULL_RETRY.1);
+        tracing::info!(archive = %crate::escape::shown(&path), seconds = wait.as_secs(), "some pulls failed; trying the list again later");
+        let (d, path) = (self.clone(), path.to_path_buf());
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if !d.cancelled() {
+                d.reconcile(&path, true).await;
+            }
+        });
+    }
+
     /// Everything the daemon does for one path: import it if new or changed (or `force`),
     /// release it if gone (unless it came through an intake directory). Serialised per path.
     pub async fn reconcile(
@@ -80,8 +116,16 @@ impl Daemon {
         queued: super::status::Queued,
     ) {
         self.set_state(path, State::Pending, None);
-        let Some(_slot) = self.slots.acquire(queued.place).await else {
-            return;
+        // A pull list waits on registries, not on the disk: it takes no import slot, so an
+        // unreachable registry never holds up an archive.
+        let list = crate::import::pull::is_list(path);
+        let _slot = if list {
+            None
+        } else {
+            let Some(slot) = self.slots.acquire(queued.place).await else {
+                return;
+            };
+            Some(slot)
         };
         // Counted as importing before it stops counting as queued: never neither.
         self.importing(1);
@@ -183,6 +227,9 @@ impl Daemon {
         self.assert_names(&client, &affected, Some(path)).await;
         self.set_state(path, State::of(&record), None);
         self.importing(-1);
+        if list {
+            self.retry_pulls(path, ok);
+        }
         // Kept last: a crash before this imports the archive again, and brings it in line again.
         self.importer.keep(&imported);
         if record.intake {

@@ -764,3 +764,59 @@ fn verification_removes_what_dead_processes_left_late() {
         assert!(left.contains(&live), "{left:?}");
     });
 }
+
+/// A `.txt` pull list: its images are pulled, pinned and labelled with the list; a line that
+/// goes unpins its image, the file that goes unpins the rest; a pull that fails is retried.
+#[test]
+fn pull_lists_are_pulled_pinned_retried_and_released() {
+    let n = Node::new();
+    let (a, b) = ("docker.io/library/a:1", "example.com/team/b:2");
+    let ta = n.fake.add_remote(a, &[b"layer of a"]);
+    let d = n.daemon();
+    let list = n.images().join("images.txt");
+    std::fs::write(
+        &list,
+        format!("# pre-pulled\n{a}\n\nexample.com/team/b:2\n"),
+    )
+    .unwrap();
+    n.reconcile(&d, &list);
+    // b is not in the registry yet: a is pulled and pinned, the list failed for b.
+    assert_eq!(n.pinned(a).unwrap(), list.display().to_string());
+    assert_eq!(n.target(a), ta.digest);
+    let status = d.archive(&list).unwrap();
+    assert_eq!(status.state, State::Failed, "{status:?}");
+    let error = status.record.as_ref().unwrap().last_error.clone();
+    assert!(
+        error.contains("line 4") && error.contains(b) && error.contains("not found"),
+        "{error}"
+    );
+    // The lease holds what was pulled.
+    let lease = crate::labels::archive_lease(&list);
+    assert!(n.fake.state().leases[&lease]
+        .content
+        .contains(&ta.digest.to_string()));
+
+    // The registry gets b; the daemon tries again by itself.
+    n.fake.add_remote(b, &[b"layer of b"]);
+    n.rt.block_on(async {
+        for _ in 0..100 {
+            if d.archive(&list).is_some_and(|s| s.state == State::Imported) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(d.archive(&list).unwrap().state, State::Imported);
+    assert_eq!(n.pinned(b).unwrap(), list.display().to_string());
+
+    // A line goes: its image is unpinned, the other keeps its pin.
+    std::fs::write(&list, format!("{b}\n")).unwrap();
+    n.reconcile(&d, &list);
+    assert_eq!(n.pinned(a).unwrap(), "unpinned");
+    assert_eq!(n.pinned(b).unwrap(), list.display().to_string());
+    // The file goes: the rest is unpinned and the lease released.
+    std::fs::remove_file(&list).unwrap();
+    n.reconcile(&d, &list);
+    assert_eq!(n.pinned(b).unwrap(), "unpinned");
+    assert!(!n.fake.state().leases.contains_key(&lease));
+}

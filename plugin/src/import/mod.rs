@@ -9,6 +9,7 @@
 //! Which content root to write into is decided by the caller ([`crate::service`]); this module
 //! only chooses between the direct and the streaming store for it.
 
+pub mod pull;
 pub mod record;
 
 use crate::archive::understand::{self, Plan, PlanOptions};
@@ -112,6 +113,9 @@ pub struct ImportOptions {
     /// A named pipe may be read as an archive (the command line's `<(zcat ...)`); the daemon
     /// reads regular files only.
     pub pipes: bool,
+    /// The registry hosts directory (containerd's `certs.d`, hosts.toml files) the pulls of a
+    /// pull list go through; containerd's default hosts when unset.
+    pub hosts_dir: Option<PathBuf>,
 }
 
 impl Default for ImportOptions {
@@ -126,6 +130,7 @@ impl Default for ImportOptions {
             content_root: None,
             scratch_dir: None,
             pipes: false,
+            hosts_dir: None,
         }
     }
 }
@@ -292,6 +297,12 @@ pub trait Precedence: Send + Sync {
     /// archive takes precedence for them. From this call on, the caller may count `images` as
     /// provided by this archive (an import that fails afterwards tells the caller so itself).
     fn claim(&self, images: &[ImageTarget]) -> BTreeSet<String>;
+
+    /// Whether another archive takes precedence for `name` (asked of a pull list before its
+    /// pull, which would write the record).
+    fn yields(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// Nobody else: every image record is written (`airlift import`).
@@ -369,6 +380,12 @@ pub async fn run(
     progress: Arc<AtomicU64>,
     precedence: &dyn Precedence,
 ) -> Result<Report, ImportError> {
+    if let Source::File(p) = source {
+        if pull::is_list(p) {
+            let path = source.path().unwrap_or_else(|| p.clone());
+            return pull::run(client, &path, opts, precedence).await;
+        }
+    }
     let started = Instant::now();
     let archive = source.display_name();
     let cd_err = |cause: ContainerdError| ImportError::Containerd {

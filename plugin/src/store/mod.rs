@@ -47,6 +47,8 @@ pub enum StoreKind {
     Memory,
     /// airlift's own store in containerd's layout (the content proxy).
     Local,
+    /// Not airlift's: containerd pulled the blobs from a registry (a pull list).
+    Pulled,
 }
 
 impl std::fmt::Display for StoreKind {
@@ -56,6 +58,7 @@ impl std::fmt::Display for StoreKind {
             StoreKind::Stream => "stream",
             StoreKind::Memory => "memory",
             StoreKind::Local => "local",
+            StoreKind::Pulled => "pulled",
         })
     }
 }

@@ -58,6 +58,8 @@ struct Fault {
 pub struct State {
     /// Blobs of the namespace.
     pub blobs: BTreeMap<Digest, Blob>,
+    /// What a registry would give a pull, by reference: the image's target and its blobs.
+    pub registry: BTreeMap<String, (ImageTarget, Vec<Vec<u8>>)>,
     /// Leases by id.
     pub leases: BTreeMap<String, Lease>,
     /// Image records by name.
@@ -232,6 +234,35 @@ impl Fake {
             },
         );
         d
+    }
+
+    /// Puts an image into the registry pulls reach: a manifest-like target over `blobs`.
+    pub fn add_remote(&self, reference: &str, blobs: &[&[u8]]) -> ImageTarget {
+        let manifest = format!(
+            "{{\"layers\":{:?}}}",
+            blobs
+                .iter()
+                .map(|b| Digest::of(b).to_string())
+                .collect::<Vec<_>>()
+        );
+        let target = ImageTarget {
+            name: reference.to_string(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: Digest::of(manifest.as_bytes()).to_string(),
+            size: manifest.len() as i64,
+            annotations: BTreeMap::new(),
+        };
+        let mut all: Vec<Vec<u8>> = blobs.iter().map(|b| b.to_vec()).collect();
+        all.push(manifest.into_bytes());
+        self.state()
+            .registry
+            .insert(reference.to_string(), (target.clone(), all));
+        target
+    }
+
+    /// Takes an image out of the registry pulls reach.
+    pub fn remove_remote(&self, reference: &str) {
+        self.state().registry.remove(reference);
     }
 
     /// Deletes an image record, as another client would (`ctr images rm`), with its event.
@@ -639,6 +670,30 @@ impl Containerd for Fake {
             Event::ImageUpdated { name, labels }
         });
         Ok(())
+    }
+
+    async fn pull(&self, pull: &super::Pull) -> Result<()> {
+        self.enter("pull", pull.reference.clone())?;
+        let found = self.state().registry.get(&pull.reference).cloned();
+        let Some((target, blobs)) = found else {
+            return Err(ContainerdError::call(
+                format!("pull {}", pull.reference),
+                Class::NotFound,
+                "not found in the registry",
+            ));
+        };
+        {
+            let mut s = self.state();
+            for b in blobs {
+                let d = Digest::of(&b);
+                s.blobs.entry(d.clone()).or_insert(Blob {
+                    data: b,
+                    labels: HashMap::new(),
+                });
+                self.hold(&mut s, &d);
+            }
+        }
+        self.put_image(&target, &pull.labels).await
     }
 
     async fn subscribe(&self, topics: &[&str]) -> Result<Events> {

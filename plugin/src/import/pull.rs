@@ -1,0 +1,226 @@
+//! Pull lists: a `.txt` file in an images directory (k3s's and rke2's convention: one image
+//! reference per line, `#` comments, blank lines) is a source like an archive, except that
+//! containerd itself pulls its images (the transfer service, with the registry hosts directory
+//! airlift is given). They are then labelled, pinned, leased and recorded as an archive's images
+//! are: the list's lease holds what was pulled, the record names each image's target, and when a
+//! line or the file goes its images are unpinned like a removed archive's.
+
+use super::{ImportError, ImportOptions, Outcome, Precedence, Report};
+use crate::containerd::{Client, ContainerdError, ImageTarget, Pull};
+use crate::error::Class;
+use crate::labels;
+use crate::platform::{Platform, PlatformPolicy};
+use crate::reference::Reference;
+use crate::store::StoreKind;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+/// The largest pull list read (a list of thousands of images is a few hundred KiB).
+const MAX_LIST: u64 = 1 << 20;
+
+/// Whether `path` names a pull list (by its extension, as k3s decides).
+pub fn is_list(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "txt")
+}
+
+/// A list's lines: the references it names, normalised and without repeats (with their line
+/// numbers), and a message for every line that is not a reference.
+pub fn parse(archive: &str, text: &str) -> (Vec<(usize, Reference)>, Vec<String>) {
+    let mut refs: Vec<(usize, Reference)> = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match Reference::parse_normalized(line) {
+            Ok(r) if refs.iter().any(|(_, x)| *x == r) => {}
+            Ok(r) => refs.push((i + 1, r)),
+            Err(e) => bad.push(format!("{archive}: line {}: {e}", i + 1)),
+        }
+    }
+    (refs, bad)
+}
+
+/// The platforms a pull asks for under `policy` (every platform when empty).
+fn platforms(policy: &PlatformPolicy) -> Vec<Platform> {
+    match policy {
+        PlatformPolicy::All => Vec::new(),
+        PlatformPolicy::Host => vec![Platform::host()],
+        PlatformPolicy::Only(list) => list.clone(),
+    }
+}
+
+/// Pulls every image `path` lists; returns the report an archive's import would give.
+pub async fn run(
+    client: &Client,
+    path: &Path,
+    opts: &ImportOptions,
+    precedence: &dyn Precedence,
+) -> Result<Report, ImportError> {
+    let started = Instant::now();
+    let archive = crate::escape::shown(&path).to_string();
+    let open_err = |cause: std::io::Error| ImportError::Open {
+        archive: archive.clone(),
+        cause,
+    };
+    let cd_err = |cause: ContainerdError| ImportError::Containerd {
+        archive: archive.clone(),
+        cause,
+    };
+    let mut text = String::new();
+    let read = crate::sys::open_archive(path, opts.pipes)
+        .map_err(open_err)?
+        .take(MAX_LIST + 1)
+        .read_to_string(&mut text);
+    match read {
+        Ok(n) if n as u64 > MAX_LIST => {
+            return Err(open_err(std::io::Error::other(format!(
+                "a pull list larger than {} KiB",
+                MAX_LIST >> 10
+            ))))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(open_err(std::io::Error::other(
+                "a pull list must be text (UTF-8): one image reference per line",
+            )))
+        }
+        Err(e) => return Err(open_err(e)),
+    }
+    let (refs, mut failed) = parse(&archive, &text);
+
+    // The list's lease holds what its pulls bring, as an archive's holds its blobs.
+    let lease = labels::archive_lease(path);
+    let lease_labels = BTreeMap::from([(labels::ARCHIVE.to_string(), archive.clone())]);
+    client
+        .create_lease(&lease, lease_labels, None)
+        .await
+        .map_err(cd_err)?;
+    let leased = client.with_lease(Some(&lease));
+    let image_labels = opts.image_labels(Some(path));
+    let wanted = platforms(&opts.plan.platforms);
+
+    let mut images: Vec<ImageTarget> = Vec::new();
+    let mut skipped = Vec::new();
+    for (line, reference) in &refs {
+        if opts.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(cd_err(ContainerdError::call(
+                format!("pull {reference}"),
+                Class::Unavailable,
+                "the import was abandoned",
+            )));
+        }
+        let name = reference.to_string();
+        if precedence.yields(&name) {
+            tracing::info!(%archive, image = %name, "provided by another archive, which takes precedence; not pulled");
+            skipped.push(format!(
+                "{archive}: line {line}: {name}: another archive provides it and takes precedence"
+            ));
+            continue;
+        }
+        let pull = Pull {
+            reference: name.clone(),
+            hosts_dir: opts.hosts_dir.clone(),
+            labels: image_labels.clone(),
+            platforms: wanted.clone(),
+        };
+        tracing::info!(%archive, image = %name, "pulling");
+        match leased.pull(&pull).await {
+            Ok(()) => {}
+            Err(e) if e.class() == Class::Unavailable && !reachable(client).await => {
+                // containerd itself is away: the whole list is tried again.
+                return Err(cd_err(e));
+            }
+            Err(e) => {
+                tracing::warn!(%archive, image = %name, error = %e, "pull failed");
+                failed.push(format!("{archive}: line {line}: {name}: {e}"));
+                continue;
+            }
+        }
+        match client.get_image(&name).await.map_err(cd_err)? {
+            Some(r) => images.push(ImageTarget {
+                name: r.name,
+                media_type: r.media_type,
+                digest: r.digest,
+                size: r.size,
+                annotations: BTreeMap::new(),
+            }),
+            None => failed.push(format!(
+                "{archive}: line {line}: {name}: pulled, but its image record is gone (removed by someone meanwhile)"
+            )),
+        }
+    }
+    // Counted as provided from here on; a name another archive won meanwhile goes back to it.
+    let shadowed = precedence.claim(&images);
+    for image in &images {
+        if shadowed.contains(&image.name) {
+            continue;
+        }
+        // The pins again, with the rest of airlift's labels: a pull of a name that existed
+        // replaced its labels.
+        client
+            .put_image(image, &image_labels)
+            .await
+            .map_err(cd_err)?;
+        tracing::info!(%archive, image = %image.name, digest = %image.digest, "pulled");
+    }
+    let blobs = client.lease_content(&lease).await.map_err(cd_err)?;
+    Ok(Report {
+        archive,
+        outcome: if failed.is_empty() {
+            Outcome::Imported
+        } else {
+            Outcome::Partial
+        },
+        mode: Some(StoreKind::Pulled),
+        images,
+        shadowed: shadowed.into_iter().collect(),
+        failed,
+        skipped,
+        not_selected: Vec::new(),
+        repaired: Vec::new(),
+        blobs_written: 0,
+        blobs_present: 0,
+        bytes_written: 0,
+        archive_bytes: text.len() as u64,
+        seconds: started.elapsed().as_secs_f64(),
+        lease: Some(lease),
+        blobs,
+    })
+}
+
+/// Whether containerd answers (a failed pull said "unavailable": containerd, or the registry?).
+async fn reachable(client: &Client) -> bool {
+    client.list_leases("id==airlift-probe").await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_lines_of_references() {
+        let text = "# k3s images\n\ndocker.io/rancher/mirrored-pause:3.6\n  busybox  \nbusybox:latest\nnot a reference\nquay.io/a/b@sha256:2d8e3c3af836a2e8c6aec90af2c7547315fb88586cb38645e32b1e8657585fbd\n";
+        let (refs, bad) = parse("/i/list.txt", text);
+        let names: Vec<String> = refs.iter().map(|(_, r)| r.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "docker.io/rancher/mirrored-pause:3.6",
+                "docker.io/library/busybox:latest",
+                "quay.io/a/b@sha256:2d8e3c3af836a2e8c6aec90af2c7547315fb88586cb38645e32b1e8657585fbd",
+            ]
+        );
+        assert_eq!(refs[1].0, 4, "line numbers count comments and blanks");
+        assert_eq!(bad.len(), 1);
+        assert!(
+            bad[0].starts_with("/i/list.txt: line 6: "),
+            "names the list and the line: {bad:?}"
+        );
+        assert!(is_list(Path::new("/i/images.txt")));
+        assert!(!is_list(Path::new("/i/images.tar")));
+    }
+}
