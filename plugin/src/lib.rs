@@ -19,6 +19,8 @@
 //!   inventory the plan is made from;
 //! - [`import`] — one import start to finish: leases, plan, then the record step
 //!   ([`import::record`]: labels, the archive's pinned lease, image records), and its report;
+//!   a `.txt` pull list takes the other road there ([`import::pull`]: containerd pulls, airlift
+//!   pins, leases and records);
 //! - [`state`] — what airlift remembers of each archive, and whether (and how) a record still
 //!   stands in containerd ([`state::verify`]);
 //! - [`service`] — the one entry point every import goes through (`airlift import`, the daemon,
