@@ -38,6 +38,8 @@
 //!   ([`registry::served`]), repository names ([`registry::names`]), blobs by `sendfile` from
 //!   the content root ([`registry::http`]), TLS with client certificates ([`registry::tls`]);
 //!   started by [`daemon`];
+//! - [`visibility`] — what others see of an image: a Spegel-style walk of its content (every
+//!   blob present with its distribution source) and CRI's view (`airlift verify`);
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
 //!   containerd's content proxy plugin;
 //! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`];
@@ -80,6 +82,7 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod sys;
+pub mod visibility;
 
 #[cfg(test)]
 mod testing;

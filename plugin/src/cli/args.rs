@@ -35,6 +35,36 @@ pub enum Command {
     Wait(WaitArgs),
     /// Unpin an archive's images and release its lease (the daemon forgets the archive).
     Forget(ForgetArgs),
+    /// Check what others see of the images airlift provides (or those named): kubelet through
+    /// CRI (present, pinned, its repo digests naming the target) and a peer such as Spegel (every blob present and
+    /// labelled with its distribution source). Exits non-zero listing what is missing.
+    Verify(VerifyArgs),
+}
+
+/// `airlift verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Images to check (default: every image labelled by airlift in the namespace).
+    pub images: Vec<String>,
+    /// containerd's socket, which also serves CRI (k3s: /run/k3s/containerd/containerd.sock).
+    #[arg(
+        long,
+        short = 'a',
+        env = "CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub address: PathBuf,
+    /// containerd namespace (CRI's is k8s.io; in any other, CRI is not asked).
+    #[arg(
+        long,
+        short = 'n',
+        env = "CONTAINERD_NAMESPACE",
+        default_value = "k8s.io"
+    )]
+    pub namespace: String,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn mode_parser() -> impl TypedValueParser<Value = Mode> {

@@ -1,11 +1,12 @@
 //! The command line: `airlift import` (modelled on `ctr images import`), `airlift serve`, and the
-//! commands that ask a running daemon. A thin adapter: [`args`] parses, [`import`] and [`daemon`]
-//! call the library, [`output`] prints.
+//! commands that ask a running daemon. A thin adapter: [`args`] parses, [`import`], [`daemon`]
+//! and [`verify`] call the library, [`output`] prints.
 
 pub mod args;
 pub mod daemon;
 pub mod import;
 pub mod output;
+pub mod verify;
 
 use crate::config::LogFormat;
 use args::{Cli, Command, ServeArgs};
@@ -34,6 +35,10 @@ pub fn main() -> ExitCode {
         Command::Ls(args) => runtime.block_on(daemon::ls(args)),
         Command::Wait(args) => runtime.block_on(daemon::wait(args)),
         Command::Forget(args) => runtime.block_on(daemon::forget(args)),
+        Command::Verify(args) => {
+            init_logging("warn", LogFormat::Text);
+            runtime.block_on(verify::run(args))
+        }
     };
     drop(runtime);
     crate::liveness::release();

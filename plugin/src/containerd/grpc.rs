@@ -121,6 +121,24 @@ impl Grpc {
         Ok(())
     }
 
+    /// What CRI (served on the same socket) reports of an image: `None` when it does not see it.
+    pub async fn cri_image(&self, name: &str) -> Result<Option<k8s_cri::v1::Image>> {
+        use k8s_cri::v1 as cri;
+        let request = cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: name.to_string(),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
+        let status = cri::image_service_client::ImageServiceClient::new(self.channel.clone())
+            .image_status(Request::new(request))
+            .await
+            .map_err(|s| ContainerdError::from_status(format!("CRI image status {name}"), &s))?
+            .into_inner();
+        Ok(status.image)
+    }
+
     async fn content_plugin_export(&self, key: &str) -> Result<Option<PathBuf>> {
         let resp = IntrospectionClient::new(self.channel.clone())
             .plugins(self.request(api::PluginsRequest {

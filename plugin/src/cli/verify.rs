@@ -1,0 +1,128 @@
+//! `airlift verify`: what kubelet (CRI) and a peer such as Spegel see of airlift's images.
+
+use super::args::VerifyArgs;
+use crate::containerd::{Containerd, Grpc, ImageRecord};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// CRI learns of new images through containerd's events: how long a missing image is waited for.
+const CRI_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs `airlift verify`.
+pub async fn run(args: VerifyArgs) -> ExitCode {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("airlift verify: {e}");
+        ExitCode::FAILURE
+    };
+    let grpc = match Grpc::connect(&args.address, &args.namespace, Duration::from_secs(10)).await {
+        Ok(g) => g,
+        Err(e) => return fail(&e),
+    };
+    let images: Vec<ImageRecord> = if args.images.is_empty() {
+        match grpc.list_images(Vec::new()).await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|i| i.labels.contains_key(crate::labels::ARCHIVE))
+                .collect(),
+            Err(e) => return fail(&e),
+        }
+    } else {
+        let mut found = Vec::new();
+        for name in &args.images {
+            let name = crate::reference::Reference::parse_normalized(name)
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| name.clone());
+            match grpc.get_image(&name).await {
+                Ok(Some(i)) => found.push(i),
+                Ok(None) => found.push(ImageRecord {
+                    name,
+                    media_type: String::new(),
+                    digest: String::new(),
+                    size: 0,
+                    labels: Default::default(),
+                }),
+                Err(e) => return fail(&e),
+            }
+        }
+        found
+    };
+    let cri = args.namespace == "k8s.io";
+    let mut findings = Vec::new();
+    for image in &images {
+        let mut problems = Vec::new();
+        if image.digest.is_empty() {
+            problems.push(format!("containerd has no image {}", image.name));
+        } else {
+            problems.extend(crate::visibility::walk(&grpc, image).await);
+            if cri {
+                problems.extend(cri_problems(&grpc, image).await);
+            }
+        }
+        findings.push((image.name.clone(), problems));
+    }
+    let bad = findings.iter().filter(|(_, p)| !p.is_empty()).count();
+    if args.json {
+        let out: Vec<_> = findings
+            .iter()
+            .map(|(name, problems)| serde_json::json!({"image": name, "problems": problems}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("findings serialise")
+        );
+    } else {
+        for (name, problems) in &findings {
+            if problems.is_empty() {
+                println!("ok       {name}");
+            }
+            for p in problems {
+                println!("MISSING  {name}: {p}");
+            }
+        }
+        println!(
+            "{} image(s) checked{}, {bad} with something missing",
+            findings.len(),
+            if cri {
+                " (CRI and content)"
+            } else {
+                " (content; CRI serves k8s.io only)"
+            }
+        );
+    }
+    if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// What CRI's view of `image` lacks: the image itself, its pin, a repo digest naming its
+/// target (when it has one).
+async fn cri_problems(grpc: &Grpc, image: &ImageRecord) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + CRI_GRACE;
+    let seen = loop {
+        match grpc.cri_image(&image.name).await {
+            Ok(Some(i)) => break i,
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(None) => return vec!["CRI does not see it (kubelet would pull it)".into()],
+            Err(e) => return vec![format!("CRI: {e}")],
+        }
+    };
+    let mut problems = Vec::new();
+    if !seen.pinned {
+        problems.push("CRI does not report it pinned (kubelet's image GC may delete it)".into());
+    }
+    // A repo digest exists only where a `name@digest` record does (CRI's pulls make one; an
+    // import with `--digest-refs` / `digest_refs` does): where there is one, it names the target.
+    if !seen.repo_digests.is_empty()
+        && !seen.repo_digests.iter().any(|d| d.ends_with(&image.digest))
+    {
+        problems.push(format!(
+            "CRI's repo digests {:?} do not name the target {}",
+            seen.repo_digests, image.digest
+        ));
+    }
+    problems
+}
