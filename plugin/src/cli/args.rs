@@ -35,6 +35,31 @@ pub enum Command {
     Wait(WaitArgs),
     /// Unpin an archive's images and release its lease (the daemon forgets the archive).
     Forget(ForgetArgs),
+    /// Write containerd's registry hosts configuration (hosts.toml) from a k3s-style
+    /// registries.yaml and other nodes' airlift registry endpoints (`--remove` undoes it).
+    Mirrors(MirrorsArgs),
+}
+
+/// `airlift mirrors`.
+#[derive(Args, Debug)]
+pub struct MirrorsArgs {
+    /// A k3s-style registries.yaml (`mirrors`: endpoints, rewrites; `configs`: TLS).
+    #[arg(long, value_name = "FILE", conflicts_with = "remove")]
+    pub registries: Option<PathBuf>,
+    /// containerd's hosts directory, its `config_path` (k3s and rke2:
+    /// /var/lib/rancher/k3s/agent/etc/containerd/certs.d).
+    #[arg(long, value_name = "DIR", default_value = crate::mirrors::DEFAULT_HOSTS_DIR)]
+    pub hosts_dir: PathBuf,
+    /// Another node's airlift registry endpoint, `http(s)://HOST:PORT`, tried before the
+    /// mirrors for every registry (repeatable, in order).
+    #[arg(long = "peer", value_name = "URL", conflicts_with = "remove")]
+    pub peers: Vec<String>,
+    /// Take away the files airlift wrote: what they replaced is put back, the others deleted.
+    #[arg(long)]
+    pub remove: bool,
+    /// Print the files that would be written; write nothing.
+    #[arg(long, conflicts_with = "remove")]
+    pub dry_run: bool,
 }
 
 fn mode_parser() -> impl TypedValueParser<Value = Mode> {

@@ -1,10 +1,11 @@
-//! The command line: `airlift import` (modelled on `ctr images import`), `airlift serve`, and the
-//! commands that ask a running daemon. A thin adapter: [`args`] parses, [`import`] and [`daemon`]
-//! call the library, [`output`] prints.
+//! The command line: `airlift import` (modelled on `ctr images import`), `airlift serve`,
+//! `airlift mirrors`, and the commands that ask a running daemon. A thin adapter: [`args`]
+//! parses, [`import`], [`daemon`] and [`mirrors`] call the library, [`output`] prints.
 
 pub mod args;
 pub mod daemon;
 pub mod import;
+pub mod mirrors;
 pub mod output;
 
 use crate::config::LogFormat;
@@ -34,6 +35,7 @@ pub fn main() -> ExitCode {
         Command::Ls(args) => runtime.block_on(daemon::ls(args)),
         Command::Wait(args) => runtime.block_on(daemon::wait(args)),
         Command::Forget(args) => runtime.block_on(daemon::forget(args)),
+        Command::Mirrors(args) => mirrors::run(args),
     };
     drop(runtime);
     crate::liveness::release();
