@@ -254,6 +254,58 @@ fn mirrors_keep_the_fallback(version: Version) {
     );
     drop(d);
 
+    // The upstream named in registries.yaml: a directory of its own, whose server is the
+    // upstream itself (plain http: a loopback registry on a port); _default keeps the peer.
+    std::fs::write(
+        &registries,
+        format!(
+            "mirrors:\n  \"{up}\":\n    endpoint: [\"http://{}\"]\n",
+            mirror.addr
+        ),
+    )
+    .unwrap();
+    let said = airlift_mirrors(&[
+        "--registries",
+        registries.to_str().unwrap(),
+        "--hosts-dir",
+        hosts_dir,
+        "--peer",
+        &peer_url,
+    ]);
+    let own = format!("{}_{}_/hosts.toml", up.ip(), up.port());
+    assert!(
+        said.contains(&format!("created {}", hosts.join(&own).display())),
+        "{said}"
+    );
+    assert!(said.contains("updated"), "{said}");
+    let written = std::fs::read_to_string(hosts.join(&own)).unwrap();
+    assert!(
+        written.contains(&format!("\nserver = \"http://{up}\"\n")),
+        "{written}"
+    );
+    let asked = |log: &str| {
+        log.matches("path=/v2/upstream-only/tools/manifests/")
+            .count()
+    };
+    let before = asked(&peer.log());
+    for name in [&image_a, &image_b] {
+        node.ctr_output(&["-n", "k8s.io", "images", "rm", name])
+            .unwrap();
+        node.ctr_output(&[
+            "-n",
+            "k8s.io",
+            "images",
+            "pull",
+            "--plain-http",
+            "--all-platforms",
+            "--hosts-dir",
+            hosts_dir,
+            name,
+        ])
+        .unwrap_or_else(|e| panic!("pulling {name} again: {e}\npeer log:\n{}", peer.log()));
+    }
+    assert!(asked(&peer.log()) > before, "the peer was not asked first");
+
     // --remove takes them away (they replaced nothing).
     let removed = airlift_mirrors(&["--remove", "--hosts-dir", hosts_dir]);
     assert!(removed.starts_with("removed"), "{removed}");
