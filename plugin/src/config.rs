@@ -122,6 +122,12 @@ impl Mirrors {
         if self.options().is_none() {
             return Ok(());
         }
+        if let Some(r) = self.registries.as_ref().filter(|r| !r.is_absolute()) {
+            return Err(ConfigError::Invalid(format!(
+                "mirrors.registries {} is not an absolute path",
+                crate::escape::shown(r)
+            )));
+        }
         if !self.hosts_dir.is_absolute() {
             return Err(ConfigError::Invalid(format!(
                 "mirrors.hosts_dir {} is not an absolute path",

@@ -8,6 +8,9 @@
 //! - A file airlift wrote for a registry no longer planned goes, as with `--remove`: its backup
 //!   is renamed back over it, or, with no backup, it is deleted (and its directory, if empty).
 //! - A file without the header is never deleted or changed by `--remove`.
+//!
+//! One writer at a time: the hosts directory itself is locked (`flock` on the directory, no
+//! file added to it), so `airlift serve` starting and `airlift mirrors` cannot interleave.
 
 use super::hosts::HEADER;
 use super::MirrorError;
@@ -50,6 +53,20 @@ fn write_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> Mirro
     move |cause| MirrorError::Write { path, what, cause }
 }
 
+/// Holds the lock on `root` while it lives.
+fn lock(root: &Path) -> Result<fs::File, MirrorError> {
+    let dir = fs::File::open(root).map_err(write_err(root, "opening the hosts directory"))?;
+    if !crate::sys::try_lock(&dir) {
+        return Err(write_err(root, "locking the hosts directory")(
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another airlift is writing it; try again",
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
 /// Whether `text` is a file airlift wrote.
 pub fn is_ours(text: &str) -> bool {
     text.lines().next() == Some(HEADER)
@@ -71,6 +88,7 @@ pub fn write_all(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Change>, MirrorError> {
     fs::create_dir_all(root).map_err(write_err(root, "creating the hosts directory"))?;
+    let _lock = lock(root)?;
     let mut changes = Vec::new();
     for (dir, text) in files {
         let dir_path = root.join(dir);
@@ -109,6 +127,10 @@ pub fn write_all(
 
 /// Takes away every file airlift wrote under `root` (`airlift mirrors --remove`).
 pub fn remove_all(root: &Path, warnings: &mut Vec<String>) -> Result<Vec<Change>, MirrorError> {
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let _lock = lock(root)?;
     let mut changes = Vec::new();
     for dir in subdirectories(root)? {
         changes.extend(take_away(&dir, warnings)?);

@@ -419,6 +419,44 @@ fn files_are_backed_up_restored_and_rewritten_only_when_they_change() {
 }
 
 #[test]
+fn one_writer_at_a_time() {
+    let (_dir, opts) = setup(
+        "mirrors:\n  docker.io:\n    endpoint: [m.example.com]\n",
+        &[],
+    );
+    fs::create_dir_all(&opts.hosts_dir).unwrap();
+    let held = fs::File::open(&opts.hosts_dir).unwrap();
+    assert!(crate::sys::try_lock(&held));
+    let e = apply(&opts).unwrap_err().to_string();
+    assert!(
+        e.contains("locking the hosts directory") && e.contains("another airlift"),
+        "{e}"
+    );
+    assert!(remove(&opts.hosts_dir).is_err());
+    drop(held);
+    apply(&opts).unwrap();
+    remove(&opts.hosts_dir).unwrap();
+}
+
+#[test]
+fn peers_get_the_tls_of_their_host() {
+    let (_dir, opts) = setup(
+        "configs:\n  10.0.0.5:5050:\n    tls:\n      ca_file: /etc/airlift/nodes-ca.pem\n",
+        &["https://10.0.0.5:5050"],
+    );
+    let (files, _) = render(&opts).unwrap();
+    let (_, t) = parsed(&files["_default"]);
+    assert_eq!(
+        host(&t, "https://10.0.0.5:5050")["ca"].as_str(),
+        Some("/etc/airlift/nodes-ca.pem")
+    );
+    // The peer's host is a registry named in configs too: its own file, the peer first.
+    let (order, t) = parsed(&files["10.0.0.5_5050_"]);
+    assert_eq!(order, ["https://10.0.0.5:5050"]);
+    assert_eq!(t["server"].as_str(), Some("https://10.0.0.5:5050"));
+}
+
+#[test]
 fn a_file_someone_put_over_airlifts_is_left_with_its_backup() {
     let (_dir, opts) = setup(
         "mirrors:\n  docker.io:\n    endpoint: [m.example.com]\n",
