@@ -46,7 +46,7 @@ pub struct MirrorsArgs {
     /// A k3s-style registries.yaml (`mirrors`: endpoints, rewrites; `configs`: TLS).
     #[arg(long, value_name = "FILE", conflicts_with = "remove")]
     pub registries: Option<PathBuf>,
-    /// containerd's hosts directory, its `config_path` (k3s and rke2:
+    /// containerd's hosts directory, its `config_path` (k3s:
     /// /var/lib/rancher/k3s/agent/etc/containerd/certs.d).
     #[arg(long, value_name = "DIR", default_value = crate::mirrors::DEFAULT_HOSTS_DIR)]
     pub hosts_dir: PathBuf,

@@ -17,8 +17,8 @@ pub use registries::Registries;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// containerd's conventional hosts directory (`config_path`); k3s and rke2 use
-/// `/var/lib/rancher/k3s/agent/etc/containerd/certs.d`.
+/// containerd's conventional hosts directory (`config_path`); k3s uses
+/// `/var/lib/rancher/k3s/agent/etc/containerd/certs.d`, rke2 the same under `rke2`.
 pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
 
 /// What to write.
