@@ -84,6 +84,62 @@ pub struct Config {
     pub content_proxy: ContentProxy,
     /// `[registry]`: serve the namespace's images read-only over the OCI Distribution API.
     pub registry: Registry,
+    /// `[mirrors]`: containerd's hosts.toml files written at start (`airlift mirrors`).
+    pub mirrors: Mirrors,
+}
+
+/// The `[mirrors]` table: at start the daemon writes containerd's `hosts.toml` files, as
+/// `airlift mirrors` does. Off while neither `registries` nor `peers` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mirrors {
+    /// A k3s-style registries.yaml (`/etc/rancher/k3s/registries.yaml`).
+    pub registries: Option<PathBuf>,
+    /// containerd's hosts directory (its `config_path`).
+    pub hosts_dir: PathBuf,
+    /// Other nodes' airlift registry endpoints (`http://10.0.0.5:5050`), tried first.
+    pub peers: Vec<String>,
+}
+
+impl Default for Mirrors {
+    fn default() -> Self {
+        Mirrors {
+            registries: None,
+            hosts_dir: crate::mirrors::DEFAULT_HOSTS_DIR.into(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+impl Mirrors {
+    /// What `airlift mirrors` would be given; none when the table is off.
+    pub fn options(&self) -> Option<crate::mirrors::Options> {
+        (self.registries.is_some() || !self.peers.is_empty()).then(|| crate::mirrors::Options {
+            registries: self.registries.clone(),
+            hosts_dir: self.hosts_dir.clone(),
+            peers: self.peers.clone(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.options().is_none() {
+            return Ok(());
+        }
+        if let Some(r) = self.registries.as_ref().filter(|r| !r.is_absolute()) {
+            return Err(ConfigError::Invalid(format!(
+                "mirrors.registries {} is not an absolute path",
+                crate::escape::shown(r)
+            )));
+        }
+        if !self.hosts_dir.is_absolute() {
+            return Err(ConfigError::Invalid(format!(
+                "mirrors.hosts_dir {} is not an absolute path",
+                crate::escape::shown(&self.hosts_dir)
+            )));
+        }
+        crate::mirrors::check_peers(&self.peers)
+            .map_err(|e| ConfigError::Invalid(format!("mirrors.peers: {e}")))
+    }
 }
 
 /// The `[registry]` table: the read-only registry endpoint.
@@ -152,6 +208,7 @@ impl Default for Config {
             mode: Mode::Auto,
             content_proxy: ContentProxy::default(),
             registry: Registry::default(),
+            mirrors: Mirrors::default(),
         }
     }
 }
@@ -282,6 +339,7 @@ impl Config {
         }
         self.platform_policy()?;
         self.registry.validate()?;
+        self.mirrors.validate()?;
         Ok(())
     }
 
@@ -422,6 +480,33 @@ mod tests {
             ("adress = \"\"", "unknown field"),
         ] {
             let e = Config::parse(&format!("[registry]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_mirrors_table() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.mirrors.options(), None);
+        let c = Config::parse(
+            "[mirrors]\nregistries = \"/etc/rancher/k3s/registries.yaml\"\npeers = [\"http://10.0.0.5:5050\"]\n",
+        )
+        .unwrap();
+        let o = c.mirrors.options().unwrap();
+        assert_eq!(o.hosts_dir, PathBuf::from("/etc/containerd/certs.d"));
+        assert_eq!(o.peers, ["http://10.0.0.5:5050"]);
+        for (bad, why) in [
+            (
+                "peers = [\"10.0.0.5:5050\"]",
+                "mirrors.peers: peer \"10.0.0.5:5050\": give the scheme",
+            ),
+            (
+                "peers = [\"http://a:1\"]\nhosts_dir = \"rel\"",
+                "not an absolute path",
+            ),
+            ("peer = []", "unknown field `peer`"),
+        ] {
+            let e = Config::parse(&format!("[mirrors]\n{bad}\n")).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

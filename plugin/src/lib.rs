@@ -38,6 +38,11 @@
 //!   ([`registry::served`]), repository names ([`registry::names`]), blobs by `sendfile` from
 //!   the content root ([`registry::http`]), TLS with client certificates ([`registry::tls`]);
 //!   started by [`daemon`];
+//! - [`mirrors`] — `airlift mirrors`: containerd's `hosts.toml` files written from a k3s
+//!   `registries.yaml` and the peers (other nodes' registry endpoints, tried first), the image's
+//!   own registry always last: [`mirrors::registries`] (the YAML) → [`mirrors::hosts`] (the
+//!   files, as text) → [`mirrors::files`] (written atomically, what they replace kept, taken
+//!   away by `--remove`); run by [`cli`] and at [`daemon`] start;
 //! - [`visibility`] — what others see of an image: a Spegel-style walk of its content (every
 //!   blob present with its distribution source) and CRI's view (`airlift verify`);
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
@@ -73,6 +78,7 @@ pub mod ingest;
 pub mod labels;
 pub mod leftovers;
 pub mod liveness;
+pub mod mirrors;
 pub mod pins;
 pub mod platform;
 pub mod proxy;

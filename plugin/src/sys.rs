@@ -1,5 +1,5 @@
 //! System calls the standard library does not offer, through `rustix`'s safe wrappers: file
-//! locks, no-replace renames, page-cache-only reads, filesystem types, block reservation,
+//! locks, no-replace renames, atomic replacement of a small file, page-cache-only reads, filesystem types, block reservation,
 //! `sendfile`, read-ahead advice and socket buffers. The one
 //! call no safe wrapper covers (`sync_file_range`) is here too, with why it is sound.
 
@@ -68,6 +68,29 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Replaces `path` with `data` atomically: a temporary file beside it (a dotfile), written,
+/// given `mode` and fsynced, renamed over `path`, then the directory fsynced. A reader sees the
+/// old file or the new one, never part of either; after a crash one of the two is there.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.unwrap_or_default()))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
 }
 
 /// Reads what the page cache holds of `buf.len()` bytes at `at`, without waiting for the disk
@@ -183,6 +206,22 @@ mod tests {
             !try_lock(&f2),
             "a second open file description got the lock"
         );
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        write_atomic(&p, b"one", 0o644).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let e = write_atomic(&dir.path().join("no/such/f"), b"x", 0o644).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub enum Command {
     /// CRI (present, pinned, its repo digests naming the target) and a peer such as Spegel (every blob present and
     /// labelled with its distribution source). Exits non-zero listing what is missing.
     Verify(VerifyArgs),
+    /// Write containerd's registry hosts configuration (hosts.toml) from a k3s-style
+    /// registries.yaml and other nodes' airlift registry endpoints (`--remove` undoes it).
+    Mirrors(MirrorsArgs),
 }
 
 /// `airlift verify`.
@@ -65,6 +68,28 @@ pub struct VerifyArgs {
     /// Print the findings as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `airlift mirrors`.
+#[derive(Args, Debug)]
+pub struct MirrorsArgs {
+    /// A k3s-style registries.yaml (`mirrors`: endpoints, rewrites; `configs`: TLS).
+    #[arg(long, value_name = "FILE", conflicts_with = "remove")]
+    pub registries: Option<PathBuf>,
+    /// containerd's hosts directory, its `config_path` (k3s:
+    /// /var/lib/rancher/k3s/agent/etc/containerd/certs.d).
+    #[arg(long, value_name = "DIR", default_value = crate::mirrors::DEFAULT_HOSTS_DIR)]
+    pub hosts_dir: PathBuf,
+    /// Another node's airlift registry endpoint, `http(s)://HOST:PORT`, tried before the
+    /// mirrors for every registry (repeatable, in order).
+    #[arg(long = "peer", value_name = "URL", conflicts_with = "remove")]
+    pub peers: Vec<String>,
+    /// Take away the files airlift wrote: what they replaced is put back, the others deleted.
+    #[arg(long)]
+    pub remove: bool,
+    /// Print the files that would be written; write nothing.
+    #[arg(long, conflicts_with = "remove")]
+    pub dry_run: bool,
 }
 
 fn mode_parser() -> impl TypedValueParser<Value = Mode> {

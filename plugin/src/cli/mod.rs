@@ -1,10 +1,12 @@
-//! The command line: `airlift import` (modelled on `ctr images import`), `airlift serve`, and the
-//! commands that ask a running daemon. A thin adapter: [`args`] parses, [`import`], [`daemon`]
-//! and [`verify`] call the library, [`output`] prints.
+//! The command line: `airlift import` (modelled on `ctr images import`), `airlift serve`,
+//! `airlift mirrors`, `airlift verify`, and the commands that ask a running daemon. A thin
+//! adapter: [`args`] parses, [`import`], [`daemon`], [`mirrors`] and [`verify`] call the
+//! library, [`output`] prints.
 
 pub mod args;
 pub mod daemon;
 pub mod import;
+pub mod mirrors;
 pub mod output;
 pub mod verify;
 
@@ -39,6 +41,7 @@ pub fn main() -> ExitCode {
             init_logging("warn", LogFormat::Text);
             runtime.block_on(verify::run(args))
         }
+        Command::Mirrors(args) => mirrors::run(args),
     };
     drop(runtime);
     crate::liveness::release();

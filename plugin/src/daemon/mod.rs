@@ -92,6 +92,9 @@ pub enum DaemonError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// containerd's hosts.toml files (`[mirrors]`) could not be written.
+    #[error("mirrors: {0}")]
+    Mirrors(#[from] crate::mirrors::MirrorError),
     /// The state directory or a socket could not be set up.
     #[error("{what}: {cause}")]
     Setup {
@@ -123,8 +126,28 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     cfg.validate()?;
+    if let Some(opts) = cfg.mirrors.options() {
+        write_mirrors(&opts)?;
+    }
     let daemon = Daemon::new(cfg)?;
     daemon.clone().serve(shutdown).await
+}
+
+/// `[mirrors]`: containerd's hosts.toml files, written before anything else starts, as
+/// `airlift mirrors` writes them; what hosts.toml cannot express is logged as a warning.
+fn write_mirrors(opts: &crate::mirrors::Options) -> Result<(), DaemonError> {
+    let report = crate::mirrors::apply(opts)?;
+    for w in &report.warnings {
+        tracing::warn!("mirrors: {w}");
+    }
+    for c in &report.changes {
+        let file = crate::escape::shown(&c.path).to_string();
+        match c.action {
+            crate::mirrors::Action::Unchanged => tracing::debug!(%file, "hosts.toml unchanged"),
+            ref action => tracing::info!(%file, ?action, "hosts.toml"),
+        }
+    }
+    Ok(())
 }
 
 impl Daemon {
@@ -162,7 +185,11 @@ impl Daemon {
             mode: cfg.mode,
             content_root: cfg.content_proxy.root.clone(),
             scratch_dir: Some(cfg.state_dir.clone()),
-            hosts_dir: cfg.hosts_dir.clone(),
+            // Pull lists go through the hosts directory the daemon writes, unless told otherwise.
+            hosts_dir: cfg
+                .hosts_dir
+                .clone()
+                .or_else(|| cfg.mirrors.options().map(|_| cfg.mirrors.hosts_dir.clone())),
             ..ImportOptions::default()
         };
         let cancel = options.cancel.clone();

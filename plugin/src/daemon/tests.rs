@@ -318,6 +318,41 @@ fn containerd_failing_mid_import_is_tried_again() {
     assert_eq!(n.pinned(BUSYBOX).unwrap(), a.display().to_string());
 }
 
+#[tokio::test]
+async fn a_mirrors_table_is_written_before_anything_starts_and_its_errors_stop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let registries = dir.path().join("registries.yaml");
+    std::fs::write(
+        &registries,
+        "mirrors:\n  docker.io:\n    endpoint: [\"ftp://x\"]\n",
+    )
+    .unwrap();
+    let mut cfg = Config {
+        state_dir: dir.path().join("state"),
+        ..Config::default()
+    };
+    cfg.mirrors.registries = Some(registries.clone());
+    cfg.mirrors.hosts_dir = dir.path().join("certs.d");
+    let e = run(cfg.clone(), std::future::pending()).await.unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.starts_with("mirrors: ")
+            && e.contains(&registries.display().to_string())
+            && e.contains("endpoint[0]"),
+        "{e}"
+    );
+    assert!(!dir.path().join("state").exists(), "nothing started");
+    // A good file is written before the daemon needs containerd.
+    std::fs::write(
+        &registries,
+        "mirrors:\n  docker.io:\n    endpoint: [m.example.com]\n",
+    )
+    .unwrap();
+    write_mirrors(&cfg.mirrors.options().unwrap()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("certs.d/docker.io/hosts.toml")).unwrap();
+    assert!(text.contains("[host.\"https://m.example.com\"]"), "{text}");
+}
+
 #[test]
 fn ignored_names() {
     for name in [

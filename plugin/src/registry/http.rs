@@ -108,8 +108,8 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// A query parameter's first value (not percent-decoded: the ones the endpoint reads are
-    /// hosts, numbers and repository names).
+    /// A query parameter's first value, not percent-decoded (the caller decodes what may come
+    /// escaped: containerd sends `ns=localhost%3A5000`).
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query
             .split('&')

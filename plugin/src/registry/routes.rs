@@ -181,8 +181,14 @@ impl Registry {
         let repository = |name: &str| {
             let name = decode(name)
                 .ok_or_else(|| error(Code::NameInvalid, "the name is not valid text"))?;
-            names::repository(&name, req.param("ns").filter(|ns| !ns.is_empty()))
-                .map_err(|e| error(Code::NameInvalid, &e.why))
+            // containerd escapes the registry's `:` (`ns=localhost%3A5000`).
+            let ns = match req.param("ns").filter(|ns| !ns.is_empty()) {
+                Some(ns) => Some(decode(ns).ok_or_else(|| {
+                    error(Code::NameInvalid, "the ns parameter is not valid text")
+                })?),
+                None => None,
+            };
+            names::repository(&name, ns.as_deref()).map_err(|e| error(Code::NameInvalid, &e.why))
         };
         let part = |p: &str| decode(p).unwrap_or_default();
         match path {

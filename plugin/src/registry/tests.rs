@@ -574,6 +574,27 @@ async fn containerd_down_is_503_and_comes_back() {
     assert_eq!(r.status, 200);
 }
 
+/// containerd escapes the `:` of a registry with a port in `ns=` (Go's url.Values): the
+/// endpoint serves such a registry's images by either spelling.
+#[tokio::test]
+async fn ns_of_a_registry_with_a_port_is_percent_decoded() {
+    let fake = Fake::new();
+    let busybox = image(&fake, "busybox");
+    put(&fake, "127.0.0.1:5000/org/app:v1", &busybox.index, true).await;
+    let s = start(&fake, settings()).await;
+    for target in [
+        "/v2/org/app/manifests/v1?ns=127.0.0.1%3A5000",
+        "/v2/org/app/manifests/v1?ns=127.0.0.1:5000",
+    ] {
+        let r = get(s.addr, target).await;
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+    }
+    let r = get(s.addr, "/v2/org/app/manifests/v1?ns=127.0.0.1%3A5001").await;
+    assert_eq!(r.status, 404);
+    let r = get(s.addr, "/v2/org/app/manifests/v1?ns=127.0.0.1%3").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "NAME_INVALID"));
+}
+
 /// Bytes from a small deterministic generator (xorshift), biased towards the characters
 /// requests are made of.
 fn noise(state: &mut u64, len: usize) -> Vec<u8> {
