@@ -973,3 +973,65 @@ fn pull_lists_on_containerd_2() {
     assert!(pinned_by(&node_b, BUSYBOX, &list), "{}", b.log());
     drop(a);
 }
+
+/// Node B follows node A's endpoint: what A serves is pulled from A and pinned on B; an archive
+/// dropped on A appears on B; what A stops serving loses its pin on B after the grace period;
+/// A going away changes nothing on B.
+#[test]
+fn following_a_peer_containerd_2() {
+    let node_a = Containerd::start(Version::V2).unwrap();
+    let (a, addr) = serving(&node_a, "");
+    let node_b = Containerd::start(Version::V2).unwrap();
+    let mut b = Daemon::new(
+        &node_b,
+        &format!(
+            "platforms = [\"all\"]\nfollow = [\"http://{addr}\"]\nfollow_seconds = 1\nfollow_grace_seconds = 3\n"
+        ),
+    );
+    b.start();
+    b.wait();
+    let list = b
+        .state_dir()
+        .join("follow")
+        .join(format!("{}.txt", addr.to_string().replace(':', "_")));
+    b.until("A's images to be pinned on B", || {
+        pinned_by(&node_b, BUSYBOX, &list) && pinned_by(&node_b, TOOLS, &list)
+    });
+    let stable = "docker.io/library/busybox:stable";
+    assert!(!pinned_by(&node_b, stable, &list));
+
+    // A bundle dropped on A.
+    let extra = a.images().join("extra.tar");
+    let tmp = a.images().join(".extra.tar.new");
+    std::fs::copy(
+        fixtures_dir().join("busybox-arm64-multitag-docker.tar"),
+        &tmp,
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &extra).unwrap();
+    b.until("the new image to be pinned on B", || {
+        pinned_by(&node_b, stable, &list)
+    });
+    // Removed from A: unpinned on B once the grace period is over, not before.
+    std::fs::remove_file(&extra).unwrap();
+    let gone = std::time::Instant::now();
+    b.until("the image A stopped serving to be unpinned on B", || {
+        !pinned_by(&node_b, stable, &list)
+    });
+    assert!(
+        gone.elapsed() >= Duration::from_secs(2),
+        "unpinned before the grace period"
+    );
+    assert!(pinned_by(&node_b, BUSYBOX, &list));
+
+    // A goes away: B keeps everything.
+    drop(a);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(pinned_by(&node_b, BUSYBOX, &list), "{}", b.log());
+    assert!(pinned_by(&node_b, TOOLS, &list), "{}", b.log());
+    assert!(
+        b.log().contains("its images keep their pins"),
+        "{}",
+        b.log()
+    );
+}

@@ -57,6 +57,14 @@ pub struct Config {
     /// containerd's registry hosts directory (hosts.toml files, `certs.d`) the images of `.txt`
     /// pull lists are pulled through; containerd's default hosts when unset.
     pub hosts_dir: Option<PathBuf>,
+    /// Other nodes' registry endpoints (`http://10.0.0.5:5050`) whose images are pulled and
+    /// pinned here, as long as they serve them.
+    pub follow: Vec<String>,
+    /// Seconds between listings of a followed peer.
+    pub follow_seconds: u64,
+    /// Seconds an image a followed peer no longer serves keeps its pin (an unreachable peer
+    /// changes nothing).
+    pub follow_grace_seconds: u64,
     /// Where airlift records what it imported.
     pub state_dir: PathBuf,
     /// The API socket.
@@ -195,6 +203,9 @@ impl Default for Config {
             priority: Vec::new(),
             resync_seconds: 300,
             hosts_dir: None,
+            follow: Vec::new(),
+            follow_seconds: 60,
+            follow_grace_seconds: 600,
             state_dir: "/var/lib/airlift".into(),
             socket: "/run/airlift/airlift.sock".into(),
             metrics_address: String::new(),
@@ -294,6 +305,14 @@ impl Config {
 
     /// Checks values that types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for url in &self.follow {
+            crate::follow::peer_host(url).map_err(ConfigError::Invalid)?;
+        }
+        if self.follow_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "follow_seconds must be at least 1".into(),
+            ));
+        }
         if self.concurrency == 0 {
             return Err(ConfigError::Invalid(
                 "concurrency must be at least 1".into(),
@@ -377,10 +396,12 @@ impl Config {
 
     /// Every watched directory: images directories, then intake directories.
     pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        let follow = (!self.follow.is_empty()).then(|| crate::follow::dir(&self.state_dir));
         self.images_dirs
             .iter()
             .chain(&self.intake_dirs)
             .cloned()
+            .chain(follow)
             .collect()
     }
 

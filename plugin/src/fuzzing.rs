@@ -673,7 +673,11 @@ pub fn config(data: &[u8]) {
     assert!(c.platform_policy().is_ok() && c.priority_set().is_ok());
     let _ = c.settle();
     let dirs = c.watched_dirs();
-    assert_eq!(dirs.len(), c.images_dirs.len() + c.intake_dirs.len());
+    let follow = usize::from(!c.follow.is_empty());
+    assert_eq!(
+        dirs.len(),
+        c.images_dirs.len() + c.intake_dirs.len() + follow
+    );
     for d in &c.intake_dirs {
         assert!(c.is_intake(&d.join("archive.tar")), "{d:?}");
     }

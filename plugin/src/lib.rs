@@ -43,6 +43,8 @@
 //!   own registry always last: [`mirrors::registries`] (the YAML) → [`mirrors::hosts`] (the
 //!   files, as text) → [`mirrors::files`] (written atomically, what they replace kept, taken
 //!   away by `--remove`); run by [`cli`] and at [`daemon`] start;
+//! - [`follow`] — `airlift serve --follow URL`: a peer's registry endpoint listed and kept as a
+//!   pull list of the daemon's own, which [`import::pull`] pulls from that peer;
 //! - [`visibility`] — what others see of an image: a Spegel-style walk of its content (every
 //!   blob present with its distribution source) and CRI's view (`airlift verify`);
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
@@ -72,6 +74,7 @@ pub mod digest;
 pub mod error;
 pub mod escape;
 pub mod filters;
+pub mod follow;
 pub mod fuzzing;
 pub mod import;
 pub mod ingest;

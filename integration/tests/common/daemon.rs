@@ -76,6 +76,12 @@ impl Daemon {
         self.dir.path().join("images")
     }
 
+    /// The state directory.
+    #[allow(dead_code)]
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
     /// The API socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("airlift.sock")

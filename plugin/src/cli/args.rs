@@ -184,6 +184,10 @@ pub struct ServeArgs {
     /// lists, e.g. /etc/containerd/certs.d.
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
+    /// Another node's registry endpoint (http://HOST:PORT) whose images are pulled and pinned
+    /// here while it serves them (repeatable; replaces the configured list).
+    #[arg(long = "follow", value_name = "URL")]
+    pub follow: Vec<String>,
     /// State directory.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -364,6 +368,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.hosts_dir {
             cfg.hosts_dir = Some(v.clone());
+        }
+        if !self.follow.is_empty() {
+            cfg.follow = self.follow.clone();
         }
         if let Some(v) = &self.metrics_address {
             cfg.metrics_address = v.clone();

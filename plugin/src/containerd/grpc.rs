@@ -635,13 +635,18 @@ impl Containerd for Grpc {
             value,
         };
         let source = t::OciRegistry {
-            reference: pull.reference.clone(),
+            reference: pull.from.clone().unwrap_or_else(|| pull.reference.clone()),
             resolver: Some(t::RegistryResolver {
                 host_dir: pull
                     .hosts_dir
                     .as_ref()
                     .map(|d| d.to_string_lossy().into_owned())
                     .unwrap_or_default(),
+                default_scheme: if pull.from.is_some() {
+                    "http".into()
+                } else {
+                    String::new()
+                },
                 ..Default::default()
             }),
         };
@@ -660,9 +665,10 @@ impl Containerd for Grpc {
                 .collect(),
             ..Default::default()
         };
-        if pull.hosts_dir.is_some() {
-            // containerd 1.7's transfer service has no hosts directory (its resolver takes
-            // containerd's defaults): a pull would bypass the mirrors the directory names.
+        if pull.hosts_dir.is_some() || pull.from.is_some() {
+            // containerd 1.7's transfer service has no hosts directory and no default scheme
+            // (its resolver takes containerd's defaults): a pull would bypass the mirrors the
+            // directory names, or miss a plain-HTTP peer.
             let version = api::version_client::VersionClient::new(self.channel.clone())
                 .version(self.request(()))
                 .await
@@ -673,7 +679,7 @@ impl Containerd for Grpc {
                 return Err(ContainerdError::call(
                     format!("pull {}", pull.reference),
                     Class::NotImplemented,
-                    format!("containerd {version}'s transfer service cannot pull through a hosts directory; pulls through --hosts-dir need containerd 2.0 or later"),
+                    format!("containerd {version}'s transfer service cannot pull through a hosts directory or from a plain-HTTP peer; pulls through --hosts-dir and from followed peers need containerd 2.0 or later"),
                 ));
             }
         }

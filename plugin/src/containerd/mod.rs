@@ -114,6 +114,9 @@ pub struct Pull {
     pub labels: Labels,
     /// The platforms whose content is pulled; every platform when empty.
     pub platforms: Vec<crate::platform::Platform>,
+    /// Where to pull it from instead, as a reference on another registry (a followed peer's
+    /// endpoint: `10.0.0.5:5050/library/busybox:1.36`), over plain HTTP.
+    pub from: Option<String>,
 }
 
 /// An image name and what it points to: what an import creates, what airlift records, and what

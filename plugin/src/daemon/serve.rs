@@ -68,8 +68,23 @@ impl Daemon {
                 }
             })
         };
+        let peers: Vec<_> = self
+            .cfg
+            .follow
+            .iter()
+            .map(|url| {
+                tracing::info!(peer = %url, "following");
+                tokio::spawn(crate::follow::follow(
+                    self.cfg.state_dir.clone(),
+                    url.clone(),
+                    Duration::from_secs(self.cfg.follow_seconds),
+                    Duration::from_secs(self.cfg.follow_grace_seconds),
+                ))
+            })
+            .collect();
         shutdown.await;
         tracing::info!("shutting down");
+        peers.iter().for_each(|p| p.abort());
         self.cancel.store(true, Ordering::Relaxed);
         self.slots.close();
         watcher.abort();

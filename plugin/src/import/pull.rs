@@ -91,6 +91,8 @@ pub async fn run(
         Err(e) => return Err(open_err(e)),
     }
     let (refs, mut failed) = parse(&archive, &text);
+    // A followed peer's list ([`crate::follow`]): its images come from the peer.
+    let peer = crate::follow::followed(&text);
 
     // The list's lease holds what its pulls bring, as an archive's holds its blobs.
     let lease = labels::archive_lease(path);
@@ -126,6 +128,7 @@ pub async fn run(
             hosts_dir: opts.hosts_dir.clone(),
             labels: image_labels.clone(),
             platforms: wanted.clone(),
+            from: peer.as_ref().map(|host| on_peer(host, reference)),
         };
         tracing::info!(%archive, image = %name, "pulling");
         match leased.pull(&pull).await {
@@ -192,6 +195,19 @@ pub async fn run(
     })
 }
 
+/// `reference` as a reference on the registry endpoint at `host`, whose first path component
+/// names the registry unless it is docker.io.
+fn on_peer(host: &str, reference: &Reference) -> String {
+    let path = match reference.domain() {
+        "docker.io" => reference.path().to_string(),
+        domain => format!("{domain}/{}", reference.path()),
+    };
+    match reference.object() {
+        o if o.starts_with('@') => format!("{host}/{path}{o}"),
+        o => format!("{host}/{path}:{o}"),
+    }
+}
+
 /// Whether containerd answers (a failed pull said "unavailable": containerd, or the registry?).
 async fn reachable(client: &Client) -> bool {
     client.list_leases("id==airlift-probe").await.is_ok()
@@ -221,6 +237,15 @@ mod tests {
             "names the list and the line: {bad:?}"
         );
         assert!(is_list(Path::new("/i/images.txt")));
+        let r = |s: &str| Reference::parse_normalized(s).unwrap();
+        assert_eq!(
+            on_peer("10.0.0.5:5050", &r("busybox:1.36")),
+            "10.0.0.5:5050/library/busybox:1.36"
+        );
+        assert_eq!(
+            on_peer("h:1", &r("quay.io/org/app@sha256:2d8e3c3af836a2e8c6aec90af2c7547315fb88586cb38645e32b1e8657585fbd")),
+            "h:1/quay.io/org/app@sha256:2d8e3c3af836a2e8c6aec90af2c7547315fb88586cb38645e32b1e8657585fbd"
+        );
         assert!(!is_list(Path::new("/i/images.tar")));
     }
 }
