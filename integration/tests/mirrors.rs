@@ -306,6 +306,42 @@ fn mirrors_keep_the_fallback(version: Version) {
     }
     assert!(asked(&peer.log()) > before, "the peer was not asked first");
 
+    // The peer goes down: an image only the upstream has is still pulled, past a peer that
+    // does not answer and the empty mirror.
+    let image_c = format!("{up}/upstream-only/second:1");
+    let copied = Command::new("skopeo")
+        .env("HOME", std::env::temp_dir())
+        .args([
+            "--insecure-policy",
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+        ])
+        .arg(format!("docker://{image_b}"))
+        .arg(format!("docker://{image_c}"))
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    drop(peer);
+    node.ctr_output(&[
+        "-n",
+        "k8s.io",
+        "images",
+        "pull",
+        "--plain-http",
+        "--all-platforms",
+        "--hosts-dir",
+        hosts_dir,
+        &image_c,
+    ])
+    .unwrap_or_else(|e| panic!("pulling {image_c} with the peer down: {e}"));
+
     // --remove takes them away (they replaced nothing).
     let removed = airlift_mirrors(&["--remove", "--hosts-dir", hosts_dir]);
     assert!(removed.starts_with("removed"), "{removed}");
