@@ -5,7 +5,8 @@
 # in fuzz/artifacts/<target>/ (save it, minimised, in fuzz/regressions/<target>/, where
 # `cargo test -p airlift --test fuzz_regressions` replays it).
 #
-#   fuzz/run.sh [SECONDS] [TARGET...]      e.g. fuzz/run.sh 10 (CI), fuzz/run.sh 600 archive
+#   fuzz/run.sh [SECONDS] [TARGET...]      e.g. fuzz/run.sh 600 archive
+#   FUZZ_PROFILE=dev fuzz/run.sh 10 config  an unoptimised build (quicker to build, slower to run)
 #
 # Installs cargo-fuzz when it is missing. The sanitizer flags cargo-fuzz passes are unstable
 # options: the stable toolchain accepts them with RUSTC_BOOTSTRAP=1. Each target starts from
@@ -37,9 +38,19 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 export RUSTC_BOOTSTRAP=1
-echo "== cargo fuzz build" >&2
-cargo fuzz build
-bin=target/$(rustc -vV | sed -n 's/^host: //p')/release
+# FUZZ_PROFILE=dev builds without optimisations: a third of the build time, but the archive
+# target runs a few inputs a second (its decoders unoptimised), too slow for its 10 s limit on
+# large inputs: for trying a change to another target quickly, not for CI or long runs.
+profile=${FUZZ_PROFILE:-release}
+echo "== cargo fuzz build ($profile)" >&2
+if [ "$profile" = dev ]; then
+    cargo fuzz build --dev
+    dir=debug
+else
+    cargo fuzz build
+    dir=release
+fi
+bin=${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/$dir
 
 # Smaller quarantine: freed memory is held back less, so the RSS limit measures airlift.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=64:detect_leaks=1}
