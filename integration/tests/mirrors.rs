@@ -107,6 +107,24 @@ fn tree(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// `skopeo copy` of an image between two plain-HTTP registries, digests kept.
+fn skopeo_copy(from: &str, to: &str) -> std::process::Output {
+    Command::new("skopeo")
+        .env("HOME", std::env::temp_dir())
+        .args([
+            "--insecure-policy",
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+        ])
+        .arg(format!("docker://{from}"))
+        .arg(format!("docker://{to}"))
+        .output()
+        .unwrap()
+}
+
 fn mirrors_keep_the_fallback(version: Version) {
     // Node A: airlift serving what it imported (every image: the names below are tags ctr adds).
     let peer_ctd = Containerd::start(version).unwrap();
@@ -136,20 +154,7 @@ fn mirrors_keep_the_fallback(version: Version) {
     peer_ctd
         .ctr_output(&["-n", "k8s.io", "images", "tag", BUSYBOX, &image_a])
         .unwrap();
-    let copied = Command::new("skopeo")
-        .env("HOME", std::env::temp_dir())
-        .args([
-            "--insecure-policy",
-            "copy",
-            "-q",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            "--preserve-digests",
-        ])
-        .arg(format!("docker://{peer_addr}/{TOOLS}"))
-        .arg(format!("docker://{image_b}"))
-        .output()
-        .unwrap();
+    let copied = skopeo_copy(&format!("{peer_addr}/{TOOLS}"), &image_b);
     assert!(
         copied.status.success(),
         "skopeo copy: {}\npeer log:\n{}",
@@ -309,20 +314,7 @@ fn mirrors_keep_the_fallback(version: Version) {
     // The peer goes down: an image only the upstream has is still pulled, past a peer that
     // does not answer and the empty mirror.
     let image_c = format!("{up}/upstream-only/second:1");
-    let copied = Command::new("skopeo")
-        .env("HOME", std::env::temp_dir())
-        .args([
-            "--insecure-policy",
-            "copy",
-            "-q",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            "--preserve-digests",
-        ])
-        .arg(format!("docker://{image_b}"))
-        .arg(format!("docker://{image_c}"))
-        .output()
-        .unwrap();
+    let copied = skopeo_copy(&image_b, &image_c);
     assert!(
         copied.status.success(),
         "{}",

@@ -269,12 +269,7 @@ fn containerd_pulls_through_a_mirror(version: Version) {
     let node_b = Containerd::start(version).unwrap();
     let hosts = tempfile::tempdir().unwrap();
     for registry in ["docker.io", "registry.example.com"] {
-        std::fs::create_dir_all(hosts.path().join(registry)).unwrap();
-        std::fs::write(
-            hosts.path().join(registry).join("hosts.toml"),
-            format!("[host.\"http://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
-        )
-        .unwrap();
+        mirror_to(hosts.path(), registry, addr);
     }
     let hosts_dir = hosts.path().to_str().unwrap();
     for (name, digest) in [(BUSYBOX, INDEX_2D8E), (TOOLS, DOCKER_5142)] {

@@ -8,7 +8,7 @@
 use crate::reference::Reference;
 use http_body_util::BodyExt;
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -137,21 +137,14 @@ pub fn followed(text: &str) -> Option<String> {
     peer_host(host.trim()).ok()
 }
 
-/// Writes `text` to `path` atomically (a dotfile beside it, which the watcher ignores, synced,
-/// then renamed over it), unless it holds that already.
+/// Writes `text` to `path` atomically (its temporary file a dotfile, which the watcher ignores),
+/// unless it holds that already.
 fn replace(path: &Path, text: &str) -> io::Result<bool> {
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(false);
     }
-    let dir = path.parent().expect("a list has a directory");
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().expect("a file name").to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    std::fs::create_dir_all(path.parent().expect("a list has a directory"))?;
+    crate::sys::write_atomic(path, text.as_bytes(), 0o644)?;
     Ok(true)
 }
 
