@@ -1030,3 +1030,29 @@ fn following_a_peer_containerd_2() {
         b.log()
     );
 }
+
+/// `airlift import LIST.txt --hosts-dir DIR`: the command line pulls a pull list's images as the
+/// daemon does, and pins them with the list.
+#[test]
+fn pull_list_from_the_command_line_containerd_2() {
+    let node_a = Containerd::start(Version::V2).unwrap();
+    let (a, addr) = serving(&node_a, "");
+    let node_b = Containerd::start(Version::V2).unwrap();
+    let hosts = tempfile::tempdir().unwrap();
+    mirror_to(hosts.path(), "docker.io", addr);
+    let list = hosts.path().join("images.txt");
+    std::fs::write(&list, format!("# one image\n{BUSYBOX}\n")).unwrap();
+    let report = import_ok(
+        &node_b,
+        "k8s.io",
+        &[
+            "--all-platforms",
+            "--hosts-dir",
+            hosts.path().to_str().unwrap(),
+            list.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(report["mode"], "pulled", "{report}");
+    assert_eq!(report["images"][0]["digest"], INDEX_2D8E, "{report}");
+    assert!(pinned_by(&node_b, BUSYBOX, &list), "{report}\n{}", a.log());
+}
