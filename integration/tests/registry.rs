@@ -877,40 +877,11 @@ fn mirror_to(hosts: &Path, registry: &str, addr: SocketAddr) {
     .unwrap();
 }
 
-/// On containerd 1.7, whose transfer service takes no hosts directory, a pull list given one
-/// fails saying so (rather than bypassing the mirrors it names).
-#[test]
-fn pull_lists_on_containerd_17() {
-    let node_a = Containerd::start(Version::V17).unwrap();
-    let (a, addr) = serving(&node_a, "");
-    let node_b = Containerd::start(Version::V17).unwrap();
-    let hosts = tempfile::tempdir().unwrap();
-    mirror_to(hosts.path(), "docker.io", addr);
-    let mut b = Daemon::new(
-        &node_b,
-        &format!(
-            "platforms = [\"all\"]\nhosts_dir = \"{}\"\n",
-            hosts.path().display()
-        ),
-    );
-    b.start();
-    b.wait();
-    let list = b.images().join("images.txt");
-    std::fs::write(&list, format!("{BUSYBOX}\n")).unwrap();
-    b.until("the list to fail", || {
-        b.archive(&list).is_some_and(|s| s["state"] == "failed")
-    });
-    let error = b.archive(&list).unwrap()["last_error"].to_string();
-    assert!(error.contains("need containerd 2.0"), "{error}");
-    drop(a);
-}
-
 /// A `.txt` pull list on node B: containerd pulls its images (from node A's endpoint, through
 /// the hosts directory B's daemon is given), B's airlift pins them with the list; a registry
-/// that does not answer is tried again until it does; a line removed unpins its image.
-#[test]
-fn pull_lists_on_containerd_2() {
-    let version = Version::V2;
+/// that does not answer is tried again until it does; a line removed unpins its image. On 1.7
+/// the pulls are airlift's own (its transfer service takes no hosts directory).
+fn pull_lists(version: Version) {
     let node_a = Containerd::start(version).unwrap();
     let (a, addr) = serving(&node_a, "");
     let node_b = Containerd::start(version).unwrap();
@@ -969,14 +940,18 @@ fn pull_lists_on_containerd_2() {
     drop(a);
 }
 
+on_containerd!(pull_lists {
+    pull_lists_containerd_2: Version::V2;
+    pull_lists_containerd_17: Version::V17;
+});
+
 /// Node B follows node A's endpoint: what A serves is pulled from A and pinned on B; an archive
 /// dropped on A appears on B; what A stops serving loses its pin on B after the grace period;
 /// A going away changes nothing on B.
-#[test]
-fn following_a_peer_containerd_2() {
-    let node_a = Containerd::start(Version::V2).unwrap();
+fn following_a_peer(version: Version) {
+    let node_a = Containerd::start(version).unwrap();
     let (a, addr) = serving(&node_a, "");
-    let node_b = Containerd::start(Version::V2).unwrap();
+    let node_b = Containerd::start(version).unwrap();
     let mut b = Daemon::new(
         &node_b,
         &format!(
@@ -1031,13 +1006,78 @@ fn following_a_peer_containerd_2() {
     );
 }
 
+on_containerd!(following_a_peer {
+    following_a_peer_containerd_2: Version::V2;
+    following_a_peer_containerd_17: Version::V17;
+});
+
+/// Following a peer over TLS with client certificates: B lists and pulls A's endpoint with the
+/// CA and client certificate its hosts directory holds for A, in containerd's layout
+/// (`<hosts dir>/<host>_<port>_/ca.crt`, `client.cert`, `client.key`), so that containerd's
+/// own pulls from A (2.x) and airlift's (1.7) use the same keys. Without them A lets B in for
+/// nothing; once they are in place B follows without a restart.
+fn following_a_peer_over_tls(version: Version) {
+    let node_a = Containerd::start(version).unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let p = |f: &str| certs.path().join(f);
+    let (a, addr) = serving(
+        &node_a,
+        &format!(
+            "tls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\n",
+            p("server.crt"),
+            p("server.key"),
+            p("ca.crt")
+        ),
+    );
+    let node_b = Containerd::start(version).unwrap();
+    let hosts = tempfile::tempdir().unwrap();
+    let mut b = Daemon::new(
+        &node_b,
+        &format!(
+            "platforms = [\"all\"]\nhosts_dir = {:?}\nfollow = [\"https://{addr}\"]\nfollow_seconds = 1\n",
+            hosts.path()
+        ),
+    );
+    b.start();
+    b.wait();
+    b.until("B to fail listing A without a certificate", || {
+        b.log().contains("cannot list the followed peer's images")
+    });
+    let list = b
+        .state_dir()
+        .join("follow")
+        .join(format!("{}.txt", addr.to_string().replace(':', "_")));
+    assert!(!pinned_by(&node_b, BUSYBOX, &list));
+
+    let keys = hosts.path().join(format!("{}_{}_", addr.ip(), addr.port()));
+    let tmp = hosts.path().join(".keys");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(p("ca.crt"), tmp.join("ca.crt")).unwrap();
+    std::fs::copy(p("client.crt"), tmp.join("client.cert")).unwrap();
+    std::fs::copy(p("client.key"), tmp.join("client.key")).unwrap();
+    std::fs::rename(&tmp, &keys).unwrap();
+    b.until("A's images to be pinned on B over TLS", || {
+        pinned_by(&node_b, BUSYBOX, &list) && pinned_by(&node_b, TOOLS, &list)
+    });
+    let check = node_b
+        .ctr_output(&["-n", "k8s.io", "images", "check"])
+        .unwrap();
+    assert!(!check.contains("incomplete"), "{check}");
+    drop(a);
+}
+
+on_containerd!(following_a_peer_over_tls {
+    following_a_peer_over_tls_containerd_2: Version::V2;
+    following_a_peer_over_tls_containerd_17: Version::V17;
+});
+
 /// `airlift import LIST.txt --hosts-dir DIR`: the command line pulls a pull list's images as the
 /// daemon does, and pins them with the list.
-#[test]
-fn pull_list_from_the_command_line_containerd_2() {
-    let node_a = Containerd::start(Version::V2).unwrap();
+fn pull_list_from_the_command_line(version: Version) {
+    let node_a = Containerd::start(version).unwrap();
     let (a, addr) = serving(&node_a, "");
-    let node_b = Containerd::start(Version::V2).unwrap();
+    let node_b = Containerd::start(version).unwrap();
     let hosts = tempfile::tempdir().unwrap();
     mirror_to(hosts.path(), "docker.io", addr);
     let list = hosts.path().join("images.txt");
@@ -1056,3 +1096,8 @@ fn pull_list_from_the_command_line_containerd_2() {
     assert_eq!(report["images"][0]["digest"], INDEX_2D8E, "{report}");
     assert!(pinned_by(&node_b, BUSYBOX, &list), "{report}\n{}", a.log());
 }
+
+on_containerd!(pull_list_from_the_command_line {
+    pull_list_from_the_command_line_containerd_2: Version::V2;
+    pull_list_from_the_command_line_containerd_17: Version::V17;
+});

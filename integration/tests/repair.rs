@@ -280,6 +280,8 @@ fn restart_while_deleted(version: Version) {
     copy_fixture("bundle-ctr-export.tar", &d.images().join("bundle.tar"));
     d.start();
     d.wait();
+    // Restarting before the first subscription would test the first subscription instead.
+    until_following(&d);
     ctd.restart().unwrap();
     // Deleted right after containerd is back: before airlift has subscribed again, most likely.
     ctr(&ctd, &["images", "rm", BUSYBOX, TOOLS]);

@@ -306,7 +306,7 @@ impl Config {
     /// Checks values that types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for url in &self.follow {
-            crate::follow::peer_host(url).map_err(ConfigError::Invalid)?;
+            crate::follow::Peer::parse(url).map_err(ConfigError::Invalid)?;
         }
         if self.follow_seconds == 0 {
             return Err(ConfigError::Invalid(

@@ -6,7 +6,7 @@
 //! changes nothing: its list stays as it was.
 
 use crate::reference::Reference;
-use http_body_util::BodyExt;
+use crate::remote;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,45 +29,86 @@ pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("follow")
 }
 
-/// A peer URL checked: `http://host:port` (a trailing `/` allowed); its `host:port`.
-pub fn peer_host(url: &str) -> Result<String, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("follow {url:?}: not an http:// URL (HTTPS peers are not supported yet)")
-    })?;
-    let host = rest.trim_end_matches('/');
-    if host.is_empty() || host.contains('/') || host.contains('@') {
-        return Err(format!("follow {url:?}: expected http://host:port"));
+/// A followed peer: its `host:port`, and whether it speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// `host:port`.
+    pub host: String,
+    /// `https://`: TLS, with the CA and client certificate the hosts directory names for
+    /// `host` (as containerd reads them for its pulls from the peer).
+    pub https: bool,
+}
+
+impl Peer {
+    /// A peer URL checked: `http://host:port` or `https://host:port` (a trailing `/` allowed).
+    pub fn parse(url: &str) -> Result<Peer, String> {
+        let (https, rest) = match url.split_once("://") {
+            Some(("http", rest)) => (false, rest),
+            Some(("https", rest)) => (true, rest),
+            _ => return Err(format!("follow {url:?}: not an http:// or https:// URL")),
+        };
+        let host = rest.trim_end_matches('/');
+        if host.is_empty() || host.contains('/') || host.contains('@') {
+            return Err(format!(
+                "follow {url:?}: expected http://host:port or https://host:port"
+            ));
+        }
+        Ok(Peer {
+            host: host.to_string(),
+            https,
+        })
     }
-    Ok(host.to_string())
+
+    /// How a pull reaches the peer: the entry of the hosts directory for it (TLS settings),
+    /// or plain HTTP/HTTPS to it.
+    pub fn endpoint(&self, hosts_dir: Option<&Path>) -> Result<remote::hosts::Host, String> {
+        let scheme = if self.https { "https" } else { "http" };
+        let mut hosts = remote::hosts::hosts(hosts_dir, &self.host, Some(scheme))?;
+        // The last entry is the peer itself (a `server` for it names it with its TLS keys).
+        let mut host = hosts.pop().expect("a registry's own entry is always last");
+        host.scheme = scheme.to_string();
+        Ok(host)
+    }
 }
 
 /// The list file of `url`.
 pub fn list_path(state_dir: &Path, url: &str) -> Option<PathBuf> {
-    let host = peer_host(url).ok()?;
-    Some(dir(state_dir).join(format!("{}.txt", host.replace(':', "_"))))
+    let peer = Peer::parse(url).ok()?;
+    Some(dir(state_dir).join(format!("{}.txt", peer.host.replace(':', "_"))))
 }
 
-/// `GET http://<host><target>`: the status and body.
-async fn get(host: &str, target: &str) -> io::Result<(u16, Vec<u8>)> {
+/// `GET <peer><target>`: the status and body (an error status is not an error here).
+async fn get(
+    registry: &remote::client::Registry,
+    peer: &remote::hosts::Host,
+    target: &str,
+) -> io::Result<(u16, Vec<u8>)> {
+    let url = format!("{}://{}{target}", peer.scheme, peer.authority);
     let call = async {
-        let tcp = tokio::net::TcpStream::connect(host).await?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(io::Error::other)?;
-        tokio::spawn(conn);
-        let request = hyper::Request::get(target)
-            .header("host", host)
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .map_err(io::Error::other)?;
-        let response = send.send_request(request).await.map_err(io::Error::other)?;
+        let response = match registry.get_url(peer, url, "", None).await {
+            Ok(r) => r,
+            Err(remote::client::Failed {
+                status: Some(status),
+                ..
+            }) => return Ok((status, Vec::new())),
+            Err(f) => return Err(io::Error::other(f.to_string())),
+        };
         let status = response.status().as_u16();
-        let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
-            .collect()
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(io::Error::other)?
-            .to_bytes();
-        Ok::<_, io::Error>((status, body.to_vec()))
+            .map_err(|e| io::Error::other(remote::client::transport(&e)))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_BODY {
+                return Err(io::Error::other(format!(
+                    "GET {target}: an answer over 16 MiB"
+                )));
+            }
+        }
+        Ok::<_, io::Error>((status, body))
     };
     tokio::time::timeout(REQUEST_TIMEOUT, call)
         .await
@@ -75,14 +116,19 @@ async fn get(host: &str, target: &str) -> io::Result<(u16, Vec<u8>)> {
 }
 
 /// The JSON list `key` of `GET target`, page by page.
-async fn paged(host: &str, target: &str, key: &str) -> io::Result<Vec<String>> {
+async fn paged(
+    registry: &remote::client::Registry,
+    peer: &remote::hosts::Host,
+    target: &str,
+    key: &str,
+) -> io::Result<Vec<String>> {
     let mut all: Vec<String> = Vec::new();
     loop {
         let mut page = format!("{target}?n={PAGE}");
         if let Some(last) = all.last() {
             page.push_str(&format!("&last={last}"));
         }
-        let (status, body) = get(host, &page).await?;
+        let (status, body) = get(registry, peer, &page).await?;
         if status != 200 {
             return Err(io::Error::other(format!("GET {page}: status {status}")));
         }
@@ -104,11 +150,13 @@ async fn paged(host: &str, target: &str, key: &str) -> io::Result<Vec<String>> {
     }
 }
 
-/// Every image (normalised reference) the peer at `host` serves.
-pub async fn catalog(host: &str) -> io::Result<Vec<String>> {
+/// Every image (normalised reference) the peer at `peer` serves.
+pub async fn catalog(peer: &remote::hosts::Host) -> io::Result<Vec<String>> {
+    let registry = remote::client::Registry::default();
     let mut refs = Vec::new();
-    for repo in paged(host, "/v2/_catalog", "repositories").await? {
-        for tag in paged(host, &format!("/v2/{repo}/tags/list"), "tags").await? {
+    for repo in paged(&registry, peer, "/v2/_catalog", "repositories").await? {
+        let target = format!("/v2/{repo}/tags/list");
+        for tag in paged(&registry, peer, &target, "tags").await? {
             // The endpoint names docker.io repositories as Docker Hub does, others with their
             // registry: normalising maps both back.
             if let Ok(r) = Reference::parse_normalized(&format!("{repo}:{tag}")) {
@@ -132,9 +180,9 @@ pub fn render(url: &str, refs: &[String]) -> String {
 }
 
 /// The peer a pull list follows, if it is one this module wrote.
-pub fn followed(text: &str) -> Option<String> {
-    let host = text.lines().next()?.strip_prefix(FROM)?;
-    peer_host(host.trim()).ok()
+pub fn followed(text: &str) -> Option<Peer> {
+    let url = text.lines().next()?.strip_prefix(FROM)?;
+    Peer::parse(url.trim()).ok()
 }
 
 /// Writes `text` to `path` atomically (its temporary file a dotfile, which the watcher ignores),
@@ -150,8 +198,14 @@ fn replace(path: &Path, text: &str) -> io::Result<bool> {
 
 /// Follows `url` until the task is dropped: every `every`, the peer's catalog; an image it
 /// stops serving stays in the list for `grace` after it was last seen.
-pub async fn follow(state_dir: PathBuf, url: String, every: Duration, grace: Duration) {
-    let (Ok(host), Some(path)) = (peer_host(&url), list_path(&state_dir, &url)) else {
+pub async fn follow(
+    state_dir: PathBuf,
+    hosts_dir: Option<PathBuf>,
+    url: String,
+    every: Duration,
+    grace: Duration,
+) {
+    let (Ok(peer), Some(path)) = (Peer::parse(&url), list_path(&state_dir, &url)) else {
         return;
     };
     let mut seen: BTreeMap<String, Instant> = BTreeMap::new();
@@ -163,7 +217,12 @@ pub async fn follow(state_dir: PathBuf, url: String, every: Duration, grace: Dur
     }
     let mut failing = false;
     loop {
-        match catalog(&host).await {
+        // Read again each time: the TLS keys of the peer may be put in place later.
+        let listed = match peer.endpoint(hosts_dir.as_deref()) {
+            Ok(endpoint) => catalog(&endpoint).await,
+            Err(e) => Err(io::Error::other(e)),
+        };
+        match listed {
             Ok(refs) => {
                 if failing {
                     tracing::info!(peer = %url, "the followed peer answers again");
@@ -207,17 +266,30 @@ mod tests {
 
     #[test]
     fn peers_and_their_lists() {
-        assert_eq!(peer_host("http://10.0.0.5:5050/").unwrap(), "10.0.0.5:5050");
-        assert!(peer_host("https://10.0.0.5:5050")
-            .unwrap_err()
-            .contains("HTTPS"));
-        assert!(peer_host("http://h:1/v2").is_err());
+        let p = Peer::parse("http://10.0.0.5:5050/").unwrap();
+        assert_eq!((p.host.as_str(), p.https), ("10.0.0.5:5050", false));
+        let p = Peer::parse("https://10.0.0.5:5050").unwrap();
+        assert_eq!((p.host.as_str(), p.https), ("10.0.0.5:5050", true));
+        assert!(Peer::parse("ftp://h:1").unwrap_err().contains("https://"));
+        assert!(Peer::parse("http://h:1/v2").is_err());
+        // TLS keys for the peer from the hosts directory, as containerd finds them.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("h_1_")).unwrap();
+        std::fs::write(dir.path().join("h_1_/ca.crt"), "x").unwrap();
+        let e = Peer::parse("https://h:1")
+            .unwrap()
+            .endpoint(Some(dir.path()))
+            .unwrap();
+        assert_eq!(e.url(), "https://h:1/v2");
+        assert_eq!(e.ca, [dir.path().join("h_1_/ca.crt")]);
+        let e = Peer::parse("http://h:1").unwrap().endpoint(None).unwrap();
+        assert_eq!(e.url(), "http://h:1/v2");
         let text = render("http://h:1", &["docker.io/library/a:1".into()]);
         assert_eq!(
             text,
             "# airlift follows: http://h:1\ndocker.io/library/a:1\n"
         );
-        assert_eq!(followed(&text).as_deref(), Some("h:1"));
+        assert_eq!(followed(&text).map(|p| p.host).as_deref(), Some("h:1"));
         assert_eq!(followed("docker.io/library/a:1\n"), None);
         assert_eq!(
             list_path(Path::new("/s"), "http://h:1").unwrap(),

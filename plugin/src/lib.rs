@@ -20,7 +20,9 @@
 //! - [`import`] — one import start to finish: leases, plan, then the record step
 //!   ([`import::record`]: labels, the archive's pinned lease, image records), and its report;
 //!   a `.txt` pull list takes the other road there ([`import::pull`]: containerd pulls, airlift
-//!   pins, leases and records);
+//!   pins, leases and records; on containerd 1.7 the pull is airlift's own, [`remote`]: hosts
+//!   resolved from the hosts directory as containerd does ([`remote::hosts`]), content fetched
+//!   over HTTP(S) with registry tokens ([`remote::client`]) straight into the content store);
 //! - [`state`] — what airlift remembers of each archive, and whether (and how) a record still
 //!   stands in containerd ([`state::verify`]);
 //! - [`service`] — the one entry point every import goes through (`airlift import`, the daemon,
@@ -87,6 +89,7 @@ pub mod platform;
 pub mod proxy;
 pub mod reference;
 pub mod registry;
+pub mod remote;
 pub mod service;
 pub mod state;
 pub mod store;

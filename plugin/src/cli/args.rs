@@ -184,8 +184,9 @@ pub struct ServeArgs {
     /// lists, e.g. /etc/containerd/certs.d.
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
-    /// Another node's registry endpoint (http://HOST:PORT) whose images are pulled and pinned
-    /// here while it serves them (repeatable; replaces the configured list).
+    /// Another node's registry endpoint (http://HOST:PORT or https://HOST:PORT, its CA and
+    /// client certificate from the hosts directory) whose images are pulled and pinned here
+    /// while it serves them (repeatable; replaces the configured list).
     #[arg(long = "follow", value_name = "URL")]
     pub follow: Vec<String>,
     /// State directory.

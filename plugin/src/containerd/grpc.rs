@@ -237,6 +237,16 @@ impl Containerd for Grpc {
         self.content_plugin_export("root").await
     }
 
+    async fn version(&self) -> Result<String> {
+        let v = api::version_client::VersionClient::new(self.channel.clone())
+            .version(self.request(()))
+            .await
+            .map_err(|s| ContainerdError::from_status("version", &s))?
+            .into_inner()
+            .version;
+        Ok(v.trim_start_matches('v').to_string())
+    }
+
     async fn content_proxy_address(&self) -> Result<Option<PathBuf>> {
         self.content_plugin_export("address").await
     }
@@ -642,7 +652,7 @@ impl Containerd for Grpc {
                     .as_ref()
                     .map(|d| d.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                default_scheme: if pull.from.is_some() {
+                default_scheme: if pull.plain_http {
                     "http".into()
                 } else {
                     String::new()
@@ -665,24 +675,6 @@ impl Containerd for Grpc {
                 .collect(),
             ..Default::default()
         };
-        if pull.hosts_dir.is_some() || pull.from.is_some() {
-            // containerd 1.7's transfer service has no hosts directory and no default scheme
-            // (its resolver takes containerd's defaults): a pull would bypass the mirrors the
-            // directory names, or miss a plain-HTTP peer.
-            let version = api::version_client::VersionClient::new(self.channel.clone())
-                .version(self.request(()))
-                .await
-                .map_err(|s| ContainerdError::from_status("version", &s))?
-                .into_inner()
-                .version;
-            if version.trim_start_matches('v').starts_with("1.") {
-                return Err(ContainerdError::call(
-                    format!("pull {}", pull.reference),
-                    Class::NotImplemented,
-                    format!("containerd {version}'s transfer service cannot pull through a hosts directory or from a plain-HTTP peer; pulls through --hosts-dir and from followed peers need containerd 2.0 or later"),
-                ));
-            }
-        }
         let request = api::TransferRequest {
             source: Some(any("OCIRegistry", source.encode_to_vec())),
             destination: Some(any("ImageStore", destination.encode_to_vec())),

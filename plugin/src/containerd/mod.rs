@@ -115,8 +115,10 @@ pub struct Pull {
     /// The platforms whose content is pulled; every platform when empty.
     pub platforms: Vec<crate::platform::Platform>,
     /// Where to pull it from instead, as a reference on another registry (a followed peer's
-    /// endpoint: `10.0.0.5:5050/library/busybox:1.36`), over plain HTTP.
+    /// endpoint: `10.0.0.5:5050/library/busybox:1.36`).
     pub from: Option<String>,
+    /// The registry the pull's source names speaks plain HTTP (a followed `http://` peer).
+    pub plain_http: bool,
 }
 
 /// An image name and what it points to: what an import creates, what airlift records, and what
@@ -343,8 +345,13 @@ pub trait Containerd: Send + Sync {
     /// Sets or (with `None`) removes labels of an existing image, keeping its target.
     async fn set_image_labels(&self, image: &ImageRecord, changes: &LabelChanges) -> Result<()>;
 
-    /// Has containerd pull an image ([`Pull`]); returns once its record exists.
+    /// Has containerd pull an image ([`Pull`]) through its transfer service; returns once its
+    /// record exists. containerd 1.7's transfer service takes no hosts directory: see
+    /// [`crate::remote`] for the pull airlift makes itself there.
     async fn pull(&self, pull: &Pull) -> Result<()>;
+
+    /// containerd's version (`2.1.4`, `1.7.24`), as its Version service reports it.
+    async fn version(&self) -> Result<String>;
 }
 
 /// Whether the namespace has a blob, and its size. A blob found is first added to the handle's

@@ -74,6 +74,10 @@ pub struct Daemon {
     repairs: repair::Repairs,
     /// Pull lists whose pulls failed, by path: how many times in a row (the next try waits).
     pull_failures: std::sync::Mutex<std::collections::HashMap<PathBuf, u32>>,
+    /// The names each pull list left to an archive that takes precedence: pulled once that
+    /// archive no longer provides them.
+    yielded:
+        std::sync::Mutex<std::collections::HashMap<PathBuf, std::collections::BTreeSet<String>>>,
     startup: tokio_watch::Sender<bool>,
     connected: AtomicBool,
     bytes_read: AtomicU64,
@@ -200,6 +204,7 @@ impl Daemon {
             turns: AtomicU64::new(0),
             repairs: repair::Repairs::default(),
             pull_failures: Default::default(),
+            yielded: Default::default(),
             cancel,
             importer: Importer::new(options, Some(records), Remember::Everything),
             connector,

@@ -7,7 +7,7 @@ use super::{Daemon, State};
 use crate::import::Source;
 use crate::state::{Identity, Record};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,8 @@ struct Claim<'a> {
     daemon: &'a Daemon,
     path: &'a Path,
     identity: Identity,
+    /// The names left to another archive.
+    yielded: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl crate::import::Precedence for Claim<'_> {
@@ -25,7 +27,11 @@ impl crate::import::Precedence for Claim<'_> {
     }
 
     fn yields(&self, name: &str) -> bool {
-        self.daemon.yields(self.path, self.identity, name)
+        let yields = self.daemon.yields(self.path, self.identity, name);
+        if yields {
+            self.yielded.lock().unwrap().insert(name.to_string());
+        }
+        yields
     }
 }
 
@@ -63,6 +69,29 @@ impl Daemon {
                 d.reconcile(&path, true).await;
             }
         });
+    }
+
+    /// `names` may have lost the archive that took precedence over a pull list's line: every
+    /// list that left one of them to another archive is imported again (the line is pulled
+    /// now, or left again if another archive still takes precedence).
+    fn pull_what_was_yielded(self: &Arc<Self>, names: &BTreeSet<String>) {
+        let lists: Vec<PathBuf> = self
+            .yielded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, yielded)| !yielded.is_disjoint(names))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for list in lists {
+            tracing::info!(archive = %crate::escape::shown(&list), "an archive that took precedence over the list's images is gone; pulling them");
+            let d = self.clone();
+            tokio::spawn(async move {
+                if !d.cancelled() {
+                    d.reconcile(&list, true).await;
+                }
+            });
+        }
     }
 
     /// Everything the daemon does for one path: import it if new or changed (or `force`),
@@ -145,6 +174,7 @@ impl Daemon {
                 daemon: self,
                 path,
                 identity,
+                yielded: Default::default(),
             };
             let imported = self
                 .importer
@@ -170,7 +200,18 @@ impl Daemon {
                     self.connected.store(false, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                _ => break Some((client, imported)),
+                _ => {
+                    if list {
+                        let yielded = precedence.yielded.into_inner().unwrap();
+                        let mut all = self.yielded.lock().unwrap();
+                        if yielded.is_empty() {
+                            all.remove(path);
+                        } else {
+                            all.insert(path.to_path_buf(), yielded);
+                        }
+                    }
+                    break Some((client, imported));
+                }
             }
         };
         let Some((client, mut imported)) = imported.filter(|_| !self.cancelled()) else {
@@ -225,6 +266,7 @@ impl Daemon {
             ),
         }
         self.assert_names(&client, &affected, Some(path)).await;
+        self.pull_what_was_yielded(&affected);
         self.set_state(path, State::of(&record), None);
         self.importing(-1);
         if list {
@@ -246,7 +288,7 @@ impl Daemon {
 
     /// The archive is gone (or forgotten): what it provided is re-pointed at the next provider
     /// or unpinned, and its lease released. Returns the images unpinned.
-    pub async fn release(&self, record: &Record) -> Vec<String> {
+    pub async fn release(self: &Arc<Self>, record: &Record) -> Vec<String> {
         // Out of the daemon's view first, so that the rule no longer counts it.
         self.forget_state(&record.path);
         let names: BTreeSet<String> = record.names().map(str::to_string).collect();
@@ -254,6 +296,8 @@ impl Daemon {
             return Vec::new();
         };
         let unpinned = self.assert_names(&client, &names, Some(&record.path)).await;
+        self.yielded.lock().unwrap().remove(&record.path);
+        self.pull_what_was_yielded(&names);
         fail::fail_point!("release", |_| crate::sys::crash());
         // The recorded lease, and the one named after the path (a failed first import may have
         // created it without recording it).

@@ -76,6 +76,7 @@ impl Daemon {
                 tracing::info!(peer = %url, "following");
                 tokio::spawn(crate::follow::follow(
                     self.cfg.state_dir.clone(),
+                    self.importer.options().hosts_dir.clone(),
                     url.clone(),
                     Duration::from_secs(self.cfg.follow_seconds),
                     Duration::from_secs(self.cfg.follow_grace_seconds),

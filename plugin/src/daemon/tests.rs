@@ -855,3 +855,38 @@ fn pull_lists_are_pulled_pinned_retried_and_released() {
     assert_eq!(n.pinned(b).unwrap(), "unpinned");
     assert!(!n.fake.state().leases.contains_key(&lease));
 }
+
+/// A pull list's line that a newer archive provides is left to that archive; when the archive
+/// goes, the list pulls the line (rather than leaving the name unpinned).
+#[test]
+fn a_line_left_to_an_archive_is_pulled_when_the_archive_goes() {
+    let n = Node::new();
+    let pulled = n.fake.add_remote(BUSYBOX, &[b"the registry's busybox"]);
+    let d = n.daemon();
+    let list = n.images().join("images.txt");
+    std::fs::write(&list, format!("{BUSYBOX}\n")).unwrap();
+    n.age(&list, -600);
+    let archive = n.put("bundle-ctr-export.tar", "bundle.tar");
+    n.reconcile(&d, &archive);
+    n.reconcile(&d, &list);
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), archive.display().to_string());
+    assert_ne!(n.target(BUSYBOX), pulled.digest, "the newer archive wins");
+    assert_eq!(
+        n.fake.count("pull"),
+        0,
+        "a line left to the archive is not pulled"
+    );
+
+    std::fs::remove_file(&archive).unwrap();
+    n.reconcile(&d, &archive);
+    n.rt.block_on(async {
+        for _ in 0..100 {
+            if n.target(BUSYBOX) == pulled.digest {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert_eq!(n.target(BUSYBOX), pulled.digest, "pulled by the list");
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), list.display().to_string());
+}

@@ -1,7 +1,7 @@
 //! Pull lists: a `.txt` file in an images directory (k3s's and rke2's convention: one image
 //! reference per line, `#` comments, blank lines) is a source like an archive, except that
-//! containerd itself pulls its images (the transfer service, with the registry hosts directory
-//! airlift is given). They are then labelled, pinned, leased and recorded as an archive's images
+//! its images are pulled (by containerd's transfer service with the registry hosts directory
+//! airlift is given; on containerd 1.7 by airlift itself, [`crate::remote`]). They are then labelled, pinned, leased and recorded as an archive's images
 //! are: the list's lease holds what was pulled, the record names each image's target, and when a
 //! line or the file goes its images are unpinned like a removed archive's.
 
@@ -104,6 +104,9 @@ pub async fn run(
     let leased = client.with_lease(Some(&lease));
     let image_labels = opts.image_labels(Some(path));
     let wanted = platforms(&opts.plan.platforms);
+    // containerd 2 pulls through its transfer service; 1.7's takes no hosts directory, so
+    // airlift pulls there itself (asked once per list, and only when there is a line).
+    let mut client_side = None;
 
     let mut images: Vec<ImageTarget> = Vec::new();
     let mut skipped = Vec::new();
@@ -128,10 +131,25 @@ pub async fn run(
             hosts_dir: opts.hosts_dir.clone(),
             labels: image_labels.clone(),
             platforms: wanted.clone(),
-            from: peer.as_ref().map(|host| on_peer(host, reference)),
+            from: peer.as_ref().map(|p| on_peer(&p.host, reference)),
+            plain_http: peer.as_ref().is_some_and(|p| !p.https),
         };
         tracing::info!(%archive, image = %name, "pulling");
-        match leased.pull(&pull).await {
+        if client_side.is_none() {
+            client_side = Some(
+                client
+                    .version()
+                    .await
+                    .map(|v| v.starts_with("1."))
+                    .map_err(cd_err)?,
+            );
+        }
+        let pulled = if client_side == Some(true) {
+            crate::remote::pull(&leased, &pull).await
+        } else {
+            leased.pull(&pull).await
+        };
+        match pulled {
             Ok(()) => {}
             Err(e) if e.class() == Class::Unavailable && !reachable(client).await => {
                 // containerd itself is away: the whole list is tried again.

@@ -68,6 +68,8 @@ pub struct State {
     pub ingests: BTreeMap<String, Vec<u8>>,
     /// Every call, in order.
     pub calls: Vec<Call>,
+    /// What [`Containerd::version`] answers (a 2.x by default).
+    pub version: String,
     /// Run the garbage collector before every call (the strictest schedule containerd could
     /// choose), so content left unprotected between two calls is lost.
     pub gc_before_every_call: bool,
@@ -148,7 +150,10 @@ impl Fake {
         static FAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = FAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Fake {
-            state: Arc::new(Mutex::new(State::default())),
+            state: Arc::new(Mutex::new(State {
+                version: "2.1.4".into(),
+                ..State::default()
+            })),
             scope: Scope {
                 address: PathBuf::from(format!("/fake/{n}/containerd.sock")),
                 namespace: "fake".into(),
@@ -402,6 +407,11 @@ impl Containerd for Fake {
             state: self.state.clone(),
             scope: self.scope.leased(lease),
         })
+    }
+
+    async fn version(&self) -> Result<String> {
+        self.enter("version", "")?;
+        Ok(self.state().version.clone())
     }
 
     async fn content_root(&self) -> Result<Option<PathBuf>> {
