@@ -51,6 +51,8 @@ declare -A system_packages=(
     [docker-registry]=docker-registry
     [curl]=curl
     [openssl]=openssl
+    # Network namespaces and veth links: several nodes on one machine.
+    [iproute2]=ip
 )
 
 missing=()

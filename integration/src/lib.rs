@@ -33,6 +33,7 @@ use tempfile::TempDir;
 
 pub mod archives;
 pub mod golden;
+pub mod netns;
 
 /// How long [`Containerd::start`] and [`Containerd::restart`] wait for the
 /// daemon to serve requests.
@@ -115,6 +116,9 @@ pub struct Options {
     /// Put containerd's root (its content store among it) on a filesystem of its own of this
     /// many MiB ([`small_filesystem`]), for tests of a full disk.
     pub root_mib: Option<u64>,
+    /// Run containerd (and `ctr`) in this network namespace ([`netns::Net`]): its pulls go
+    /// out from there.
+    pub netns: Option<String>,
 }
 
 impl Default for Options {
@@ -125,6 +129,7 @@ impl Default for Options {
             extra_config: String::new(),
             content_proxy: None,
             root_mib: None,
+            netns: None,
         }
     }
 }
@@ -258,13 +263,25 @@ impl Containerd {
     /// is set (`CONTAINERD_NAMESPACE` is removed from its environment, so
     /// ctr uses `default` unless `-n` is given).
     pub fn ctr(&self) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join("ctr"));
+        let mut cmd = self.command(&self.bin_dir.join("ctr"));
         cmd.arg("--address")
             .arg(&self.address)
             .env_remove("CONTAINERD_NAMESPACE")
             .env_remove("CONTAINERD_ADDRESS")
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// A command running `program`, in the network namespace of [`Options::netns`] if any.
+    fn command(&self, program: &Path) -> Command {
+        match &self.options.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
     }
 
     /// Runs `ctr --address <socket> <args>` and returns its stdout. Fails,
@@ -372,7 +389,8 @@ impl Containerd {
             "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             self.bin_dir.display()
         );
-        let child = Command::new(self.bin_dir.join("containerd"))
+        let child = self
+            .command(&self.bin_dir.join("containerd"))
             .arg("--config")
             .arg(&self.config)
             .env("PATH", path)

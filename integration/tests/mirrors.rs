@@ -8,12 +8,13 @@
 
 mod common;
 
-use airlift_integration::{fixtures_dir, Containerd, Version};
+use airlift_integration::netns::Net;
+use airlift_integration::{fixtures_dir, Containerd, Options, Version};
 use common::daemon::Daemon;
 use common::*;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 const BUSYBOX: &str = "docker.io/library/busybox:1.35";
@@ -28,44 +29,65 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-/// A `docker-registry` on loopback, killed when dropped.
+/// A `docker-registry` (on loopback, or in a network namespace), killed when dropped; its
+/// access log in `log`.
 struct Registry {
     addr: SocketAddr,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Registry {
     fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = free_port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry (bash integration/provision.sh installs it)");
+        let r = Registry::start_at(free_port(), &[], None);
         for _ in 0..200 {
-            if std::net::TcpStream::connect(addr).is_ok() {
+            if std::net::TcpStream::connect(r.addr).is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        Registry {
-            addr,
-            child,
-            _dir: dir,
+        r
+    }
+
+    /// On `addr`, run through `wrapper` (`ip netns exec NS`), serving TLS with `tls`
+    /// (certificate, key) if given; not waited for.
+    fn start_at(addr: SocketAddr, wrapper: &[String], tls: Option<(&Path, &Path)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((cert, key)) = tls {
+            text.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
         }
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("docker-registry");
+                c
+            }
+            None => Command::new("docker-registry"),
+        };
+        let child = cmd
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (bash integration/provision.sh installs it)");
+        Registry { addr, child, dir }
+    }
+
+    /// The requests it was asked, as its access log has them.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 }
 
@@ -109,8 +131,20 @@ fn tree(dir: &Path) -> Vec<(String, String)> {
 
 /// `skopeo copy` of an image between two plain-HTTP registries, digests kept.
 fn skopeo_copy(from: &str, to: &str) -> std::process::Output {
-    Command::new("skopeo")
-        .env("HOME", std::env::temp_dir())
+    skopeo_copy_via(&[], from, to)
+}
+
+/// [`skopeo_copy`] run through `wrapper` (`ip netns exec NS`).
+fn skopeo_copy_via(wrapper: &[String], from: &str, to: &str) -> std::process::Output {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg("skopeo");
+            c
+        }
+        None => Command::new("skopeo"),
+    };
+    cmd.env("HOME", std::env::temp_dir())
         .args([
             "--insecure-policy",
             "copy",
@@ -220,12 +254,7 @@ fn mirrors_keep_the_fallback(version: Version) {
             name,
         ])
         .unwrap_or_else(|e| panic!("pulling {name}: {e}\npeer log:\n{}", peer.log()));
-        let listed = node.ctr_output(&["-n", "k8s.io", "images", "ls"]).unwrap();
-        let line = listed
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} not pulled:\n{listed}"));
-        assert!(line.contains(digest), "{line}");
+        assert_listed(&node, &[(name, digest)]);
     }
     // The peer was asked for both, by the registry's name (ns=, its ':' escaped): A served,
     // B not found, so B came from the upstream.
@@ -343,4 +372,178 @@ fn mirrors_keep_the_fallback(version: Version) {
 on_containerd!(mirrors_keep_the_fallback {
     mirrors_keep_the_fallback_containerd_2: Version::V2;
     mirrors_keep_the_fallback_containerd_17: Version::V17;
+});
+
+/// The same story with each node on a network of its own (`ip netns`, veth links): node A's
+/// airlift serves on 10.201.1.1 in namespace A; the images' own registry and an empty mirror
+/// are on 10.201.2.1 in namespace U; node B's containerd and airlift run in namespace B, the
+/// only one linked to both. B's airlift writes B's hosts.toml from a registries.yaml with a
+/// `"*"` mirror and A as peer, and pulls a pull list: A's image comes from A (the upstream is
+/// never asked for it), the other from the upstream. Then A's link goes down (its packets
+/// dropped, as when a node is powered off): containerd (`ctr images pull`) and airlift still
+/// pull from the upstream, past the silent peer (its `dial_timeout`) and the empty mirror.
+fn nodes_in_network_namespaces(version: Version) {
+    if !Net::available() {
+        eprintln!("skipped: no network namespaces here (root and iproute2 are needed); mirrors_keep_the_fallback covers the same on loopback");
+        return;
+    }
+    let mut net = Net::new();
+    let (ns_a, ns_b, ns_u) = (
+        net.add("a").unwrap(),
+        net.add("b").unwrap(),
+        net.add("u").unwrap(),
+    );
+    let (dev_a, _) = net.link(&ns_a, "10.201.1.1", &ns_b, "10.201.1.2").unwrap();
+    net.link(&ns_u, "10.201.2.1", &ns_b, "10.201.2.2").unwrap();
+    let peer_addr: SocketAddr = "10.201.1.1:5000".parse().unwrap();
+    let up: SocketAddr = "10.201.2.1:5000".parse().unwrap();
+    let mirror_addr: SocketAddr = "10.201.2.1:5001".parse().unwrap();
+
+    // Node A (its containerd is reached by its socket; its airlift serves in namespace A).
+    let node_a = Containerd::start(version).unwrap();
+    let mut peer = Daemon::new(
+        &node_a,
+        &format!("platforms = [\"all\"]\n[registry]\naddress = \"{peer_addr}\"\nserve = \"all\"\n"),
+    );
+    peer.wrapper = net.exec(&ns_a);
+    peer.env
+        .push(("AIRLIFT_LOG".into(), "info,airlift::registry=debug".into()));
+    std::fs::copy(
+        fixtures_dir().join("bundle-ctr-export.tar"),
+        peer.images().join("bundle.tar"),
+    )
+    .unwrap();
+    peer.start();
+    peer.wait();
+    net.wait_listening(&ns_b, peer_addr).unwrap();
+
+    // The upstream serves HTTPS (a registry on another host does), with a CA of its own that
+    // registries.yaml names; the empty mirror plain HTTP.
+    let certs = tempfile::tempdir().unwrap();
+    certificates_for(certs.path(), &up.ip().to_string());
+    let upstream = Registry::start_at(
+        up,
+        &net.exec(&ns_u),
+        Some((
+            &certs.path().join("server.crt"),
+            &certs.path().join("server.key"),
+        )),
+    );
+    let _mirror = Registry::start_at(mirror_addr, &net.exec(&ns_u), None);
+    net.wait_listening(&ns_b, up).unwrap();
+    net.wait_listening(&ns_b, mirror_addr).unwrap();
+    let image_a = format!("{up}/peer-only/busybox:1.35");
+    let image_b = format!("{up}/upstream-only/tools:latest");
+    node_a
+        .ctr_output(&["-n", "k8s.io", "images", "tag", BUSYBOX, &image_a])
+        .unwrap();
+    let copied = skopeo_copy_via(&net.exec(&ns_b), &format!("{peer_addr}/{TOOLS}"), &image_b);
+    assert!(
+        copied.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+
+    // Node B, in namespace B: its airlift writes the hosts directory and pulls a list.
+    let node_b = Containerd::start_with(
+        version,
+        Options {
+            netns: Some(ns_b.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let registries = work.path().join("registries.yaml");
+    std::fs::write(
+        &registries,
+        format!(
+            "mirrors:\n  \"*\":\n    endpoint:\n      - \"http://{mirror_addr}\"\nconfigs:\n  \"{up}\":\n    tls:\n      ca_file: {:?}\n",
+            certs.path().join("ca.crt")
+        ),
+    )
+    .unwrap();
+    let hosts = work.path().join("certs.d");
+    let mut b = Daemon::new(
+        &node_b,
+        &format!(
+            "platforms = [\"all\"]\n[mirrors]\nregistries = {registries:?}\nhosts_dir = {hosts:?}\npeers = [\"http://{peer_addr}\"]\n"
+        ),
+    );
+    b.wrapper = net.exec(&ns_b);
+    b.start();
+    b.wait();
+    let list = b.images().join("images.txt");
+    let tmp = b.images().join(".images.txt.new");
+    std::fs::write(&tmp, format!("{image_a}\n{image_b}\n")).unwrap();
+    std::fs::rename(&tmp, &list).unwrap();
+    b.until("B to pull its list", || {
+        b.archive(&list).is_some_and(|s| s["state"] == "imported")
+    });
+    assert_listed(&node_b, &[(&image_a, INDEX_2D8E), (&image_b, DOCKER_5142)]);
+    let ns = format!("ns={}%3A{}", up.ip(), up.port());
+    assert!(
+        peer.log()
+            .lines()
+            .any(|l| l.contains("path=/v2/peer-only/busybox/manifests/")
+                && l.contains(&ns)
+                && l.contains("status=200")),
+        "A was not asked for its image:\n{}",
+        peer.log()
+    );
+    let asked = upstream.log();
+    assert!(
+        !asked.contains("peer-only"),
+        "the upstream was asked for A's image:\n{asked}"
+    );
+    assert!(asked.contains("upstream-only/tools"), "{asked}");
+
+    // A's link goes down: its packets are dropped. containerd and airlift still pull from the
+    // upstream.
+    let image_c = format!("{up}/upstream-only/second:1");
+    let copied = skopeo_copy_via(&net.exec(&ns_b), &image_b, &image_c);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    net.set(&ns_a, &dev_a, false).unwrap();
+    let hosts_dir = hosts.to_str().unwrap();
+    node_b
+        .ctr_output(&[
+            "-n",
+            "k8s.io",
+            "images",
+            "pull",
+            "--all-platforms",
+            "--hosts-dir",
+            hosts_dir,
+            &image_c,
+        ])
+        .unwrap_or_else(|e| panic!("pulling {image_c} with A down: {e}"));
+    node_b
+        .ctr_output(&["-n", "k8s.io", "images", "rm", &image_c])
+        .unwrap();
+    std::fs::write(&tmp, format!("{image_a}\n{image_b}\n{image_c}\n")).unwrap();
+    std::fs::rename(&tmp, &list).unwrap();
+    b.until("B to pull the new line with A down", || {
+        b.archive(&list).is_some_and(|s| s["state"] == "imported")
+            && node_b
+                .ctr_output(&["-n", "k8s.io", "images", "ls", "-q"])
+                .is_ok_and(|l| l.lines().any(|n| n == image_c))
+    });
+    // A's image, which only A has, is kept as pulled before (A cannot be asked again).
+    assert!(
+        b.log().contains("the image pulled before is kept"),
+        "{}",
+        b.log()
+    );
+    drop(b);
+    drop(node_b);
+    drop(peer);
+}
+
+on_containerd!(nodes_in_network_namespaces {
+    nodes_in_network_namespaces_containerd_2: Version::V2;
+    nodes_in_network_namespaces_containerd_17: Version::V17;
 });

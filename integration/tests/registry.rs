@@ -286,14 +286,7 @@ fn containerd_pulls_through_a_mirror(version: Version) {
                 name,
             ])
             .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", d.log()));
-        let listed = node_b
-            .ctr_output(&["-n", "k8s.io", "images", "ls"])
-            .unwrap();
-        let line = listed
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} not pulled:\n{listed}"));
-        assert!(line.contains(digest), "{line}");
+        assert_listed(&node_b, &[(name, digest)]);
         node_b
             .ctr_output(&["-n", "k8s.io", "images", "check"])
             .unwrap();
@@ -579,93 +572,6 @@ fn bad_requests_get_4xx_and_never_stop_it() {
     assert_eq!(r.code(), "BLOB_UNKNOWN", "still only what images reach");
 }
 
-/// `openssl` with arguments, in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
-fn certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=airlift test CA",
-        ],
-    );
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE",
-        ),
-        (
-            "client",
-            "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE",
-        ),
-    ] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &format!("{name}.crt"),
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        );
-    }
-}
-
 #[test]
 fn tls_lets_in_only_clients_with_a_certificate() {
     let ctd = Containerd::start(Version::V2).unwrap();
@@ -915,16 +821,7 @@ fn pull_lists(version: Version) {
         b.archive(&list).is_some_and(|s| s["state"] == "imported")
     });
     assert!(pinned_by(&node_b, TOOLS, &list), "{}", b.log());
-    let listed = node_b
-        .ctr_output(&["-n", "k8s.io", "images", "ls"])
-        .unwrap();
-    for (name, digest) in [(BUSYBOX, INDEX_2D8E), (TOOLS, DOCKER_5142)] {
-        let line = listed
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} not there:\n{listed}"));
-        assert!(line.contains(digest), "{line}");
-    }
+    assert_listed(&node_b, &[(BUSYBOX, INDEX_2D8E), (TOOLS, DOCKER_5142)]);
     let check = node_b
         .ctr_output(&["-n", "k8s.io", "images", "check"])
         .unwrap();

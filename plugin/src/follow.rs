@@ -85,7 +85,7 @@ async fn get(
 ) -> io::Result<(u16, Vec<u8>)> {
     let url = format!("{}://{}{target}", peer.scheme, peer.authority);
     let call = async {
-        let response = match registry.get_url(peer, url, "", None).await {
+        let response = match registry.get_url(peer, url, "", None, None).await {
             Ok(r) => r,
             Err(remote::client::Failed {
                 status: Some(status),

@@ -270,3 +270,114 @@ macro_rules! on_containerd {
         )+
     };
 }
+
+/// `openssl` with arguments, in `dir`.
+#[allow(dead_code)]
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+#[allow(dead_code)]
+pub fn certificates(dir: &Path) {
+    certificates_for(dir, "127.0.0.1")
+}
+
+/// A CA (`ca.crt`), a server certificate for the address `ip` (`server.crt`, `server.key`) and a
+/// client certificate (`client.crt`, `client.key`), in `dir`.
+#[allow(dead_code)]
+pub fn certificates_for(dir: &Path, ip: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=airlift test CA",
+        ],
+    );
+    for (name, ext) in [
+        (
+            "server",
+            &format!(
+                "subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE"
+            ),
+        ),
+        (
+            "client",
+            &"extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE".to_string(),
+        ),
+    ] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &format!("{name}.crt"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+}
+
+/// Asserts that `ctd` lists each image (in `k8s.io`) with its target digest.
+#[allow(dead_code)]
+pub fn assert_listed(ctd: &Containerd, images: &[(&str, &str)]) {
+    let listed = ctd.ctr_output(&["-n", "k8s.io", "images", "ls"]).unwrap();
+    for (name, digest) in images {
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not there:\n{listed}"));
+        assert!(line.contains(digest), "{line}");
+    }
+}

@@ -156,6 +156,28 @@ pub async fn run(
                 return Err(cd_err(e));
             }
             Err(e) => {
+                // An image this list pulled before stays as it is when it cannot be pulled
+                // again (its registry or peer away, the tag gone there): what the node has
+                // is not failed for what a registry says now.
+                let before = client
+                    .get_image(&name)
+                    .await
+                    .map_err(cd_err)?
+                    .filter(|r| r.labels.get(labels::ARCHIVE) == Some(&archive));
+                if let Some(r) = before {
+                    tracing::warn!(%archive, image = %name, error = %e, "cannot pull again; the image pulled before is kept");
+                    skipped.push(format!(
+                        "{archive}: line {line}: {name}: not pulled again ({e}); the image pulled before is kept"
+                    ));
+                    images.push(ImageTarget {
+                        name: r.name,
+                        media_type: r.media_type,
+                        digest: r.digest,
+                        size: r.size,
+                        annotations: BTreeMap::new(),
+                    });
+                    continue;
+                }
                 tracing::warn!(%archive, image = %name, error = %e, "pull failed");
                 failed.push(format!("{archive}: line {line}: {name}: {e}"));
                 continue;

@@ -48,7 +48,13 @@ pub struct HostEntry {
     pub tls: TlsKeys,
     /// k3s's `rewrite` (regex → replacement), for mirror endpoints only.
     pub rewrite: BTreeMap<String, String>,
+    /// `dial_timeout`: for peers, so a node that is down (its packets dropped, not refused)
+    /// costs each pull seconds rather than containerd's 30 s per request.
+    pub dial_timeout: Option<&'static str>,
 }
+
+/// How long containerd tries to connect to a peer before moving on to the next host.
+pub const PEER_DIAL_TIMEOUT: &str = "2s";
 
 /// The TLS keys of one entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -324,6 +330,7 @@ pub fn plan(
                     override_path: false,
                     tls: tls_of(&registries.configs, &[&p.config_host], source)?,
                     rewrite: BTreeMap::new(),
+                    dial_timeout: Some(PEER_DIAL_TIMEOUT),
                 });
             }
         }
@@ -370,6 +377,7 @@ pub fn plan(
                     override_path: e.override_path,
                     tls: tls_of(&registries.configs, &lookup, source)?,
                     rewrite: m.rewrite.clone(),
+                    dial_timeout: None,
                 });
             }
         }
@@ -454,6 +462,9 @@ pub fn render(file: &HostsFile, source: &str) -> String {
         out.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
         if h.override_path {
             out.push_str("  override_path = true\n");
+        }
+        if let Some(t) = h.dial_timeout {
+            let _ = writeln!(out, "  dial_timeout = {}", quote(t));
         }
         tls_lines(&mut out, &h.tls, "  ");
         if !h.rewrite.is_empty() {

@@ -140,6 +140,8 @@ fn registries_yaml_maps_to_hosts_files_with_peers_first() {
     assert_eq!(o["rewrite"]["^library/(.*)"].as_str(), Some("mirrored/$1"));
     // Rewrites are the mirrors', not the peers'.
     assert!(host(&t, peers[0]).get("rewrite").is_none());
+    // A peer that is down costs a pull seconds, not containerd's 30 s per request.
+    assert_eq!(host(&t, peers[0])["dial_timeout"].as_str(), Some("2s"));
 
     // configs alone: quay.io's TLS at the top level (its upstream), the mirror host's own.
     let (_, t) = parsed(&files["quay.io"]);

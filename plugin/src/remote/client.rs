@@ -122,22 +122,19 @@ impl Registry {
         ns: Option<&str>,
     ) -> Result<reqwest::Response, Failed> {
         let repo = host.repository(repository);
-        let mut url = format!("{}/{repo}/{what}", host.url());
-        if let Some(ns) = ns {
-            url.push_str("?ns=");
-            url.push_str(ns);
-        }
-        self.get_url(host, url, &repo, accept).await
+        let url = format!("{}/{repo}/{what}", host.url());
+        self.get_url(host, url, &repo, accept, ns).await
     }
 
-    /// `GET url` on `host` (its TLS and headers), a `401` answered with a token for `repo`
-    /// once.
+    /// `GET url` on `host` (its TLS and headers, `?ns=` when given), a `401` answered with a
+    /// token for `repo` once.
     pub async fn get_url(
         &self,
         host: &Host,
         url: String,
         repo: &str,
         accept: Option<&str>,
+        ns: Option<&str>,
     ) -> Result<reqwest::Response, Failed> {
         let failed = |why: String, status: Option<u16>| Failed {
             url: url.clone(),
@@ -148,6 +145,10 @@ impl Registry {
         let token_key = format!("{}/{repo}", host.authority);
         let send = |token: Option<String>| {
             let mut r = client.get(&url);
+            if let Some(ns) = ns {
+                // Encoded as containerd encodes it (`:` as `%3A`).
+                r = r.query(&[("ns", ns)]);
+            }
             for (k, v) in &host.headers {
                 r = r.header(k, v);
             }
