@@ -57,6 +57,9 @@ pub struct Config {
     /// containerd's registry hosts directory (hosts.toml files, `certs.d`) the images of `.txt`
     /// pull lists are pulled through; containerd's default hosts when unset.
     pub hosts_dir: Option<PathBuf>,
+    /// Unpack imported images into this snapshotter (`overlayfs`), so that containers start
+    /// without unpacking; off when unset.
+    pub unpack: Option<String>,
     /// Other nodes' registry endpoints (`http://10.0.0.5:5050`) whose images are pulled and
     /// pinned here, as long as they serve them.
     pub follow: Vec<String>,
@@ -203,6 +206,7 @@ impl Default for Config {
             priority: Vec::new(),
             resync_seconds: 300,
             hosts_dir: None,
+            unpack: None,
             follow: Vec::new(),
             follow_seconds: 60,
             follow_grace_seconds: 600,
@@ -305,6 +309,9 @@ impl Config {
 
     /// Checks values that types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(sn) = &self.unpack {
+            crate::unpack::valid_snapshotter(sn).map_err(ConfigError::Invalid)?;
+        }
         for url in &self.follow {
             crate::follow::Peer::parse(url).map_err(ConfigError::Invalid)?;
         }

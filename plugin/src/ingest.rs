@@ -4,6 +4,10 @@
 //! This is where the archive side meets the store: it decodes and walks the archive, stores each
 //! blob (verifying it against the digest its path or name declares) and keeps the small JSON
 //! documents the plan needs. It runs on a blocking thread.
+//!
+//! An [`Observer`] hears of each blob as it is stored and of each JSON document as it is read,
+//! while the walk goes on: what a later station can start on before the archive is read to its
+//! end (unpacking a layer as soon as its blob and its image's config are in).
 
 use crate::archive::understand::{FileRecord, Inventory};
 use crate::archive::{decode, walk};
@@ -118,6 +122,24 @@ impl IngestError {
             ),
         }
     }
+}
+
+/// What hears of an archive's content while it is read (from the ingest's thread, in archive
+/// order): each blob once it is in the store (written, or present already), each JSON document
+/// (manifest, index, config) once read — the documents are not in the store yet.
+pub trait Observer: Send + Sync {
+    /// `digest`, of `size` bytes, is in the store.
+    fn stored(&self, digest: &Digest, size: u64);
+    /// A JSON document of the archive, hashing to `digest`.
+    fn document(&self, digest: &Digest, json: &[u8]);
+}
+
+/// Hears nothing.
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn stored(&self, _: &Digest, _: u64) {}
+    fn document(&self, _: &Digest, _: &[u8]) {}
 }
 
 /// Counts bytes read from the raw archive (for progress and the summary).
@@ -240,6 +262,17 @@ pub fn ingest(
     scratch: &Path,
     counters: &mut Counters,
 ) -> Result<Inventory, IngestError> {
+    ingest_observed(input, store, scratch, counters, &Unobserved)
+}
+
+/// [`ingest`], telling `observer` of each blob and document as it goes.
+pub fn ingest_observed(
+    input: impl Read + Send + 'static,
+    store: &dyn ContentStore,
+    scratch: &Path,
+    counters: &mut Counters,
+    observer: &dyn Observer,
+) -> Result<Inventory, IngestError> {
     let (tar_stream, compression) = decode::open(input, scratch)?;
     // Decoding runs on its own thread, ahead of the hashing and writing done here.
     let tar_stream = crate::archive::readahead::ReadAhead::new(tar_stream, 1 << 20, 4);
@@ -353,6 +386,7 @@ pub fn ingest(
                         _ => Ok(digest.clone()),
                     };
                     if record.is_ok() {
+                        observer.document(&digest, &head);
                         inv.deferred.insert(digest.clone());
                         inv.json.insert(digest, head.clone());
                     }
@@ -364,6 +398,7 @@ pub fn ingest(
                 let record = match store.put(&mut reader, size, declared.as_ref()) {
                     Ok(put) => {
                         counters.count(&put);
+                        observer.stored(&put.digest, put.size);
                         Ok(put.digest)
                     }
                     Err(StoreError::DigestMismatch { expected, actual }) => {

@@ -16,9 +16,13 @@
 //!   root, streamed over the Content API, airlift's own store for the content proxy, in memory),
 //!   the content root's layout ([`store::layout`]) and the conformance suite every home passes;
 //! - [`ingest`] — drives an archive through decode and walk into the store, producing the
-//!   inventory the plan is made from;
+//!   inventory the plan is made from (and telling an observer of each blob as it is stored);
+//! - [`unpack`] — the images of the selected platforms unpacked into a snapshotter through
+//!   containerd's snapshot and diff services, each chain as soon as its layer is stored, while
+//!   the archive is still read ([`unpack::scheduler`]); also, later, from containerd's content;
 //! - [`import`] — one import start to finish: leases, plan, then the record step
-//!   ([`import::record`]: labels, the archive's pinned lease, image records), and its report;
+//!   ([`import::record`]: labels, the archive's pinned lease, image records), unpacking beside
+//!   it when asked, and its report;
 //!   a `.txt` pull list takes the other road there ([`import::pull`]: containerd pulls, airlift
 //!   pins, leases and records; on containerd 1.7 the pull is airlift's own, [`remote`]: hosts
 //!   resolved from the hosts directory as containerd does ([`remote::hosts`]), content fetched
@@ -94,6 +98,7 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod sys;
+pub mod unpack;
 pub mod visibility;
 
 #[cfg(test)]

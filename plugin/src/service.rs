@@ -99,13 +99,15 @@ impl Importer {
     fn fingerprint(&self, client: &Client) -> String {
         match self.remember {
             Remember::Everything => String::new(),
+            // Unpacking asked for now, not last time, imports again (and unpacks).
             Remember::Successes => format!(
-                "{}|{}|{:?}|{:?}|{}",
+                "{}|{}|{:?}|{:?}|{}|{:?}",
                 crate::escape::shown(&client.address()),
                 client.namespace(),
                 self.options.plan,
                 self.options.labels,
-                self.options.pin
+                self.options.pin,
+                self.options.unpack
             ),
         }
     }
@@ -342,6 +344,7 @@ pub fn recalled(
         seconds: started.elapsed().as_secs_f64(),
         lease: record.lease.clone(),
         blobs: record.blobs.clone(),
+        unpack: None,
     }
 }
 

@@ -174,9 +174,33 @@ pub struct ImageConfig {
 /// `rootfs` of an image config.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RootFs {
+    /// `layers` for a chain of layers (empty is taken as `layers`, as containerd does).
+    #[serde(rename = "type", default)]
+    pub kind: String,
     /// Digests of the uncompressed layers.
     #[serde(default)]
     pub diff_ids: Vec<String>,
+}
+
+/// The diff IDs of a config's layer chain, or why it has none airlift can unpack.
+pub fn layer_chain(config: &ImageConfig) -> Result<Vec<Digest>, String> {
+    let Some(rootfs) = &config.rootfs else {
+        return Ok(Vec::new());
+    };
+    if !rootfs.kind.is_empty() && rootfs.kind != "layers" {
+        return Err(format!(
+            "rootfs type {:?} is not a layer chain",
+            rootfs.kind
+        ));
+    }
+    rootfs
+        .diff_ids
+        .iter()
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|_| format!("diff ID {d:?} is not a sha256 digest"))
+        })
+        .collect()
 }
 
 /// One image of a docker-save `manifest.json`.

@@ -184,6 +184,16 @@ pub struct ServeArgs {
     /// lists, e.g. /etc/containerd/certs.d.
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
+    /// Unpack the images into containerd's snapshotter as they are imported (overlayfs unless
+    /// named: --unpack=native), so that containers start without unpacking.
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = crate::unpack::DEFAULT_SNAPSHOTTER,
+        value_name = "SNAPSHOTTER"
+    )]
+    pub unpack: Option<String>,
     /// Another node's registry endpoint (http://HOST:PORT or https://HOST:PORT, its CA and
     /// client certificate from the hosts directory) whose images are pulled and pinned here
     /// while it serves them (repeatable; replaces the configured list).
@@ -301,6 +311,16 @@ pub struct ImportArgs {
     /// pulls, e.g. /etc/containerd/certs.d.
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
+    /// Unpack the images into containerd's snapshotter as they are imported (overlayfs unless
+    /// named: --unpack=native), so that containers start without unpacking.
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = crate::unpack::DEFAULT_SNAPSHOTTER,
+        value_name = "SNAPSHOTTER"
+    )]
+    pub unpack: Option<String>,
 }
 
 impl ImportArgs {
@@ -315,6 +335,9 @@ impl ImportArgs {
                 self.platform.iter().map(|p| Platform::parse(p)).collect();
             PlatformPolicy::Only(parsed.map_err(|e| e.to_string())?)
         };
+        if let Some(sn) = &self.unpack {
+            crate::unpack::valid_snapshotter(sn)?;
+        }
         let mut labels = BTreeMap::new();
         for l in &self.label {
             let (k, v) = l
@@ -338,6 +361,7 @@ impl ImportArgs {
             scratch_dir: Some(self.state_dir.clone()),
             pipes: true,
             hosts_dir: self.hosts_dir.clone(),
+            unpack: self.unpack.clone(),
             ..ImportOptions::default()
         })
     }
@@ -369,6 +393,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.hosts_dir {
             cfg.hosts_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.unpack {
+            cfg.unpack = Some(v.clone());
         }
         if !self.follow.is_empty() {
             cfg.follow = self.follow.clone();

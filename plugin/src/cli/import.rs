@@ -12,6 +12,9 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// The exit status of an import whose images are imported but not (all) unpacked.
+pub const UNPACK_FAILED: u8 = 3;
+
 /// Runs `airlift import`.
 pub async fn run(args: ImportArgs) -> ExitCode {
     let opts = match args.options() {
@@ -98,10 +101,13 @@ pub async fn run(args: ImportArgs) -> ExitCode {
             } else {
                 output::print_report(&report);
             }
-            if report.ok() {
-                ExitCode::SUCCESS
-            } else {
+            if !report.ok() {
                 ExitCode::FAILURE
+            } else if report.unpack_error().is_some() {
+                // Imported, pinned and recorded; only unpacking failed.
+                ExitCode::from(UNPACK_FAILED)
+            } else {
+                ExitCode::SUCCESS
             }
         }
     }

@@ -85,6 +85,22 @@ pub fn summary(r: &Report) -> String {
             ));
         }
     }
+    if let Some(u) = &r.unpack {
+        out.push_str(&format!(
+            "{}: {} images unpacked into {}; {} layers applied, {} already unpacked ({:.2} s){}\n",
+            r.archive,
+            u.images.len(),
+            u.snapshotter,
+            u.layers_applied,
+            u.layers_present,
+            u.seconds,
+            if u.ok() {
+                ""
+            } else {
+                "; some failed (see above)"
+            },
+        ));
+    }
     out
 }
 
@@ -95,6 +111,9 @@ pub fn print_report(r: &Report) {
     }
     for f in &r.failed {
         eprintln!("airlift: error: {f}");
+    }
+    for e in r.unpack.iter().flat_map(|u| &u.errors) {
+        eprintln!("airlift: error: unpacking {e} (the images are imported)");
     }
     print!("{}", summary(r));
 }
@@ -115,6 +134,7 @@ pub fn archive_json(a: &proto::Archive) -> serde_json::Value {
         "bytes": a.bytes,
         "duration_seconds": a.duration_seconds,
         "last_error": a.last_error,
+        "unpack_error": a.unpack_error,
         "note": a.note,
         "imported_at": a.imported_at,
         "imports": a.imports,
@@ -204,6 +224,9 @@ pub fn archive_table(list: &[proto::Archive]) -> String {
         }
         if !a.last_error.is_empty() {
             out.push_str(&format!("           error: {}\n", a.last_error));
+        }
+        if !a.unpack_error.is_empty() {
+            out.push_str(&format!("           not unpacked: {}\n", a.unpack_error));
         }
         if !a.note.is_empty() {
             out.push_str(&format!("           {}\n", a.note));

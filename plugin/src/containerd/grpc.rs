@@ -1,17 +1,22 @@
 //! The gRPC client of containerd's API socket: [`Containerd`] over containerd's images, leases,
-//! content and introspection services. Every status containerd answers becomes a
+//! content, introspection, snapshots and diff services. Every status containerd answers becomes a
 //! [`ContainerdError`] here, with its class; nothing above looks at gRPC codes.
 
 use super::{
-    BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, Event, Events, ImageRecord,
-    ImageTarget, LabelChanges, Labels, Pull, Result, Scope, Written,
+    BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, Descriptor, Event, Events,
+    ImageRecord, ImageTarget, LabelChanges, Labels, Mount, Pull, Result, Scope, SnapshotInfo,
+    SnapshotKind, Written,
 };
 use crate::digest::Digest;
 use crate::error::Class;
 use containerd_client::services::v1 as api;
+use containerd_client::services::v1::snapshots::{
+    self as snapshots_api, snapshots_client::SnapshotsClient,
+};
 use containerd_client::services::v1::{
-    content_client::ContentClient, events_client::EventsClient, images_client::ImagesClient,
-    introspection_client::IntrospectionClient, leases_client::LeasesClient,
+    content_client::ContentClient, diff_client::DiffClient, events_client::EventsClient,
+    images_client::ImagesClient, introspection_client::IntrospectionClient,
+    leases_client::LeasesClient,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -105,6 +110,50 @@ impl Grpc {
 
     fn images(&self) -> ImagesClient<Channel> {
         ImagesClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    fn snapshots(&self) -> SnapshotsClient<Channel> {
+        SnapshotsClient::new(self.channel.clone())
+    }
+
+    /// Adds or removes one resource of a lease.
+    async fn lease_update(&self, id: &str, resource: api::Resource, add: bool) -> Result<()> {
+        let what = format!("update lease {id} with {}", resource.id);
+        let mut client = self.leases();
+        let result = if add {
+            client
+                .add_resource(self.request(api::AddResourceRequest {
+                    id: id.to_string(),
+                    resource: Some(resource),
+                }))
+                .await
+                .map(|_| ())
+        } else {
+            client
+                .delete_resource(self.request(api::DeleteResourceRequest {
+                    id: id.to_string(),
+                    resource: Some(resource),
+                }))
+                .await
+                .map(|_| ())
+        };
+        result.map_err(|s| ContainerdError::from_status(what, &s))
+    }
+
+    /// The ids of a lease's resources of type `kind`.
+    async fn lease_resources(&self, id: &str, kind: &str) -> Result<Vec<String>> {
+        let resp = self
+            .leases()
+            .list_resources(self.request(api::ListResourcesRequest { id: id.to_string() }))
+            .await
+            .map_err(|s| ContainerdError::from_status(format!("list resources of lease {id}"), &s))?
+            .into_inner();
+        Ok(resp
+            .resources
+            .into_iter()
+            .filter(|r| r.r#type == kind)
+            .map(|r| r.id)
+            .collect())
     }
 
     /// Updates the fields `paths` of an image record to `image`'s.
@@ -480,46 +529,15 @@ impl Containerd for Grpc {
     }
 
     async fn lease_content(&self, id: &str) -> Result<Vec<String>> {
-        let resp = self
-            .leases()
-            .list_resources(self.request(api::ListResourcesRequest { id: id.to_string() }))
-            .await
-            .map_err(|s| ContainerdError::from_status(format!("list resources of lease {id}"), &s))?
-            .into_inner();
-        Ok(resp
-            .resources
-            .into_iter()
-            .filter(|r| r.r#type == "content")
-            .map(|r| r.id)
-            .collect())
+        self.lease_resources(id, "content").await
     }
 
     async fn lease_resource(&self, id: &str, digest: &str, add: bool) -> Result<()> {
-        let resource = Some(api::Resource {
+        let resource = api::Resource {
             id: digest.to_string(),
             r#type: "content".into(),
-        });
-        let mut client = self.leases();
-        let result = if add {
-            client
-                .add_resource(self.request(api::AddResourceRequest {
-                    id: id.to_string(),
-                    resource,
-                }))
-                .await
-                .map(|_| ())
-        } else {
-            client
-                .delete_resource(self.request(api::DeleteResourceRequest {
-                    id: id.to_string(),
-                    resource,
-                }))
-                .await
-                .map(|_| ())
         };
-        result.map_err(|s| {
-            ContainerdError::from_status(format!("update lease {id} with {digest}"), &s)
-        })
+        self.lease_update(id, resource, add).await
     }
 
     async fn get_image(&self, name: &str) -> Result<Option<ImageRecord>> {
@@ -685,5 +703,154 @@ impl Containerd for Grpc {
             .await
             .map_err(|s| ContainerdError::from_status(format!("pull {}", pull.reference), &s))?;
         Ok(())
+    }
+
+    async fn prepare_snapshot(
+        &self,
+        snapshotter: &str,
+        key: &str,
+        parent: &str,
+        labels: &Labels,
+    ) -> Result<Vec<Mount>> {
+        let resp = self
+            .snapshots()
+            .prepare(self.request(snapshots_api::PrepareSnapshotRequest {
+                snapshotter: snapshotter.to_string(),
+                key: key.to_string(),
+                parent: parent.to_string(),
+                labels: labels.clone().into_iter().collect(),
+            }))
+            .await
+            .map_err(|s| {
+                ContainerdError::from_status(
+                    format!("prepare snapshot {key:?} in {snapshotter}"),
+                    &s,
+                )
+            })?
+            .into_inner();
+        Ok(resp.mounts.into_iter().map(mount).collect())
+    }
+
+    async fn commit_snapshot(
+        &self,
+        snapshotter: &str,
+        name: &str,
+        key: &str,
+        labels: &Labels,
+    ) -> Result<()> {
+        self.snapshots()
+            .commit(self.request(snapshots_api::CommitSnapshotRequest {
+                snapshotter: snapshotter.to_string(),
+                name: name.to_string(),
+                key: key.to_string(),
+                labels: labels.clone().into_iter().collect(),
+            }))
+            .await
+            .map_err(|s| {
+                ContainerdError::from_status(format!("commit snapshot {name} in {snapshotter}"), &s)
+            })?;
+        Ok(())
+    }
+
+    async fn stat_snapshot(&self, snapshotter: &str, key: &str) -> Result<Option<SnapshotInfo>> {
+        let r = self
+            .snapshots()
+            .stat(self.request(snapshots_api::StatSnapshotRequest {
+                snapshotter: snapshotter.to_string(),
+                key: key.to_string(),
+            }))
+            .await;
+        Ok(unless(r, Class::NotFound, || {
+            format!("stat snapshot {key:?} in {snapshotter}")
+        })?
+        .and_then(|r| r.into_inner().info)
+        .map(|i| SnapshotInfo {
+            kind: match snapshots_api::Kind::try_from(i.kind) {
+                Ok(snapshots_api::Kind::Active) => SnapshotKind::Active,
+                Ok(snapshots_api::Kind::Committed) => SnapshotKind::Committed,
+                _ => SnapshotKind::Other,
+            },
+            name: i.name,
+            parent: i.parent,
+            labels: i.labels,
+        }))
+    }
+
+    async fn remove_snapshot(&self, snapshotter: &str, key: &str) -> Result<()> {
+        let r = self
+            .snapshots()
+            .remove(self.request(snapshots_api::RemoveSnapshotRequest {
+                snapshotter: snapshotter.to_string(),
+                key: key.to_string(),
+            }))
+            .await;
+        unless(r, Class::NotFound, || {
+            format!("remove snapshot {key:?} in {snapshotter}")
+        })
+        .map(|_| ())
+    }
+
+    async fn apply_diff(&self, layer: &Descriptor, mounts: &[Mount]) -> Result<Digest> {
+        let op = || format!("apply layer {} ({})", layer.digest, layer.media_type);
+        let resp = DiffClient::new(self.channel.clone())
+            .apply(
+                self.request(api::ApplyRequest {
+                    diff: Some(containerd_client::types::Descriptor {
+                        media_type: layer.media_type.clone(),
+                        digest: layer.digest.to_string(),
+                        size: layer.size,
+                        annotations: layer.annotations.clone().into_iter().collect(),
+                    }),
+                    mounts: mounts
+                        .iter()
+                        .map(|m| containerd_client::types::Mount {
+                            r#type: m.kind.clone(),
+                            source: m.source.clone(),
+                            target: m.target.clone(),
+                            options: m.options.clone(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|s| ContainerdError::from_status(op(), &s))?
+            .into_inner();
+        let applied = resp.applied.unwrap_or_default().digest;
+        applied.parse().map_err(|_| {
+            ContainerdError::call(
+                op(),
+                Class::Internal,
+                format!("the differ answered a malformed digest {applied:?}"),
+            )
+        })
+    }
+
+    async fn lease_snapshots(&self, id: &str, snapshotter: &str) -> Result<Vec<String>> {
+        self.lease_resources(id, &super::snapshot_resource(snapshotter))
+            .await
+    }
+
+    async fn lease_snapshot(
+        &self,
+        id: &str,
+        snapshotter: &str,
+        key: &str,
+        add: bool,
+    ) -> Result<()> {
+        let resource = api::Resource {
+            id: key.to_string(),
+            r#type: super::snapshot_resource(snapshotter),
+        };
+        self.lease_update(id, resource, add).await
+    }
+}
+
+fn mount(m: containerd_client::types::Mount) -> Mount {
+    Mount {
+        kind: m.r#type,
+        source: m.source,
+        target: m.target,
+        options: m.options,
     }
 }

@@ -194,6 +194,7 @@ impl Daemon {
                 .hosts_dir
                 .clone()
                 .or_else(|| cfg.mirrors.options().map(|_| cfg.mirrors.hosts_dir.clone())),
+            unpack: cfg.unpack.clone(),
             ..ImportOptions::default()
         };
         let cancel = options.cancel.clone();

@@ -330,7 +330,79 @@ impl Daemon {
             }
         }
         self.retry_and_resave();
+        self.unpack_again(client).await;
         tracing::debug!(%why, repaired, "verified every record");
+    }
+
+    /// Archives whose images are not unpacked (it failed, or they were imported before
+    /// unpacking was configured): unpacked now from containerd's content (no archive byte
+    /// read), their records updated.
+    async fn unpack_again(self: &Arc<Self>, client: &Client) {
+        let Some(snapshotter) = self.cfg.unpack.clone() else {
+            return;
+        };
+        let options = crate::unpack::Options {
+            snapshotter,
+            platforms: crate::unpack::plan::policy(&self.importer.options().plan.platforms),
+        };
+        for a in self.archives() {
+            let Some(mut record) = a.record.clone() else {
+                continue;
+            };
+            if record.unpacked_into == options.snapshotter
+                || record.images.is_empty()
+                || a.state != super::State::Imported
+            {
+                continue;
+            }
+            // What is prepared in flight is held by a lease of its own, which expires should
+            // the daemon die meanwhile.
+            let lease = format!(
+                "{}{}-unpack",
+                crate::labels::IMPORT_LEASE_PREFIX,
+                crate::liveness::token()
+            );
+            if let Err(e) = client
+                .create_lease(&lease, Default::default(), Some(Duration::from_secs(3600)))
+                .await
+            {
+                tracing::warn!(error = %e, "cannot unpack again");
+                return;
+            }
+            let leased = client.with_lease(Some(&lease));
+            let report = crate::unpack::from_content(
+                client,
+                &leased,
+                &options,
+                &record.images,
+                record.lease.as_deref(),
+            )
+            .await;
+            let _ = client.delete_lease(&lease, false).await;
+            let error = report.error().unwrap_or_default();
+            if error.is_empty() {
+                tracing::info!(archive = %crate::escape::shown(&record.path), images = report.images.len(), "unpacked at verification");
+            } else if error != record.unpack_error {
+                tracing::warn!(archive = %crate::escape::shown(&record.path), %error, "unpacking failed again");
+            }
+            let unpacked_into = if error.is_empty() {
+                options.snapshotter.clone()
+            } else {
+                String::new()
+            };
+            if error != record.unpack_error || unpacked_into != record.unpacked_into {
+                record.unpack_error = error;
+                record.unpacked_into = unpacked_into;
+                if let Err(e) = self.records().save(&record) {
+                    tracing::warn!(error = %e, "cannot save the record");
+                }
+                self.set_state(
+                    &record.path,
+                    super::State::of(&record),
+                    Some(Some(record.clone())),
+                );
+            }
+        }
     }
 
     /// Imports that failed for a reason that may pass (containerd, a full disk) are tried again;

@@ -55,6 +55,7 @@ fn archive(a: &ArchiveStatus, all: &Listing) -> proto::Archive {
         bytes: r.map_or(0, |r| r.bytes),
         duration_seconds: r.map_or(0.0, |r| r.seconds),
         last_error: r.map(|r| r.last_error.clone()).unwrap_or_default(),
+        unpack_error: r.map(|r| r.unpack_error.clone()).unwrap_or_default(),
         imported_at: r.map_or(0, |r| r.imported_at),
         imports: r.map_or(0, |r| r.imports),
         shadowed: shadows

@@ -1,6 +1,8 @@
 //! Import: one archive, start to finish — ingest under a temporary lease, plan, store the
 //! synthesised blobs, then the record step ([`record`]: labels, the archive's pinned lease, the
-//! image records), and a [`Report`] of what happened.
+//! image records), and a [`Report`] of what happened. With [`ImportOptions::unpack`], a
+//! [`crate::unpack::Session`] unpacks the images beside it, starting while the archive is read,
+//! and finishes before the temporary lease goes; its failures are reported, never fatal.
 //!
 //! Ordering guarantees: every blob is committed and labelled, and held by the archive lease,
 //! before any image record that refers to it is created or updated; the temporary lease is
@@ -116,6 +118,9 @@ pub struct ImportOptions {
     /// The registry hosts directory (containerd's `certs.d`, hosts.toml files) the pulls of a
     /// pull list go through; containerd's default hosts when unset.
     pub hosts_dir: Option<PathBuf>,
+    /// Unpack the images into this snapshotter (the platforms: [`crate::unpack::plan::policy`]
+    /// of the import's).
+    pub unpack: Option<String>,
 }
 
 impl Default for ImportOptions {
@@ -131,6 +136,7 @@ impl Default for ImportOptions {
             scratch_dir: None,
             pipes: false,
             hosts_dir: None,
+            unpack: None,
         }
     }
 }
@@ -139,6 +145,16 @@ impl ImportOptions {
     /// The labels an image record of `archive` gets (see [`labels::image_labels`]).
     pub fn image_labels(&self, archive: Option<&Path>) -> BTreeMap<String, String> {
         labels::image_labels(self.pin, archive, &self.labels)
+    }
+
+    /// What to unpack into, when unpacking.
+    pub fn unpack_options(&self) -> Option<crate::unpack::Options> {
+        self.unpack
+            .as_ref()
+            .map(|snapshotter| crate::unpack::Options {
+                snapshotter: snapshotter.clone(),
+                platforms: crate::unpack::plan::policy(&self.plan.platforms),
+            })
     }
 }
 
@@ -195,12 +211,20 @@ pub struct Report {
     pub lease: Option<String>,
     /// Every blob the imported images use.
     pub blobs: Vec<String>,
+    /// What unpacking did, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unpack: Option<crate::unpack::Report>,
 }
 
 impl Report {
     /// Whether every image of the archive was imported (skips by platform are fine).
     pub fn ok(&self) -> bool {
         self.failed.is_empty()
+    }
+
+    /// Why unpacking failed (for some images), when it was asked for and did.
+    pub fn unpack_error(&self) -> Option<String> {
+        self.unpack.as_ref().and_then(crate::unpack::Report::error)
     }
 
     /// Whether the archive was read.
@@ -430,6 +454,7 @@ pub async fn run(
         .await
         .map_err(cd_err)?;
     let leased = client.with_lease(Some(&lease));
+    let mut session = None;
     let result = async {
         let store = open_store(
             &leased,
@@ -442,6 +467,11 @@ pub async fn run(
             .scratch_dir()
             .or_else(|| opts.scratch_dir.clone())
             .unwrap_or_else(std::env::temp_dir);
+        let unpack = opts
+            .unpack_options()
+            .map(|u| crate::unpack::Session::start(leased.clone(), &u, Some(store.clone())));
+        let observer = unpack.as_ref().map(|s| s.observer());
+        let session = session.insert(unpack);
         let (plan, counters) = ingest_and_plan(
             store.clone(),
             scratch,
@@ -450,8 +480,12 @@ pub async fn run(
             &opts.plan,
             progress.clone(),
             opts.cancel.clone(),
+            observer,
         )
         .await?;
+        if let Some(s) = session.as_mut() {
+            s.planned(&plan).await;
+        }
         let recorded = record::record(
             client,
             &leased,
@@ -463,13 +497,29 @@ pub async fn run(
             precedence,
         )
         .await?;
-        Ok::<_, ImportError>((store.kind(), counters, recorded))
+        let unpacked = match session.take() {
+            Some(s) => Some(
+                s.finish(
+                    client,
+                    &leased,
+                    recorded.lease.as_deref(),
+                    &crate::unpack::images_of(&plan),
+                )
+                .await,
+            ),
+            None => None,
+        };
+        Ok::<_, ImportError>((store.kind(), counters, recorded, unpacked))
     }
     .await;
+    // A failed import finishes what unpacking runs (under the lease), and reports nothing of it.
+    if let Some(Some(s)) = session {
+        s.abandon().await;
+    }
     if let Err(e) = client.delete_lease(&lease, false).await {
         tracing::warn!(%lease, error = %e, "could not release the import lease; it expires by itself");
     }
-    let (mode, counters, recorded) = result?;
+    let (mode, counters, recorded, unpack) = result?;
     let record::Recorded {
         images,
         shadowed,
@@ -500,10 +550,13 @@ pub async fn run(
         seconds: started.elapsed().as_secs_f64(),
         lease,
         blobs,
+        unpack,
     })
 }
 
-/// Runs ingest and planning on a blocking thread, then stores the synthesised blobs.
+/// Runs ingest and planning on a blocking thread, then stores the synthesised blobs; `observer`
+/// hears of the blobs and documents as they come.
+#[allow(clippy::too_many_arguments)]
 async fn ingest_and_plan(
     store: Arc<dyn ContentStore>,
     scratch: PathBuf,
@@ -512,19 +565,26 @@ async fn ingest_and_plan(
     plan_opts: &PlanOptions,
     progress: Arc<AtomicU64>,
     cancel: Arc<AtomicBool>,
+    observer: Option<Arc<dyn ingest::Observer>>,
 ) -> Result<(Plan, Counters), ImportError> {
     let archive = archive.to_string();
     let plan_opts = plan_opts.clone();
     tokio::task::spawn_blocking(move || {
         let mut counters = Counters::default();
         let counted = CountingReader::new(input, progress).cancellable(cancel);
-        let inv =
-            ingest::ingest(counted, store.as_ref(), &scratch, &mut counters).map_err(|cause| {
-                ImportError::Ingest {
-                    archive: archive.clone(),
-                    cause,
-                }
-            })?;
+        let observer = observer.unwrap_or_else(|| Arc::new(ingest::Unobserved));
+        let inv = ingest::ingest_observed(
+            counted,
+            store.as_ref(),
+            &scratch,
+            &mut counters,
+            observer.as_ref(),
+        )
+        .map_err(|cause| ImportError::Ingest {
+            archive: archive.clone(),
+            cause,
+        })?;
+        drop(observer);
         let plan = understand::plan(&inv, &plan_opts).map_err(|cause| ImportError::Understand {
             archive: archive.clone(),
             cause,

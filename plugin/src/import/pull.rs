@@ -232,6 +232,7 @@ pub async fn run(
         seconds: started.elapsed().as_secs_f64(),
         lease: Some(lease),
         blobs,
+        unpack: None,
     })
 }
 

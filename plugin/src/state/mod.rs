@@ -102,6 +102,12 @@ pub struct Record {
     /// `airlift forget`, although its file is gone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub intake: bool,
+    /// Why unpacking its images failed (the import itself stands); empty when it did not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unpack_error: String,
+    /// The snapshotter its images were last unpacked into, all of them; empty when not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unpacked_into: String,
 }
 
 fn now_unix() -> i64 {
@@ -128,6 +134,8 @@ impl Record {
             imports: 0,
             fingerprint: String::new(),
             intake: false,
+            unpack_error: String::new(),
+            unpacked_into: String::new(),
         }
     }
 
@@ -188,6 +196,13 @@ impl Record {
             imports: previous.map_or(0, |p| p.imports) + 1,
             fingerprint: fingerprint.to_string(),
             intake: false,
+            unpack_error: report.unpack_error().unwrap_or_default(),
+            unpacked_into: report
+                .unpack
+                .as_ref()
+                .filter(|u| u.ok())
+                .map(|u| u.snapshotter.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -341,6 +356,7 @@ mod tests {
             seconds: 0.5,
             lease: None,
             blobs: vec![],
+            unpack: None,
         }
     }
 

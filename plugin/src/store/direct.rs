@@ -11,6 +11,10 @@
 //! metadata transaction. Staged blobs no image uses are never linked; their temporary files go.
 //! Should a claim fail (containerd sees a different filesystem, or its garbage collector removed
 //! the linked file meanwhile), the blob is streamed from the temporary file instead.
+//!
+//! A blob needed before the plan is made (a layer to unpack while the archive is still read) is
+//! claimed on its own, without labels, as soon as it is staged ([`Staging::claim_now`]); the
+//! record step then labels it like any blob already in the namespace.
 
 use super::layout::ContentRoot;
 use super::stream::StreamStore;
@@ -44,6 +48,8 @@ struct Shared {
     handle: Handle,
     /// Blobs written and queued for their fsync: digest → size.
     pending: Mutex<HashMap<Digest, u64>>,
+    /// Signalled whenever a blob leaves `pending`.
+    settled: std::sync::Condvar,
     /// Blobs fsynced and waiting for their claim: digest → (temporary file, size).
     staged: Mutex<HashMap<Digest, (TempFile, u64)>>,
     /// The first staging failure, reported by `flush`.
@@ -95,6 +101,7 @@ impl DirectStore {
             client,
             handle,
             pending: Mutex::new(HashMap::new()),
+            settled: std::sync::Condvar::new(),
             staged: Mutex::new(HashMap::new()),
             failure: Mutex::new(None),
         });
@@ -133,10 +140,11 @@ impl Shared {
                             .unwrap()
                             .insert(digest.clone(), (tmp, size));
                     }
-                    self.pending.lock().unwrap().remove(&digest);
                     if let Err(e) = result {
                         self.failure.lock().unwrap().get_or_insert(e);
                     }
+                    self.pending.lock().unwrap().remove(&digest);
+                    self.settled.notify_all();
                 }
             }
         }
@@ -343,6 +351,10 @@ impl ContentStore for DirectStore {
 }
 
 impl Staging for DirectStore {
+    fn claim_now(&self, client: &dyn Containerd, digests: &[Digest]) -> Result<()> {
+        self.claim_batch(client, digests)
+    }
+
     fn claim_staged(
         &self,
         client: &dyn Containerd,
@@ -430,6 +442,105 @@ impl Staging for DirectStore {
             }
         }
         Ok(claimed)
+    }
+}
+
+impl DirectStore {
+    /// Links staged blobs into place, makes their names durable (one directory fsync) and claims
+    /// them without labels through `client`, waiting first for the fsyncs still pending. Blobs
+    /// not staged are left alone.
+    fn claim_batch(&self, client: &dyn Containerd, digests: &[Digest]) -> Result<()> {
+        {
+            let mut pending = self.shared.pending.lock().unwrap();
+            while digests.iter().any(|d| pending.contains_key(d)) {
+                pending = self.shared.settled.wait(pending).unwrap();
+            }
+        }
+        let taken: Vec<(Digest, (TempFile, u64))> = {
+            let mut staged = self.shared.staged.lock().unwrap();
+            digests
+                .iter()
+                .filter_map(|d| staged.remove(d).map(|s| (d.clone(), s)))
+                .collect()
+        };
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let mut linked = Vec::new();
+        let mut failure = None;
+        for (digest, (tmp, size)) in taken {
+            if failure.is_some() {
+                self.shared
+                    .staged
+                    .lock()
+                    .unwrap()
+                    .insert(digest, (tmp, size));
+                continue;
+            }
+            let target = self.shared.root.blob(&digest);
+            match fs::hard_link(tmp.path(), &target) {
+                Ok(()) => linked.push((digest, tmp, size)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    linked.push((digest, tmp, size))
+                }
+                Err(e) => {
+                    failure = Some(StoreError::io(format!(
+                        "linking blob {digest} into {}",
+                        crate::escape::shown(&target)
+                    ))(e));
+                    // Back where the record step finds it (and reports the failure again).
+                    self.shared
+                        .staged
+                        .lock()
+                        .unwrap()
+                        .insert(digest, (tmp, size));
+                }
+            }
+        }
+        if !linked.is_empty() {
+            let blobs = self.shared.root.blobs();
+            if let Err(e) = File::open(&blobs).and_then(|d| d.sync_all()) {
+                // Unclaimed: the record step links and syncs them again.
+                let mut staged = self.shared.staged.lock().unwrap();
+                for (digest, tmp, size) in linked {
+                    staged.insert(digest, (tmp, size));
+                }
+                return Err(StoreError::io(format!(
+                    "syncing {}",
+                    crate::escape::shown(&blobs)
+                ))(e));
+            }
+        }
+        let client = client.with_lease(client.lease());
+        let mut results = self.shared.handle.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, (digest, _, size)) in linked.iter().enumerate() {
+                let (client, digest, size) = (client.clone(), digest.clone(), *size);
+                let reference = self.shared.stream.next_ref();
+                tasks.spawn(async move {
+                    (
+                        i,
+                        client
+                            .claim(&reference, &digest, size, &BTreeMap::new())
+                            .await,
+                    )
+                });
+            }
+            let mut results = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                results.push(r.expect("claim task panicked"));
+            }
+            results
+        });
+        results.sort_by_key(|(i, _)| *i);
+        let results = results.into_iter().map(|(_, r)| r);
+        for ((digest, tmp, size), result) in linked.iter().zip(results) {
+            if let Err(e) = result {
+                tracing::warn!(%digest, error = %e, "claiming the on-disk blob failed; streaming it instead");
+                self.shared.stream_instead(tmp, digest, *size)?;
+            }
+        }
+        failure.map_or(Ok(()), Err)
     }
 }
 

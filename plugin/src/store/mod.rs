@@ -264,6 +264,13 @@ pub trait Staging {
         labels: &BTreeMap<Digest, BTreeMap<String, String>>,
         needed: &BTreeSet<&Digest>,
     ) -> Result<BTreeSet<Digest>>;
+
+    /// Makes blobs visible in the namespace now, before the plan: once their fsyncs are done
+    /// they are claimed through `client` (whose lease they join) without labels, which the
+    /// record step sets later as for any blob present already. Blobs the store has not staged
+    /// (in the namespace already, or never written here) are left alone. Blocks: call it from a
+    /// blocking thread.
+    fn claim_now(&self, client: &dyn Containerd, digests: &[Digest]) -> Result<()>;
 }
 
 /// Refuses a blob of `size` bytes for `dir` when its filesystem has not that much free (a

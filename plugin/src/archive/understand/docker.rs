@@ -2,8 +2,8 @@
 //! importer synthesises for it, byte for byte.
 
 use super::{
-    fail, parse_json, Builder, Failure, FileRecord, Format, Inventory, Plan, PlanOptions, Resolved,
-    UnderstandError,
+    fail, parse_json, Builder, Failure, FileRecord, Format, Inventory, ManifestPlan, Plan,
+    PlanOptions, Resolved, UnderstandError,
 };
 use crate::archive::spec::{self, Descriptor, DockerSaveImage, ImageConfig};
 use crate::digest::Digest;
@@ -186,6 +186,10 @@ impl DockerPlanner<'_> {
         res.labels
             .insert(desc.digest.clone(), spec::gc_labels(&children));
         res.manifests = 1;
+        res.layered.push((
+            desc.digest.clone(),
+            ManifestPlan::new(config_desc, layers, config_bytes),
+        ));
         Ok((desc, bytes, res, platform))
     }
 }

@@ -88,6 +88,45 @@ pub struct ImagePlan {
     pub target: Descriptor,
     /// Every blob it needs.
     pub blobs: BTreeSet<Digest>,
+    /// The image manifests it reaches (one, or an index's selected ones): keys of
+    /// [`Plan::manifests`].
+    pub manifests: Vec<Digest>,
+}
+
+/// One image manifest the plan keeps, as unpacking needs it: the config, the layers in order
+/// and the diff IDs the config lists for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestPlan {
+    /// The config.
+    pub config: Descriptor,
+    /// The layers, base first.
+    pub layers: Vec<Descriptor>,
+    /// The config's platform (what containerd's unpacker matches), when it names one.
+    pub platform: Option<crate::platform::Platform>,
+    /// The config's `rootfs.diff_ids`, or why they cannot be used (not a layer chain, not
+    /// digests).
+    pub diff_ids: Result<Vec<Digest>, String>,
+}
+
+impl ManifestPlan {
+    /// The manifest of `config` (whose JSON is `config_json`) and `layers`.
+    pub fn new(config: Descriptor, layers: Vec<Descriptor>, config_json: &[u8]) -> ManifestPlan {
+        let parsed = serde_json::from_slice::<spec::ImageConfig>(config_json);
+        let platform = parsed.as_ref().ok().and_then(|c| {
+            (!c.platform.os.is_empty() || !c.platform.architecture.is_empty())
+                .then(|| c.platform.clone().normalized())
+        });
+        let diff_ids = match parsed {
+            Err(e) => Err(format!("image config {}: {e}", config.digest)),
+            Ok(c) => spec::layer_chain(&c),
+        };
+        ManifestPlan {
+            config,
+            layers,
+            platform,
+            diff_ids,
+        }
+    }
 }
 
 /// Something that did not become an image.
@@ -126,6 +165,8 @@ pub struct Plan {
     pub labels: BTreeMap<Digest, BTreeMap<String, String>>,
     /// Blobs the plan created (docker manifests, indexes) that must be stored.
     pub synthesized: BTreeMap<Digest, Vec<u8>>,
+    /// The image manifests the images reach, by digest.
+    pub manifests: BTreeMap<Digest, ManifestPlan>,
 }
 
 /// Why the archive as a whole cannot be understood.
@@ -182,6 +223,8 @@ struct Resolved {
     manifests: usize,
     /// Platforms that were not selected (for the skip message).
     other_platforms: BTreeSet<String>,
+    /// The manifests kept, as unpacking needs them.
+    layered: Vec<(Digest, ManifestPlan)>,
 }
 
 /// Builds the plan for an inventory.
@@ -312,6 +355,10 @@ impl<'a> Builder<'a> {
             }
         }
         self.all_blobs.extend(res.blobs.iter().cloned());
+        let manifests: Vec<Digest> = res.layered.iter().map(|(d, _)| d.clone()).collect();
+        for (d, m) in res.layered {
+            self.plan.manifests.insert(d, m);
+        }
         let mut names: Vec<String> = Vec::new();
         for r in &good {
             names.push(r.to_string());
@@ -327,6 +374,7 @@ impl<'a> Builder<'a> {
                 name,
                 target: target.clone(),
                 blobs: res.blobs.clone(),
+                manifests: manifests.clone(),
             });
         }
     }
@@ -361,10 +409,12 @@ impl<'a> Builder<'a> {
                     if let Some(bytes) = index_bytes {
                         self.plan.synthesized.insert(index.digest.clone(), bytes);
                     }
+                    let manifests = self.plan.manifests.keys().cloned().collect();
                     self.plan.images.push(ImagePlan {
                         name: r.to_string(),
                         target: index,
                         blobs,
+                        manifests,
                     });
                 }
             }

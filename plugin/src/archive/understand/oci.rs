@@ -2,8 +2,8 @@
 //! reaches, nested indexes included, resolved per platform.
 
 use super::{
-    fail, parse_json, Builder, Failure, FileRecord, Format, Inventory, Plan, PlanOptions, Problem,
-    Resolved, UnderstandError,
+    fail, parse_json, Builder, Failure, FileRecord, Format, Inventory, ManifestPlan, Plan,
+    PlanOptions, Problem, Resolved, UnderstandError,
 };
 use crate::archive::spec::{self, Descriptor, ImageConfig, Index, Manifest};
 use crate::digest::Digest;
@@ -184,6 +184,15 @@ impl OciPlanner<'_> {
                 .or_default()
                 .extend(spec::gc_labels(&children));
             res.manifests += 1;
+            let config_json = self
+                .inv
+                .json
+                .get(&manifest.config.digest)
+                .map_or(&[][..], Vec::as_slice);
+            res.layered.push((
+                desc.digest.clone(),
+                ManifestPlan::new(manifest.config, manifest.layers, config_json),
+            ));
             Ok(())
         } else {
             Err(fail(

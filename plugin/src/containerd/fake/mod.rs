@@ -1,12 +1,16 @@
-//! An in-memory containerd for unit tests: one namespace's blobs, leases, images and ingests, with
-//! containerd's semantics where airlift relies on them (shared content claimed by digest, commits
-//! verified, `AlreadyExists` for present blobs, leases holding content, a garbage collector that
-//! follows `containerd.io/gc.ref.content.*` labels). Every call is recorded in order, and calls can
-//! be made to fail with a chosen error class.
+//! An in-memory containerd for unit tests: one namespace's blobs, leases, images, ingests and
+//! snapshots, with containerd's semantics where airlift relies on them (shared content claimed by
+//! digest, commits verified, `AlreadyExists` for present blobs, leases holding content and
+//! snapshots, snapshots prepared on committed parents and committed under chain IDs, a differ
+//! that reads the layer from the namespace and answers the digest of its uncompressed bytes, a
+//! garbage collector that follows `containerd.io/gc.ref.content.*` and
+//! `containerd.io/gc.ref.snapshot.*` labels and snapshot parents). Every call is recorded in
+//! order, and calls can be made to fail with a chosen error class.
 
 use super::{
-    BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, Event, Events, ImageRecord,
-    ImageTarget, LabelChanges, Labels, Result, Scope, Written,
+    BlobInfo, Chunk, Chunks, Client, Containerd, ContainerdError, Descriptor, Event, Events,
+    ImageRecord, ImageTarget, LabelChanges, Labels, Mount, Result, Scope, SnapshotInfo,
+    SnapshotKind, Written,
 };
 use crate::digest::Digest;
 use crate::error::Class;
@@ -44,6 +48,21 @@ pub struct Lease {
     pub labels: HashMap<String, String>,
     /// The blob digests it holds.
     pub content: BTreeSet<String>,
+    /// The snapshots it holds: (snapshotter, key).
+    pub snapshots: BTreeSet<(String, String)>,
+}
+
+/// A snapshot in the fake's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Active or committed.
+    pub kind: SnapshotKind,
+    /// Its parent's name, empty for none.
+    pub parent: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// What the differ applied into it (active snapshots; kept when committed).
+    pub applied: Vec<Digest>,
 }
 
 struct Fault {
@@ -66,6 +85,8 @@ pub struct State {
     pub images: BTreeMap<String, ImageRecord>,
     /// Ingests in progress (and abandoned) by ref: the bytes so far.
     pub ingests: BTreeMap<String, Vec<u8>>,
+    /// Snapshots by (snapshotter, key).
+    pub snapshots: BTreeMap<(String, String), Snapshot>,
     /// Every call, in order.
     pub calls: Vec<Call>,
     /// What [`Containerd::version`] answers (a 2.x by default).
@@ -317,6 +338,16 @@ impl Fake {
         collect(&mut self.state())
     }
 
+    /// The committed snapshots of `snapshotter`, by name.
+    pub fn committed(&self, snapshotter: &str) -> BTreeMap<String, Snapshot> {
+        self.state()
+            .snapshots
+            .iter()
+            .filter(|((sn, _), s)| sn == snapshotter && s.kind == SnapshotKind::Committed)
+            .map(|((_, k), s)| (k.clone(), s.clone()))
+            .collect()
+    }
+
     /// Records a call and applies faults (and the garbage collector, when asked for).
     fn enter(&self, op: &'static str, subject: impl Into<String>) -> Result<()> {
         let subject = subject.into();
@@ -354,6 +385,39 @@ impl Fake {
             }
         }
     }
+
+    /// Adds a snapshot to the handle's lease (or, with `add` false, takes it out).
+    fn hold_snapshot(&self, s: &mut State, snapshotter: &str, key: &str, add: bool) {
+        if let Some(lease) = &self.scope.lease {
+            if let Some(l) = s.leases.get_mut(lease) {
+                let k = (snapshotter.to_string(), key.to_string());
+                if add {
+                    l.snapshots.insert(k);
+                } else {
+                    l.snapshots.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+/// The error of a snapshot call.
+fn snapshot_error(op: String, class: Class, message: &str) -> ContainerdError {
+    ContainerdError::call(op, class, message)
+}
+
+/// The uncompressed bytes of a layer blob of `media_type`, as the differ reads them.
+fn uncompressed(media_type: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    if media_type.ends_with("gzip") {
+        flate2::read::GzDecoder::new(data).read_to_end(&mut out)?;
+    } else if media_type.ends_with("zstd") {
+        out = zstd::decode_all(data)?;
+    } else {
+        out = data.to_vec();
+    }
+    Ok(out)
 }
 
 /// containerd's collector in miniature: expired leases go, then every blob no image target or
@@ -393,6 +457,32 @@ fn collect(s: &mut State) -> Vec<Digest> {
     for d in &gone {
         s.blobs.remove(d);
     }
+    // Snapshots: those leases hold and those reached blobs name, with their parents.
+    let mut todo: Vec<(String, String)> = s
+        .leases
+        .values()
+        .flat_map(|l| l.snapshots.iter().cloned())
+        .collect();
+    for d in &reached {
+        if let Some(b) = s.blobs.get(d) {
+            for (k, v) in &b.labels {
+                if let Some(sn) = k.strip_prefix("containerd.io/gc.ref.snapshot.") {
+                    todo.push((sn.to_string(), v.clone()));
+                }
+            }
+        }
+    }
+    let mut kept = BTreeSet::new();
+    while let Some(k) = todo.pop() {
+        let Some(snap) = s.snapshots.get(&k) else {
+            continue;
+        };
+        if !snap.parent.is_empty() {
+            todo.push((k.0.clone(), snap.parent.clone()));
+        }
+        kept.insert(k);
+    }
+    s.snapshots.retain(|k, _| kept.contains(k));
     gone
 }
 
@@ -578,7 +668,7 @@ impl Containerd for Fake {
         }
         self.state().leases.entry(id.to_string()).or_insert(Lease {
             labels,
-            content: BTreeSet::new(),
+            ..Lease::default()
         });
         Ok(())
     }
@@ -743,6 +833,201 @@ impl Containerd for Fake {
             labels: record.labels.clone(),
         };
         s.publish(event);
+        Ok(())
+    }
+
+    async fn prepare_snapshot(
+        &self,
+        snapshotter: &str,
+        key: &str,
+        parent: &str,
+        labels: &Labels,
+    ) -> Result<Vec<Mount>> {
+        self.enter("prepare_snapshot", key)?;
+        let op = || format!("prepare snapshot {key:?} in {snapshotter}");
+        let mut s = self.state();
+        let committed = |s: &State, name: &str| {
+            s.snapshots
+                .get(&(snapshotter.to_string(), name.to_string()))
+                .is_some_and(|x| x.kind == SnapshotKind::Committed)
+        };
+        if let Some(target) = labels.get("containerd.io/snapshot.ref") {
+            if committed(&s, target) {
+                self.hold_snapshot(&mut s, snapshotter, target, true);
+                return Err(snapshot_error(
+                    op(),
+                    Class::AlreadyExists,
+                    &format!("target snapshot {target:?}: already exists"),
+                ));
+            }
+        }
+        let k = (snapshotter.to_string(), key.to_string());
+        if s.snapshots.contains_key(&k) {
+            return Err(snapshot_error(op(), Class::AlreadyExists, "already exists"));
+        }
+        if !parent.is_empty() && !committed(&s, parent) {
+            return Err(snapshot_error(
+                op(),
+                Class::NotFound,
+                &format!("parent snapshot {parent} does not exist"),
+            ));
+        }
+        s.snapshots.insert(
+            k,
+            Snapshot {
+                kind: SnapshotKind::Active,
+                parent: parent.to_string(),
+                labels: labels.clone().into_iter().collect(),
+                applied: Vec::new(),
+            },
+        );
+        self.hold_snapshot(&mut s, snapshotter, key, true);
+        Ok(vec![Mount {
+            kind: "fake".into(),
+            source: format!("{snapshotter}/{key}"),
+            target: String::new(),
+            options: Vec::new(),
+        }])
+    }
+
+    async fn commit_snapshot(
+        &self,
+        snapshotter: &str,
+        name: &str,
+        key: &str,
+        labels: &Labels,
+    ) -> Result<()> {
+        self.enter("commit_snapshot", name)?;
+        let op = || format!("commit snapshot {name} in {snapshotter}");
+        let mut s = self.state();
+        self.hold_snapshot(&mut s, snapshotter, name, true);
+        let n = (snapshotter.to_string(), name.to_string());
+        if s.snapshots.contains_key(&n) {
+            return Err(snapshot_error(op(), Class::AlreadyExists, "already exists"));
+        }
+        let k = (snapshotter.to_string(), key.to_string());
+        let Some(active) = s
+            .snapshots
+            .get(&k)
+            .filter(|a| a.kind == SnapshotKind::Active)
+            .cloned()
+        else {
+            return Err(snapshot_error(
+                op(),
+                Class::NotFound,
+                "no such active snapshot",
+            ));
+        };
+        s.snapshots.remove(&k);
+        let mut all = active.labels;
+        all.extend(labels.clone());
+        s.snapshots.insert(
+            n,
+            Snapshot {
+                kind: SnapshotKind::Committed,
+                parent: active.parent,
+                labels: all,
+                applied: active.applied,
+            },
+        );
+        self.hold_snapshot(&mut s, snapshotter, key, false);
+        Ok(())
+    }
+
+    async fn stat_snapshot(&self, snapshotter: &str, key: &str) -> Result<Option<SnapshotInfo>> {
+        self.enter("stat_snapshot", key)?;
+        Ok(self
+            .state()
+            .snapshots
+            .get(&(snapshotter.to_string(), key.to_string()))
+            .map(|x| SnapshotInfo {
+                name: key.to_string(),
+                parent: x.parent.clone(),
+                kind: x.kind,
+                labels: x.labels.clone(),
+            }))
+    }
+
+    async fn remove_snapshot(&self, snapshotter: &str, key: &str) -> Result<()> {
+        self.enter("remove_snapshot", key)?;
+        self.state()
+            .snapshots
+            .remove(&(snapshotter.to_string(), key.to_string()));
+        Ok(())
+    }
+
+    async fn apply_diff(&self, layer: &Descriptor, mounts: &[Mount]) -> Result<Digest> {
+        self.enter("apply_diff", layer.digest.to_string())?;
+        let op = || format!("apply layer {} ({})", layer.digest, layer.media_type);
+        let data = {
+            let s = self.state();
+            s.blobs
+                .get(&layer.digest)
+                .ok_or_else(|| ContainerdError::call(op(), Class::NotFound, "content not found"))?
+                .data
+                .clone()
+        };
+        let target = mounts
+            .first()
+            .and_then(|m| m.source.split_once('/'))
+            .map(|(sn, key)| (sn.to_string(), key.to_string()));
+        let plain = uncompressed(&layer.media_type, &data)
+            .map_err(|e| ContainerdError::call(op(), Class::Internal, e.to_string()))?;
+        let diff_id = Digest::of(&plain);
+        let mut s = self.state();
+        let active = target
+            .and_then(|k| s.snapshots.get_mut(&k))
+            .filter(|a| a.kind == SnapshotKind::Active)
+            .ok_or_else(|| {
+                ContainerdError::call(
+                    op(),
+                    Class::InvalidArgument,
+                    "not an active snapshot's mounts",
+                )
+            })?;
+        active.applied.push(layer.digest.clone());
+        Ok(diff_id)
+    }
+
+    async fn lease_snapshots(&self, id: &str, snapshotter: &str) -> Result<Vec<String>> {
+        self.enter("lease_snapshots", id)?;
+        let s = self.state();
+        let l = s.leases.get(id).ok_or_else(|| {
+            ContainerdError::call(
+                format!("list resources of lease {id}"),
+                Class::NotFound,
+                "not found",
+            )
+        })?;
+        Ok(l.snapshots
+            .iter()
+            .filter(|(sn, _)| sn == snapshotter)
+            .map(|(_, k)| k.clone())
+            .collect())
+    }
+
+    async fn lease_snapshot(
+        &self,
+        id: &str,
+        snapshotter: &str,
+        key: &str,
+        add: bool,
+    ) -> Result<()> {
+        self.enter("lease_snapshot", format!("{id} {key}"))?;
+        let mut s = self.state();
+        let l = s.leases.get_mut(id).ok_or_else(|| {
+            ContainerdError::call(
+                format!("update lease {id} with {key}"),
+                Class::NotFound,
+                "lease not found",
+            )
+        })?;
+        let k = (snapshotter.to_string(), key.to_string());
+        if add {
+            l.snapshots.insert(k);
+        } else {
+            l.snapshots.remove(&k);
+        }
         Ok(())
     }
 }

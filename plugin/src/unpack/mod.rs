@@ -1,0 +1,545 @@
+//! Unpack: the station after the store — the images of the selected platforms unpacked into a
+//! snapshotter through containerd's own services, so that containerd reports them unpacked and
+//! a container starts without waiting for decompression and file writes.
+//!
+//! Each layer chain is committed as containerd's unpacker commits it ([`apply`]): an extraction
+//! snapshot prepared on the parent chain, the layer applied by containerd's differ (airlift has
+//! no layer-application code: whiteouts, ownership, extended attributes and links stay the
+//! differ's), committed under its chain ID ([`chain`]). Then, as containerd does, each image's
+//! config gets `containerd.io/gc.ref.snapshot.<snapshotter>=<top chain ID>` and each compressed
+//! layer applied `containerd.io/uncompressed=<diff ID>` (containerd labels uncompressed layers
+//! too, with their own digest, which nothing reads: airlift leaves that label off).
+//!
+//! During an import, unpacking overlaps reading: a [`Session`] hears of every blob stored and
+//! every document read ([`crate::ingest::Observer`]) and commits a chain as soon as its layer's
+//! blob is in and its parent chain committed ([`scheduler`]), while later blobs still stream in;
+//! chains several images share are committed once ([`plan::graph`]), independent chains in
+//! parallel up to a bound. Which images are unpacked is decided by the plan ([`plan`]).
+//!
+//! Leases: everything is prepared and committed under the import's temporary lease, so garbage
+//! collection cannot take a chain in flight; at the end the top chains join the archive's lease
+//! (`Leases.AddResource`, type `snapshots/<snapshotter>`), and the configs' labels keep them for
+//! as long as the images are there. Deleting the images and the leases lets containerd's garbage
+//! collector remove every snapshot.
+//!
+//! Failures never fail the import: they are reported ([`Report::errors`]) and unpacking is tried
+//! again from containerd's content ([`from_content`]) when the record is next verified.
+
+pub mod apply;
+pub mod chain;
+pub mod plan;
+pub mod scheduler;
+
+use crate::archive::understand::Plan;
+use crate::containerd::{Client, Containerd, ImageTarget, Labels};
+use crate::digest::Digest;
+use crate::ingest::Observer;
+use crate::platform::PlatformPolicy;
+use crate::store::ContentStore;
+use plan::Target;
+use scheduler::{Input, Outcome, Scheduler, State};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// The snapshotter unpacking uses unless told otherwise (containerd's and CRI's default).
+pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
+
+/// What to unpack into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The snapshotter (`overlayfs`, `native`, …).
+    pub snapshotter: String,
+    /// The platforms whose images are unpacked (see [`plan::policy`]).
+    pub platforms: PlatformPolicy,
+}
+
+/// Whether `name` can be a snapshotter's name (a plugin id: letters, digits, `-`, `_`, `.`).
+pub fn valid_snapshotter(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid snapshotter {name:?}: expected a name such as overlayfs or native"
+        ))
+    }
+}
+
+/// The label on an image config naming its unpacked top chain in `snapshotter`.
+pub fn gc_label(snapshotter: &str) -> String {
+    format!("containerd.io/gc.ref.snapshot.{snapshotter}")
+}
+
+/// The label on a compressed layer blob naming its diff ID.
+pub const UNCOMPRESSED: &str = "containerd.io/uncompressed";
+
+/// What unpacking did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// The snapshotter.
+    pub snapshotter: String,
+    /// The images unpacked: every manifest of theirs of the selected platforms is committed.
+    pub images: Vec<String>,
+    /// Layers applied now.
+    pub layers_applied: u64,
+    /// Chains found committed already (shared with other images or imports).
+    pub layers_present: u64,
+    /// What failed, image by image.
+    pub errors: Vec<String>,
+    /// The top chains of the manifests unpacked (what the archive's lease holds).
+    pub chains: Vec<String>,
+    /// Wall time from the first layer's start to the last label.
+    pub seconds: f64,
+}
+
+impl Report {
+    /// Whether everything selected was unpacked.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// The errors as one line, if any.
+    pub fn error(&self) -> Option<String> {
+        (!self.errors.is_empty()).then(|| self.errors.join("; "))
+    }
+}
+
+/// The images of an import or a record, each with the manifests it reaches.
+pub type Images = Vec<(String, Vec<Digest>)>;
+
+/// The images of a plan.
+pub fn images_of(plan: &Plan) -> Images {
+    plan.images
+        .iter()
+        .map(|i| (i.name.clone(), i.manifests.clone()))
+        .collect()
+}
+
+/// Forwards what the ingest sees to a session's scheduler.
+struct Forward(mpsc::UnboundedSender<Input>);
+
+impl Observer for Forward {
+    fn stored(&self, digest: &Digest, size: u64) {
+        let _ = self.0.send(Input::Stored(digest.clone(), size));
+    }
+
+    fn document(&self, digest: &Digest, json: &[u8]) {
+        let _ = self.0.send(Input::Document(digest.clone(), json.to_vec()));
+    }
+}
+
+/// The unpacking of one import, running beside it.
+pub struct Session {
+    options: Options,
+    tx: mpsc::UnboundedSender<Input>,
+    task: tokio::task::JoinHandle<Outcome>,
+    /// The plan's targets, once known, and the manifests selected that cannot be unpacked.
+    targets: Vec<Target>,
+    unusable: Vec<(Digest, String)>,
+    started: Instant,
+}
+
+impl Session {
+    /// Starts unpacking with `options` through `leased` (the import's lease); `store` is where
+    /// the import writes (its staged blobs are claimed early when needed).
+    pub fn start(
+        leased: Client,
+        options: &Options,
+        store: Option<Arc<dyn ContentStore>>,
+    ) -> Session {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let scheduler = Scheduler::new(
+            leased,
+            &options.snapshotter,
+            options.platforms.clone(),
+            store,
+        );
+        Session {
+            options: options.clone(),
+            tx,
+            task: tokio::spawn(scheduler.run(rx)),
+            targets: Vec::new(),
+            unusable: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// What the ingest tells of each blob and document.
+    pub fn observer(&self) -> Arc<dyn Observer> {
+        Arc::new(Forward(self.tx.clone()))
+    }
+
+    /// The plan is made: from now on its targets alone are unpacked. Returns once no early
+    /// claim is in flight (the record step may claim blobs then).
+    pub async fn planned(&mut self, plan: &Plan) {
+        let (targets, unusable) = plan::from_plan(plan, &self.options.platforms);
+        self.set_targets(targets, unusable).await;
+    }
+
+    async fn set_targets(&mut self, targets: Vec<Target>, unusable: Vec<(Digest, String)>) {
+        let (quiet, wait) = tokio::sync::oneshot::channel();
+        self.targets = targets.clone();
+        self.unusable = unusable;
+        if self.tx.send(Input::Plan(targets, quiet)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Stops: what runs is finished (nothing new starts), nothing is labelled or reported.
+    pub async fn abandon(self) {
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+
+    /// Every blob is in the namespace (the record step is done): the rest is committed, then
+    /// the configs and compressed layers are labelled through `leased` and the top chains join
+    /// `archive_lease` through `client` — before the import's lease goes. `images` are the
+    /// images to report on.
+    pub async fn finish(
+        self,
+        client: &Client,
+        leased: &Client,
+        archive_lease: Option<&str>,
+        images: &Images,
+    ) -> Report {
+        let _ = self.tx.send(Input::Recorded);
+        drop(self.tx);
+        let outcome = self.task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the unpack scheduler failed");
+            Outcome::default()
+        });
+        let mut report = conclude(
+            &self.options.snapshotter,
+            &self.targets,
+            &self.unusable,
+            &outcome,
+            images,
+        );
+        label(
+            client,
+            leased,
+            &self.options.snapshotter,
+            &self.targets,
+            &outcome,
+            archive_lease,
+            &mut report,
+        )
+        .await;
+        report.seconds = self.started.elapsed().as_secs_f64();
+        for e in &report.errors {
+            tracing::warn!("unpacking failed: {e}");
+        }
+        report
+    }
+}
+
+/// The chain that failed first for `target`, with why; `None` when its top chain is committed.
+fn failure(target: &Target, outcome: &Outcome) -> Option<String> {
+    let top = target.top()?;
+    if matches!(outcome.states.get(&top), Some(State::Done(_))) {
+        return None;
+    }
+    for (i, chain) in target.chains().iter().enumerate() {
+        match outcome.states.get(chain) {
+            Some(State::Done(_)) => continue,
+            Some(State::Failed(e)) if !e.starts_with("its parent chain failed") => {
+                return Some(format!("layer {i}: {e}"))
+            }
+            Some(State::Failed(e)) => return Some(format!("layer {i}: {e}")),
+            _ => {
+                let blob = target.blobs.get(i).cloned().flatten();
+                return Some(format!(
+                    "layer {i} ({}) was never applied",
+                    blob.map_or_else(|| target.diff_ids[i].to_string(), |b| b.digest.to_string())
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The report: which images are unpacked, what failed and why, what was applied.
+fn conclude(
+    snapshotter: &str,
+    targets: &[Target],
+    unusable: &[(Digest, String)],
+    outcome: &Outcome,
+    images: &Images,
+) -> Report {
+    let mut by_manifest: HashMap<&Digest, Result<(), String>> = HashMap::new();
+    for t in targets {
+        by_manifest.insert(&t.manifest, failure(t, outcome).map_or(Ok(()), Err));
+    }
+    for (m, e) in unusable {
+        by_manifest.insert(m, Err(e.clone()));
+    }
+    let mut report = Report {
+        snapshotter: snapshotter.to_string(),
+        ..Report::default()
+    };
+    for (name, manifests) in images {
+        let mine: Vec<(&Digest, &Result<(), String>)> = manifests
+            .iter()
+            .filter_map(|m| by_manifest.get(m).map(|r| (m, r)))
+            .collect();
+        if mine.is_empty() {
+            continue; // nothing of a selected platform
+        }
+        let errors: Vec<String> = mine
+            .iter()
+            .filter_map(|(m, r)| r.as_ref().err().map(|e| format!("manifest {m}: {e}")))
+            .collect();
+        if errors.is_empty() {
+            report.images.push(name.clone());
+        } else {
+            report
+                .errors
+                .push(format!("image {name}: {}", errors.join("; ")));
+        }
+    }
+    let wanted: BTreeSet<&Digest> = outcome.nodes.keys().collect();
+    for (chain, state) in &outcome.states {
+        if let State::Done(c) = state {
+            if wanted.contains(chain) {
+                match c {
+                    apply::Committed::Applied => report.layers_applied += 1,
+                    apply::Committed::Present => report.layers_present += 1,
+                }
+            }
+        }
+    }
+    let tops: BTreeSet<String> = targets
+        .iter()
+        .filter(|t| failure(t, outcome).is_none())
+        .filter_map(|t| t.top().map(|c| c.to_string()))
+        .collect();
+    report.chains = tops.into_iter().collect();
+    report
+}
+
+/// Labels the configs of the unpacked targets and the compressed layers applied, and makes the
+/// archive's lease hold exactly the unpacked top chains. Failures become report errors.
+async fn label(
+    client: &Client,
+    leased: &Client,
+    snapshotter: &str,
+    targets: &[Target],
+    outcome: &Outcome,
+    archive_lease: Option<&str>,
+    report: &mut Report,
+) {
+    let mut updates: BTreeMap<Digest, Labels> = BTreeMap::new();
+    for t in targets {
+        if let (None, Some(top)) = (failure(t, outcome), t.top()) {
+            updates
+                .entry(t.config.clone())
+                .or_default()
+                .insert(gc_label(snapshotter), top.to_string());
+        }
+    }
+    for (blob, diff_id) in &outcome.applied {
+        if blob != diff_id {
+            updates
+                .entry(blob.clone())
+                .or_default()
+                .insert(UNCOMPRESSED.to_string(), diff_id.to_string());
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(8));
+    for (digest, labels) in updates {
+        let (leased, limit) = (leased.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _slot = limit.acquire_owned().await;
+            leased.set_blob_labels(&digest, &labels).await
+        });
+    }
+    if let Some(lease) = archive_lease {
+        let (client, lease, sn) = (client.clone(), lease.to_string(), snapshotter.to_string());
+        let chains = report.chains.clone();
+        tasks.spawn(async move { hold(client.as_ref(), &lease, &sn, &chains).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r.expect("label task panicked") {
+            report
+                .errors
+                .push(format!("labelling the unpacked images: {e}"));
+        }
+    }
+}
+
+/// Makes `lease` hold exactly `chains` of `snapshotter`.
+pub async fn hold(
+    client: &dyn Containerd,
+    lease: &str,
+    snapshotter: &str,
+    chains: &[String],
+) -> crate::containerd::Result<()> {
+    let held: BTreeSet<String> = client
+        .lease_snapshots(lease, snapshotter)
+        .await?
+        .into_iter()
+        .collect();
+    let want: BTreeSet<String> = chains.iter().cloned().collect();
+    for c in want.difference(&held) {
+        client.lease_snapshot(lease, snapshotter, c, true).await?;
+    }
+    for c in held.difference(&want) {
+        client.lease_snapshot(lease, snapshotter, c, false).await?;
+    }
+    Ok(())
+}
+
+/// Whether every chain of `chains` is committed in `snapshotter`.
+pub async fn committed(
+    client: &dyn Containerd,
+    snapshotter: &str,
+    chains: &[String],
+) -> crate::containerd::Result<bool> {
+    for c in chains {
+        if client.stat_snapshot(snapshotter, c).await?.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Unpacks `images` from what containerd holds (their manifests, configs and layers in the
+/// namespace): what verification does for a record whose images are not unpacked. `leased`
+/// holds what is in flight; the top chains join `archive_lease` through `client`.
+pub async fn from_content(
+    client: &Client,
+    leased: &Client,
+    options: &Options,
+    images: &[ImageTarget],
+    archive_lease: Option<&str>,
+) -> Report {
+    let started = Instant::now();
+    let mut targets = Vec::new();
+    let mut unusable = Vec::new();
+    let mut reached: Images = Vec::new();
+    for image in images {
+        let mut manifests = Vec::new();
+        match image.digest.parse::<Digest>() {
+            Ok(d) => {
+                resolve(
+                    client.as_ref(),
+                    &options.platforms,
+                    &image.media_type,
+                    &d,
+                    0,
+                    &mut manifests,
+                    &mut targets,
+                    &mut unusable,
+                )
+                .await
+            }
+            Err(e) => unusable.push((Digest::of(image.digest.as_bytes()), e.to_string())),
+        }
+        reached.push((image.name.clone(), manifests));
+    }
+    // Manifests several images share are one target.
+    let mut seen = BTreeSet::new();
+    targets.retain(|t: &Target| seen.insert(t.manifest.clone()));
+    let mut session = Session::start(leased.clone(), options, None);
+    session.set_targets(targets, unusable).await;
+    let mut report = session
+        .finish(client, leased, archive_lease, &reached)
+        .await;
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// Follows one descriptor of the namespace down to its manifests: each manifest reached goes
+/// into `manifests`, and those of a selected platform into `targets` (or `unusable`).
+#[allow(clippy::too_many_arguments)]
+fn resolve<'a>(
+    client: &'a dyn Containerd,
+    policy: &'a PlatformPolicy,
+    media_type: &'a str,
+    digest: &'a Digest,
+    depth: usize,
+    manifests: &'a mut Vec<Digest>,
+    targets: &'a mut Vec<Target>,
+    unusable: &'a mut Vec<(Digest, String)>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    use crate::archive::spec;
+    Box::pin(async move {
+        let read = |d: Digest| async move {
+            let bytes = client
+                .read(&d, 0, 0)
+                .await
+                .map_err(|e| format!("reading {d}: {e}"))?;
+            if bytes.len() as u64 > crate::ingest::JSON_LIMIT {
+                return Err(format!("{d} is larger than a document airlift reads"));
+            }
+            Ok::<_, String>(bytes)
+        };
+        if spec::is_index(media_type) && depth < 8 {
+            let index = match read(digest.clone())
+                .await
+                .and_then(|b| serde_json::from_slice::<spec::Index>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(i) => i,
+                Err(e) => {
+                    manifests.push(digest.clone());
+                    unusable.push((digest.clone(), e));
+                    return;
+                }
+            };
+            for child in &index.manifests {
+                if child.platform.as_ref().is_some_and(|p| !policy.matches(p)) {
+                    continue;
+                }
+                // A child of the index that is not here was not imported (another platform).
+                if spec::is_manifest(&child.media_type)
+                    && !matches!(client.info(&child.digest).await, Ok(Some(_)))
+                {
+                    continue;
+                }
+                resolve(
+                    client,
+                    policy,
+                    &child.media_type,
+                    &child.digest,
+                    depth + 1,
+                    manifests,
+                    targets,
+                    unusable,
+                )
+                .await;
+            }
+        } else if spec::is_manifest(media_type) {
+            manifests.push(digest.clone());
+            let result = async {
+                let m: spec::Manifest = serde_json::from_slice(&read(digest.clone()).await?)
+                    .map_err(|e| format!("manifest {digest}: {e}"))?;
+                let config = read(m.config.digest.clone()).await?;
+                let mp = crate::archive::understand::ManifestPlan::new(
+                    m.config.clone(),
+                    m.layers.clone(),
+                    &config,
+                );
+                if !mp.platform.as_ref().is_some_and(|p| policy.matches(p)) {
+                    return Ok(None);
+                }
+                plan::target(digest, &m.config.digest, &mp.layers, &mp.diff_ids).map(Some)
+            }
+            .await;
+            match result {
+                Ok(Some(t)) => targets.push(t),
+                Ok(None) => {}
+                Err(e) => unusable.push((digest.clone(), e)),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;
