@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark: airlift against `ctr images import` (local and transfer API) and the physical
 # floor, on generated workloads (cached in .cache/bench/v2/), on a throwaway containerd 2.x.
-#   bash integration/bench.sh [--runs N] [--only W1,W2,W3,W5,W6,P,S] [--out FILE]
+#   bash integration/bench.sh [--runs N] [--only W1,W2,W3,W5,W6,U,P,S] [--out FILE]
+# (U: W1 imported and unpacked: airlift import --unpack against ctr import --local, which unpacks,
+#  and against importing alone and unpacking alone.)
 # (P: containerd through airlift as its content proxy plugin, against its built-in store;
 #  S: W1's blobs served by airlift serve's registry endpoint to parallel curl clients, against
 #  the page cache, a bare sendfile server and docker-registry.)

@@ -7,13 +7,21 @@
 
 mod common;
 
-use airlift_integration::{fixtures_dir, Containerd, Version};
+use airlift_integration::{fixtures_dir, Containerd, Options, Version};
 use common::daemon::Daemon;
 use common::*;
 use std::io::Read;
 use std::path::Path;
 
 const BUSYBOX: &str = "docker.io/library/busybox:1.35";
+
+/// A container id no other test (nor another containerd of this machine) uses: runc's state
+/// directory is shared by every containerd, per namespace.
+fn container_id(what: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("airlift-unpack-{what}-{}-{n}", std::process::id())
+}
 
 /// The committed snapshots of `overlayfs`, by key.
 fn committed(ctd: &Containerd) -> Vec<String> {
@@ -98,7 +106,7 @@ fn unpacked_runs_and_is_collected(version: Version) {
             "run",
             "--rm",
             BUSYBOX,
-            "airlift-unpack-test",
+            &container_id("run"),
             "/bin/echo",
             "hello from an unpacked image",
         ])
@@ -311,4 +319,53 @@ fn the_daemon_unpacks_and_catches_up(version: Version) {
 on_containerd!(the_daemon_unpacks_and_catches_up {
     the_daemon_unpacks_and_catches_up_containerd_2: Version::V2;
     the_daemon_unpacks_and_catches_up_containerd_17: Version::V17;
+});
+
+/// The same with containerd's content store being airlift's (content proxy mode), and in
+/// stream mode: the differ reads the layers through whichever store holds them.
+fn unpacked_in_proxy_and_stream_mode(version: Version) {
+    let (mut proxy, _root) = Daemon::content_proxy();
+    let ctd = Containerd::start_with(
+        version,
+        Options {
+            content_proxy: Some(proxy.socket()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    proxy.address = ctd.address().to_path_buf();
+    proxy.start();
+    proxy.wait();
+    let bundle = fixtures_dir().join("bundle-ctr-export.tar.zst");
+    let (code, report, stderr) = import_unpack(&ctd, &[bundle.to_str().unwrap()]);
+    assert_eq!(code, 0, "{report}\n{stderr}\n{}", proxy.log());
+    assert!(unpacked(&ctd, BUSYBOX), "{report}\n{}", ctd.log_tail(30));
+    let out = ctd
+        .ctr_output(&[
+            "-n",
+            "k8s.io",
+            "run",
+            "--rm",
+            BUSYBOX,
+            &container_id("proxy"),
+            "/bin/echo",
+            "proxied",
+        ])
+        .unwrap();
+    assert!(out.contains("proxied"), "{out}");
+    drop(ctd);
+    drop(proxy);
+
+    let ctd = Containerd::start(version).unwrap();
+    let archive = fixtures_dir().join("busybox-multiarch-oci.tgz");
+    let (code, report, stderr) =
+        import_unpack(&ctd, &["--mode", "stream", archive.to_str().unwrap()]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["mode"], "stream", "{report}");
+    assert!(unpacked(&ctd, BUSYBOX), "{report}");
+}
+
+on_containerd!(unpacked_in_proxy_and_stream_mode {
+    unpacked_in_proxy_and_stream_mode_containerd_2: Version::V2;
+    unpacked_in_proxy_and_stream_mode_containerd_17: Version::V17;
 });

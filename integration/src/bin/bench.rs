@@ -2,7 +2,7 @@
 //! workloads generated deterministically (by [`airlift_integration::archives`], cached in
 //! `.cache/bench/v2/`), in one run on one throwaway containerd 2.x.
 //!
-//! `bench [--runs N] [--only W1,W3,...,P,S] [--out FILE]` — see `integration/bench.sh`, which
+//! `bench [--runs N] [--only W1,W3,...,U,P,S] [--out FILE]` — see `integration/bench.sh`, which
 //! provisions containerd and builds everything in release mode first.
 //!
 //! Each contender is measured `--runs` times (default 3) with the namespace reset in between
@@ -299,17 +299,14 @@ fn contender(
             .arg(file);
             c
         }
-        "ctr --local" | "ctr (transfer)" => {
+        "ctr --local" | "ctr (transfer)" | "ctr --local, unpacking" => {
             let mut c = ctd.ctr();
-            c.args([
-                "-n",
-                NS,
-                "images",
-                "import",
-                "--no-unpack",
-                "--all-platforms",
-            ]);
-            if name == "ctr --local" {
+            c.args(["-n", NS, "images", "import", "--all-platforms"]);
+            if !name.ends_with("unpacking") {
+                c.arg("--no-unpack");
+            }
+            let local = name.starts_with("ctr --local");
+            if local {
                 c.arg("--local");
             }
             // `ctr --local` takes a plain tar, as k3s's importer does after decompressing: give it
@@ -322,7 +319,7 @@ fn contender(
                 _ => None,
             };
             match decompress {
-                Some(d) if name == "ctr --local" => {
+                Some(d) if local => {
                     let ctr = format!("{:?}", c.get_program());
                     let args: Vec<String> = c
                         .get_args()
@@ -496,6 +493,9 @@ fn main() {
         println!("\nW5 (airlift serve restarted over 100 unchanged archives): ready in {:.0} ms, {read} archive bytes read", ready * 1000.0);
         report.push_str(&format!("| W5 (restart over 100 unchanged archives) | airlift serve | {ready:.3} | | | | | ready in {:.0} ms, {read} bytes read |\n", ready * 1000.0));
     }
+    if only.as_ref().is_none_or(|o| o.iter().any(|x| x == "U")) {
+        unpacking(&mut report, &ctd, &airlift, &floor, &data, runs);
+    }
     if only.as_ref().is_none_or(|o| o.iter().any(|x| x == "P")) {
         drop(ctd);
         proxy(&mut report, &airlift, &data, runs);
@@ -507,6 +507,105 @@ fn main() {
         std::fs::write(&out, report).unwrap();
         eprintln!("table written to {out}");
     }
+}
+
+/// U: W1 (`.tar` and `.tar.zst`) imported and unpacked into overlayfs. `airlift import
+/// --unpack` against `ctr images import --local` (which unpacks, one layer after another once
+/// all content is written), and against the two halves alone: `airlift import` without
+/// unpacking, and unpacking alone (`ctr images mount` of each image after that import, then
+/// unmounted). The overlap works when airlift's wall time is close to the slower half.
+fn unpacking(
+    report: &mut String,
+    ctd: &Containerd,
+    airlift: &Path,
+    floor: &Path,
+    data: &Path,
+    runs: usize,
+) {
+    let pid = ctd.pid().unwrap();
+    let scratch = ctd.root().join("scratch-unpack");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mnt = scratch.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    report.push_str("\n| U workload | contender | wall s | CPU s | × ctr --local, unpacking | × the slower half |\n|---|---|---:|---:|---:|---:|\n");
+    let mount_all = format!(
+        "set -e; for i in $({ctr} -n {NS} images ls -q); do {ctr} -n {NS} images mount $i {m} >/dev/null; {ctr} -n {NS} images unmount --rm {m} >/dev/null; done",
+        ctr = format!("{:?} --address {:?}", ctd.ctr().get_program(), ctd.address()),
+        m = mnt.display()
+    );
+    for (wname, file) in [
+        ("W1 .tar", data.join("w1.tar")),
+        ("W1 .tar.zst", data.join("w1.tar.zst")),
+    ] {
+        println!("\nU {wname}: import and unpack");
+        let mut rows: Vec<(&str, Sample)> = Vec::new();
+        for name in [
+            "airlift --unpack",
+            "ctr --local, unpacking",
+            "airlift import alone",
+            "unpacking alone",
+        ] {
+            let mut samples = Vec::new();
+            for _ in 0..runs {
+                reset(ctd);
+                let s = match name {
+                    "airlift --unpack" => {
+                        let mut c =
+                            contender("airlift direct", ctd, airlift, floor, &file, &scratch);
+                        c.arg("--unpack");
+                        measure(&mut c, pid)
+                    }
+                    "airlift import alone" => measure(
+                        &mut contender("airlift direct", ctd, airlift, floor, &file, &scratch),
+                        pid,
+                    ),
+                    "unpacking alone" => {
+                        let mut first =
+                            contender("airlift direct", ctd, airlift, floor, &file, &scratch);
+                        assert!(first
+                            .stdout(std::process::Stdio::null())
+                            .status()
+                            .unwrap()
+                            .success());
+                        let mut sh = Command::new("bash");
+                        sh.arg("-c").arg(&mount_all);
+                        measure(&mut sh, pid)
+                    }
+                    other => measure(
+                        &mut contender(other, ctd, airlift, floor, &file, &scratch),
+                        pid,
+                    ),
+                };
+                samples.push(s);
+            }
+            rows.push((name, Sample::median(&samples)));
+        }
+        let wall = |n: &str| rows.iter().find(|(c, _)| *c == n).map(|(_, m)| m.wall);
+        let ctr = wall("ctr --local, unpacking").unwrap();
+        let slower = wall("airlift import alone")
+            .unwrap()
+            .max(wall("unpacking alone").unwrap());
+        for (c, m) in &rows {
+            let shown = if m.ok {
+                format!("{:.3}", m.wall)
+            } else {
+                "failed".into()
+            };
+            println!(
+                "  {c:<24} wall {shown:>8} s  cpu {:>7.3} s  ×ctr {:>5.2}  ×slower half {:>5.2}",
+                m.cpu,
+                m.wall / ctr,
+                m.wall / slower
+            );
+            report.push_str(&format!(
+                "| {wname} | {c} | {shown} | {:.3} | {:.2} | {:.2} |\n",
+                m.cpu,
+                m.wall / ctr,
+                m.wall / slower
+            ));
+        }
+    }
+    reset(ctd);
 }
 
 /// W5: `airlift serve` restarted over 100 unchanged archives: time until `airlift wait` returns.
