@@ -472,6 +472,12 @@ pub async fn run(
             .map(|u| crate::unpack::Session::start(leased.clone(), &u, Some(store.clone())));
         let observer = unpack.as_ref().map(|s| s.observer());
         let session = session.insert(unpack);
+        // Unpacking can start before the configs are reached in the archive when they can be
+        // read first.
+        if let (Some(o), Source::File(path)) = (observer.clone(), source) {
+            let path = path.clone();
+            let _ = tokio::task::spawn_blocking(move || ingest::prescan(&path, o.as_ref())).await;
+        }
         let (plan, counters) = ingest_and_plan(
             store.clone(),
             scratch,
