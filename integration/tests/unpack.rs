@@ -23,18 +23,39 @@ fn container_id(what: &str) -> String {
     format!("airlift-unpack-{what}-{}-{n}", std::process::id())
 }
 
-/// The committed snapshots of `overlayfs`, by key.
-fn committed(ctd: &Containerd) -> Vec<String> {
+/// `ctr snapshots ls` of `overlayfs` (a header line, then one line a snapshot).
+fn snapshot_list(ctd: &Containerd) -> String {
+    ctd.ctr_output(&[
+        "-n",
+        "k8s.io",
+        "snapshots",
+        "--snapshotter",
+        "overlayfs",
+        "ls",
+    ])
+    .unwrap()
+}
+
+/// Runs `/bin/echo TEXT` in a container of busybox (`ctr run --rm`) and checks what it printed.
+fn echo_in_container(ctd: &Containerd, what: &str, text: &str) {
     let out = ctd
         .ctr_output(&[
             "-n",
             "k8s.io",
-            "snapshots",
-            "--snapshotter",
-            "overlayfs",
-            "ls",
+            "run",
+            "--rm",
+            BUSYBOX,
+            &container_id(what),
+            "/bin/echo",
+            text,
         ])
         .unwrap();
+    assert!(out.contains(text), "{out}");
+}
+
+/// The committed snapshots of `overlayfs`, by key.
+fn committed(ctd: &Containerd) -> Vec<String> {
+    let out = snapshot_list(ctd);
     out.lines()
         .skip(1)
         .filter(|l| l.contains("Committed"))
@@ -99,19 +120,7 @@ fn unpacked_runs_and_is_collected(version: Version) {
     );
 
     // A container starts from it, and no layer is unpacked for it.
-    let out = ctd
-        .ctr_output(&[
-            "-n",
-            "k8s.io",
-            "run",
-            "--rm",
-            BUSYBOX,
-            &container_id("run"),
-            "/bin/echo",
-            "hello from an unpacked image",
-        ])
-        .unwrap();
-    assert!(out.contains("hello from an unpacked image"), "{out}");
+    echo_in_container(&ctd, "run", "hello from an unpacked image");
     assert_eq!(committed(&ctd), before, "ctr run unpacked again");
 
     // The same layers in another archive: found unpacked, nothing applied.
@@ -143,16 +152,7 @@ fn unpacked_runs_and_is_collected(version: Version) {
         ctd.ctr_output(&["-n", "k8s.io", "leases", "rm", "--sync", l])
             .unwrap();
     }
-    let snapshots = ctd
-        .ctr_output(&[
-            "-n",
-            "k8s.io",
-            "snapshots",
-            "--snapshotter",
-            "overlayfs",
-            "ls",
-        ])
-        .unwrap();
+    let snapshots = snapshot_list(&ctd);
     assert_eq!(
         snapshots.lines().skip(1).count(),
         0,
@@ -271,16 +271,7 @@ fn a_wrong_diff_id_fails_the_unpack_not_the_import(version: Version) {
             .any(|l| l.starts_with(WRONG) && l.contains("io.cri-containerd.pinned=pinned")),
         "{images}"
     );
-    let snapshots = ctd
-        .ctr_output(&[
-            "-n",
-            "k8s.io",
-            "snapshots",
-            "--snapshotter",
-            "overlayfs",
-            "ls",
-        ])
-        .unwrap();
+    let snapshots = snapshot_list(&ctd);
     assert_eq!(snapshots.lines().skip(1).count(), 0, "{snapshots}");
     assert!(!unpacked(&ctd, WRONG));
 }
@@ -347,19 +338,7 @@ fn unpacked_in_proxy_and_stream_mode(version: Version) {
     let (code, report, stderr) = import_unpack(&ctd, &[bundle.to_str().unwrap()]);
     assert_eq!(code, 0, "{report}\n{stderr}\n{}", proxy.log());
     assert!(unpacked(&ctd, BUSYBOX), "{report}\n{}", ctd.log_tail(30));
-    let out = ctd
-        .ctr_output(&[
-            "-n",
-            "k8s.io",
-            "run",
-            "--rm",
-            BUSYBOX,
-            &container_id("proxy"),
-            "/bin/echo",
-            "proxied",
-        ])
-        .unwrap();
-    assert!(out.contains("proxied"), "{out}");
+    echo_in_container(&ctd, "proxy", "proxied");
     drop(ctd);
     drop(proxy);
 

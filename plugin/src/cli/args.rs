@@ -184,16 +184,8 @@ pub struct ServeArgs {
     /// lists, e.g. /etc/containerd/certs.d.
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
-    /// Unpack the images into containerd's snapshotter as they are imported (overlayfs unless
-    /// named: --unpack=native), so that containers start without unpacking.
-    #[arg(
-        long,
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = crate::unpack::DEFAULT_SNAPSHOTTER,
-        value_name = "SNAPSHOTTER"
-    )]
-    pub unpack: Option<String>,
+    #[command(flatten)]
+    pub unpack: UnpackArg,
     /// Another node's registry endpoint (http://HOST:PORT or https://HOST:PORT, its CA and
     /// client certificate from the hosts directory) whose images are pulled and pinned here
     /// while it serves them (repeatable; replaces the configured list).
@@ -311,16 +303,8 @@ pub struct ImportArgs {
     /// pulls, e.g. /etc/containerd/certs.d.
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
-    /// Unpack the images into containerd's snapshotter as they are imported (overlayfs unless
-    /// named: --unpack=native), so that containers start without unpacking.
-    #[arg(
-        long,
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = crate::unpack::DEFAULT_SNAPSHOTTER,
-        value_name = "SNAPSHOTTER"
-    )]
-    pub unpack: Option<String>,
+    #[command(flatten)]
+    pub unpack: UnpackArg,
 }
 
 impl ImportArgs {
@@ -335,7 +319,7 @@ impl ImportArgs {
                 self.platform.iter().map(|p| Platform::parse(p)).collect();
             PlatformPolicy::Only(parsed.map_err(|e| e.to_string())?)
         };
-        if let Some(sn) = &self.unpack {
+        if let Some(sn) = &self.unpack.snapshotter {
             crate::unpack::valid_snapshotter(sn)?;
         }
         let mut labels = BTreeMap::new();
@@ -361,7 +345,7 @@ impl ImportArgs {
             scratch_dir: Some(self.state_dir.clone()),
             pipes: true,
             hosts_dir: self.hosts_dir.clone(),
-            unpack: self.unpack.clone(),
+            unpack: self.unpack.snapshotter.clone(),
             ..ImportOptions::default()
         })
     }
@@ -394,7 +378,7 @@ impl ServeArgs {
         if let Some(v) = &self.hosts_dir {
             cfg.hosts_dir = Some(v.clone());
         }
-        if let Some(v) = &self.unpack {
+        if let Some(v) = &self.unpack.snapshotter {
             cfg.unpack = Some(v.clone());
         }
         if !self.follow.is_empty() {
@@ -509,4 +493,19 @@ mod tests {
         assert_eq!(c.registry.address, "127.0.0.1:5050");
         assert_eq!(c.registry.serve, crate::registry::Policy::All);
     }
+}
+
+/// `--unpack[=SNAPSHOTTER]`, for `import` and `serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct UnpackArg {
+    /// Unpack the images into containerd's snapshotter as they are imported (overlayfs unless
+    /// named: --unpack=native), so that containers start without unpacking.
+    #[arg(
+        long = "unpack",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = crate::unpack::DEFAULT_SNAPSHOTTER,
+        value_name = "SNAPSHOTTER"
+    )]
+    pub snapshotter: Option<String>,
 }
