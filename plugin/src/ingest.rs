@@ -167,15 +167,21 @@ pub fn prescan(path: &Path, observer: &dyn Observer) {
             if !entry.header().entry_type().is_file() || !(2..=PRESCAN_ENTRY).contains(&size) {
                 continue;
             }
+            // A document starts with `{`; anything else (a small layer) is passed by after
+            // one byte.
+            let mut first = [0u8; 1];
+            entry.read_exact(&mut first)?;
+            if first[0] != b'{' {
+                continue;
+            }
             read += size;
             if read > PRESCAN_TOTAL {
                 break;
             }
             let mut json = Vec::with_capacity(size as usize);
+            json.push(first[0]);
             entry.read_to_end(&mut json)?;
-            if json.first() == Some(&b'{') {
-                observer.document(&Digest::of(&json), &json);
-            }
+            observer.document(&Digest::of(&json), &json);
         }
         Ok(())
     };
@@ -489,8 +495,10 @@ mod tests {
             br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let layer = vec![7u8; 3 << 20];
         let mut b = tar::Builder::new(Vec::new());
+        let small = [0u8; 1000];
         for (name, data) in [
             ("layer/layer.tar", &layer[..]),
+            ("small/layer.tar", &small[..]),
             ("config.json", &config[..]),
         ] {
             let mut h = tar::Header::new_ustar();
