@@ -67,14 +67,7 @@ impl Registry {
         }
         std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg("docker-registry");
-                c
-            }
-            None => Command::new("docker-registry"),
-        };
+        let mut cmd = wrapped(wrapper, "docker-registry");
         let child = cmd
             .arg("serve")
             .arg(&config)
@@ -136,14 +129,7 @@ fn skopeo_copy(from: &str, to: &str) -> std::process::Output {
 
 /// [`skopeo_copy`] run through `wrapper` (`ip netns exec NS`).
 fn skopeo_copy_via(wrapper: &[String], from: &str, to: &str) -> std::process::Output {
-    let mut cmd = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg("skopeo");
-            c
-        }
-        None => Command::new("skopeo"),
-    };
+    let mut cmd = wrapped(wrapper, "skopeo");
     cmd.env("HOME", std::env::temp_dir())
         .args([
             "--insecure-policy",
@@ -242,18 +228,8 @@ fn mirrors_keep_the_fallback(version: Version) {
     let node = Containerd::start(version).unwrap();
     let hosts_dir = hosts.to_str().unwrap();
     for (name, digest) in [(&image_a, INDEX_2D8E), (&image_b, DOCKER_5142)] {
-        node.ctr_output(&[
-            "-n",
-            "k8s.io",
-            "images",
-            "pull",
-            "--plain-http",
-            "--all-platforms",
-            "--hosts-dir",
-            hosts_dir,
-            name,
-        ])
-        .unwrap_or_else(|e| panic!("pulling {name}: {e}\npeer log:\n{}", peer.log()));
+        ctr_pull(&node, hosts_dir, name, true)
+            .unwrap_or_else(|e| panic!("pulling {name}: {e}\npeer log:\n{}", peer.log()));
         assert_listed(&node, &[(name, digest)]);
     }
     // The peer was asked for both, by the registry's name (ns=, its ':' escaped): A served,
@@ -325,18 +301,8 @@ fn mirrors_keep_the_fallback(version: Version) {
     for name in [&image_a, &image_b] {
         node.ctr_output(&["-n", "k8s.io", "images", "rm", name])
             .unwrap();
-        node.ctr_output(&[
-            "-n",
-            "k8s.io",
-            "images",
-            "pull",
-            "--plain-http",
-            "--all-platforms",
-            "--hosts-dir",
-            hosts_dir,
-            name,
-        ])
-        .unwrap_or_else(|e| panic!("pulling {name} again: {e}\npeer log:\n{}", peer.log()));
+        ctr_pull(&node, hosts_dir, name, true)
+            .unwrap_or_else(|e| panic!("pulling {name} again: {e}\npeer log:\n{}", peer.log()));
     }
     assert!(asked(&peer.log()) > before, "the peer was not asked first");
 
@@ -350,18 +316,8 @@ fn mirrors_keep_the_fallback(version: Version) {
         String::from_utf8_lossy(&copied.stderr)
     );
     drop(peer);
-    node.ctr_output(&[
-        "-n",
-        "k8s.io",
-        "images",
-        "pull",
-        "--plain-http",
-        "--all-platforms",
-        "--hosts-dir",
-        hosts_dir,
-        &image_c,
-    ])
-    .unwrap_or_else(|e| panic!("pulling {image_c} with the peer down: {e}"));
+    ctr_pull(&node, hosts_dir, &image_c, true)
+        .unwrap_or_else(|e| panic!("pulling {image_c} with the peer down: {e}"));
 
     // --remove takes them away (they replaced nothing).
     let removed = airlift_mirrors(&["--remove", "--hosts-dir", hosts_dir]);
@@ -509,17 +465,7 @@ fn nodes_in_network_namespaces(version: Version) {
     );
     net.set(&ns_a, &dev_a, false).unwrap();
     let hosts_dir = hosts.to_str().unwrap();
-    node_b
-        .ctr_output(&[
-            "-n",
-            "k8s.io",
-            "images",
-            "pull",
-            "--all-platforms",
-            "--hosts-dir",
-            hosts_dir,
-            &image_c,
-        ])
+    ctr_pull(&node_b, hosts_dir, &image_c, false)
         .unwrap_or_else(|e| panic!("pulling {image_c} with A down: {e}"));
     node_b
         .ctr_output(&["-n", "k8s.io", "images", "rm", &image_c])

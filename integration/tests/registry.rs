@@ -273,18 +273,7 @@ fn containerd_pulls_through_a_mirror(version: Version) {
     }
     let hosts_dir = hosts.path().to_str().unwrap();
     for (name, digest) in [(BUSYBOX, INDEX_2D8E), (TOOLS, DOCKER_5142)] {
-        node_b
-            .ctr_output(&[
-                "-n",
-                "k8s.io",
-                "images",
-                "pull",
-                "--plain-http",
-                "--all-platforms",
-                "--hosts-dir",
-                hosts_dir,
-                name,
-            ])
+        ctr_pull(&node_b, hosts_dir, name, true)
             .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", d.log()));
         assert_listed(&node_b, &[(name, digest)]);
         node_b

@@ -94,20 +94,10 @@ async fn get(
             Err(f) => return Err(io::Error::other(f.to_string())),
         };
         let status = response.status().as_u16();
-        let mut body = Vec::new();
-        let mut response = response;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| io::Error::other(remote::client::transport(&e)))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_BODY {
-                return Err(io::Error::other(format!(
-                    "GET {target}: an answer over 16 MiB"
-                )));
-            }
-        }
+        let body =
+            remote::client::read_body(response, MAX_BODY, &format!("GET {target}: an answer"))
+                .await
+                .map_err(io::Error::other)?;
         Ok::<_, io::Error>((status, body))
     };
     tokio::time::timeout(REQUEST_TIMEOUT, call)

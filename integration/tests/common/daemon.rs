@@ -109,14 +109,7 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("airlift.log"))
             .unwrap();
-        let mut cmd = match self.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(airlift_bin());
-                c
-            }
-            None => Command::new(airlift_bin()),
-        };
+        let mut cmd = super::wrapped(&self.wrapper, airlift_bin());
         let child = cmd
             .args(["serve", "--config"])
             .arg(&cfg)

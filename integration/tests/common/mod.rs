@@ -381,3 +381,34 @@ pub fn assert_listed(ctd: &Containerd, images: &[(&str, &str)]) {
         assert!(line.contains(digest), "{line}");
     }
 }
+
+/// A command running `program` through `wrapper` (`ip netns exec NS`), or directly when it is
+/// empty.
+#[allow(dead_code)]
+pub fn wrapped(wrapper: &[String], program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// `ctr images pull --all-platforms --hosts-dir DIR NAME` into `k8s.io` (with `--plain-http`
+/// when `plain_http`: the registries of the hosts directory speak HTTP).
+#[allow(dead_code)]
+pub fn ctr_pull(
+    ctd: &Containerd,
+    hosts_dir: &str,
+    name: &str,
+    plain_http: bool,
+) -> anyhow::Result<String> {
+    let mut args = vec!["-n", "k8s.io", "images", "pull"];
+    if plain_http {
+        args.push("--plain-http");
+    }
+    args.extend(["--all-platforms", "--hosts-dir", hosts_dir, name]);
+    ctd.ctr_output(&args)
+}

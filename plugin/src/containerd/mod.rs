@@ -139,6 +139,17 @@ pub struct ImageTarget {
 }
 
 impl ImageTarget {
+    /// What an existing image record points to (it carries no annotations).
+    pub fn of(record: ImageRecord) -> ImageTarget {
+        ImageTarget {
+            name: record.name,
+            media_type: record.media_type,
+            digest: record.digest,
+            size: record.size,
+            annotations: BTreeMap::new(),
+        }
+    }
+
     /// Whether `image` points where this target does.
     pub fn points(&self, image: &ImageRecord) -> bool {
         image.digest == self.digest

@@ -169,13 +169,7 @@ pub async fn run(
                     skipped.push(format!(
                         "{archive}: line {line}: {name}: not pulled again ({e}); the image pulled before is kept"
                     ));
-                    images.push(ImageTarget {
-                        name: r.name,
-                        media_type: r.media_type,
-                        digest: r.digest,
-                        size: r.size,
-                        annotations: BTreeMap::new(),
-                    });
+                    images.push(ImageTarget::of(r));
                     continue;
                 }
                 tracing::warn!(%archive, image = %name, error = %e, "pull failed");
@@ -184,13 +178,7 @@ pub async fn run(
             }
         }
         match client.get_image(&name).await.map_err(cd_err)? {
-            Some(r) => images.push(ImageTarget {
-                name: r.name,
-                media_type: r.media_type,
-                digest: r.digest,
-                size: r.size,
-                annotations: BTreeMap::new(),
-            }),
+            Some(r) => images.push(ImageTarget::of(r)),
             None => failed.push(format!(
                 "{archive}: line {line}: {name}: pulled, but its image record is gone (removed by someone meanwhile)"
             )),

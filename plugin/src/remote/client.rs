@@ -260,6 +260,22 @@ impl Registry {
     }
 }
 
+/// A response's body, at most `limit` bytes (more is an error naming `what`).
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport(&e))? {
+        body.extend_from_slice(&chunk);
+        if body.len() > limit {
+            return Err(format!("{what} over {} MiB", limit >> 20));
+        }
+    }
+    Ok(body)
+}
+
 /// A transport error with its causes (reqwest's top-level message alone says little).
 pub fn transport(e: &reqwest::Error) -> String {
     let mut s = e.to_string();

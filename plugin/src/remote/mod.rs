@@ -465,15 +465,8 @@ async fn written(
 }
 
 /// A manifest body, at most [`MAX_MANIFEST`] bytes.
-async fn read_small(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| client::transport(&e))? {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_MANIFEST {
-            return Err(format!("a manifest over {} MiB", MAX_MANIFEST >> 20));
-        }
-    }
-    Ok(body)
+async fn read_small(response: reqwest::Response) -> Result<Vec<u8>, String> {
+    client::read_body(response, MAX_MANIFEST, "a manifest").await
 }
 
 /// The `mediaType` a manifest names itself.
