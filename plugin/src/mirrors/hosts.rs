@@ -87,6 +87,12 @@ pub struct Endpoint {
     pub override_path: bool,
 }
 
+/// Whether containerd talks plain HTTP to `host[:port]` when nothing says otherwise: the local
+/// machine on a port other than 443 (core/remotes/docker/config/hosts.go).
+pub fn plain_http_by_default(host: &str) -> bool {
+    is_localhost(host) && port_of(host).is_some_and(|p| p != "443")
+}
+
 fn is_localhost(host: &str) -> bool {
     let name = match host.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') && p.chars().all(|c| c.is_ascii_digit()) => h,
@@ -188,8 +194,7 @@ pub fn endpoint(raw: &str) -> Result<Endpoint, String> {
         format!("/{}", segments.join("/"))
     };
     let scheme = scheme.unwrap_or_else(|| {
-        let port = port_of(authority);
-        if is_localhost(authority) && port.is_some_and(|p| p != "443") {
+        if plain_http_by_default(authority) {
             "http".into()
         } else {
             "https".into()
@@ -232,7 +237,7 @@ fn upstream(registry: &str) -> String {
     match registry {
         "*" => String::new(),
         "docker.io" => "https://registry-1.docker.io".into(),
-        r if is_localhost(r) && port_of(r).is_some_and(|p| p != "443") => format!("http://{r}"),
+        r if plain_http_by_default(r) => format!("http://{r}"),
         r => format!("https://{r}"),
     }
 }

@@ -6,7 +6,8 @@
 //!   that exists;
 //! - its `hosts.toml` lists `[host."URL"]` entries, tried in file order, and the top-level entry
 //!   last; without a `server` (or with an empty one) that last entry is the registry itself
-//!   (`https://registry-1.docker.io` for docker.io, plain HTTP for localhost);
+//!   (`https://registry-1.docker.io` for docker.io, plain HTTP for localhost on a port other
+//!   than 443);
 //! - a URL without a path gets `/v2`, one with a path gets `/v2` appended unless it ends in `/v2`
 //!   or `override_path` is set; a URL without a scheme is HTTPS;
 //! - `capabilities` (default `pull`, `resolve`, `push`) say which hosts resolve tags and which
@@ -15,6 +16,7 @@
 //! - a directory without `hosts.toml` is the older layout: its `*.crt` are CAs and its
 //!   `*.cert`/`*.key` pairs client certificates of the registry itself.
 
+use crate::mirrors::hosts::plain_http_by_default;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -84,19 +86,6 @@ impl Host {
     }
 }
 
-/// Whether `host` is the local machine (containerd talks plain HTTP to it by default).
-fn is_localhost(authority: &str) -> bool {
-    let host = match authority.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => authority,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The directories that may hold `registry`'s configuration, in the order looked at.
 fn candidates(dir: &Path, registry: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -124,7 +113,7 @@ pub fn hosts(
         };
         let scheme = match default_scheme {
             Some(s) => s.to_string(),
-            None if is_localhost(registry) => "http".to_string(),
+            None if plain_http_by_default(registry) => "http".to_string(),
             None => "https".to_string(),
         };
         Host::new(scheme, authority, "/v2".into())
@@ -194,7 +183,7 @@ fn parse(
     } else {
         entry_of(server, &table, base, None)?
     };
-    if server.is_empty() && default_scheme.is_none() && is_localhost(registry) {
+    if server.is_empty() && default_scheme.is_none() && plain_http_by_default(registry) {
         last.scheme = "http".into();
     }
     out.push(last);
@@ -371,6 +360,12 @@ mod tests {
         assert_eq!(urls(&h), ["http://localhost:5000/v2"]);
         let h = hosts(None, "127.0.0.1:5000", None).unwrap();
         assert_eq!(urls(&h), ["http://127.0.0.1:5000/v2"]);
+        let h = hosts(None, "localhost", None).unwrap();
+        assert_eq!(
+            urls(&h),
+            ["https://localhost/v2"],
+            "no port: HTTPS, as containerd"
+        );
         let h = hosts(None, "10.0.0.5:5050", Some("http")).unwrap();
         assert_eq!(urls(&h), ["http://10.0.0.5:5050/v2"]);
         let h = hosts(None, "quay.io", None).unwrap();
