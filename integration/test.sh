@@ -23,6 +23,11 @@ cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 echo "== cargo build" >&2
 cargo build --workspace --locked "${features[@]}"
 echo "== cargo test" >&2
+# Build the test binaries first and write them out: linking them leaves gigabytes of dirty
+# pages, and the first end-to-end tests would otherwise wait behind their writeback in every
+# fsync (containerd fsyncs its database while it starts).
+cargo test --workspace --locked "${features[@]}" --no-run
+sync
 cargo test --workspace --locked "${features[@]}" "$@"
 # A brief run of every fuzz target (the long runs of RELIABILITY.md: fuzz/run.sh 360); saved
 # reproducers are replayed by the cargo test above.
