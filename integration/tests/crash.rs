@@ -62,6 +62,27 @@ fn airlift(ctd: &Containerd, ns: &str, state: &Path, mode: &str, file: &Path) ->
     c
 }
 
+/// Each leftover with what it holds (an ingest directory's files and its `ref`).
+fn describe(left: &[PathBuf]) -> String {
+    let mut out = String::new();
+    for p in left {
+        out.push_str(&format!("{}", p.display()));
+        if let Ok(entries) = std::fs::read_dir(p) {
+            let mut names: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            out.push_str(&format!(" [{}]", names.join(" ")));
+            if let Ok(r) = std::fs::read_to_string(p.join("ref")) {
+                out.push_str(&format!(" ref={r}"));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// What must hold after airlift ran again.
 fn check(ctd: &Containerd, ns: &str, state: &Path, names: &[String], what: &str) {
     let ctr = |args: &[&str]| {
@@ -79,10 +100,28 @@ fn check(ctd: &Containerd, ns: &str, state: &Path, names: &[String], what: &str)
         assert!(!line.contains("incomplete"), "{what}: {line}");
     }
     assert!(!check.contains("incomplete"), "{what}:\n{check}");
-    assert_eq!(
-        leftovers(ctd),
-        Vec::<PathBuf>::new(),
-        "{what}: temporary files left"
+    let mut left = leftovers(ctd);
+    let ingests = ctd.content_root().join("ingest");
+    if left.iter().any(|p| p.starts_with(&ingests)) {
+        // An ingest directory on disk may be one containerd has already let go of (no lease,
+        // no record) and removes at its next collection. What must not be left is one that it
+        // keeps: run a collection to the end, then look again. airlift's own temporary files
+        // are not containerd's to collect and count either way. Printed so that a run shows
+        // how often containerd had work left at this moment.
+        let before = describe(&left);
+        ctd.collect_garbage(ns).unwrap();
+        left = leftovers(ctd);
+        eprintln!(
+            "note: {what}: on disk before a collection:\n{before}{} left after it",
+            left.len()
+        );
+    }
+    assert!(
+        left.is_empty(),
+        "{what}: temporary files left:\n{}\nactive ingests:\n{}\nleases:\n{}",
+        describe(&left),
+        ctr(&["content", "active"]),
+        ctr(&["leases", "ls"])
     );
     let active = ctr(&["content", "active"]);
     assert!(
