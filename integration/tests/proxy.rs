@@ -25,18 +25,13 @@ struct Proxied {
 /// Starts containerd configured with airlift's socket as its content proxy, then airlift.
 fn start(version: Version, cri: bool) -> Proxied {
     let (mut daemon, root) = Daemon::content_proxy();
-    let ctd = Containerd::start_with(
+    let ctd = daemon.serve_as_content_proxy(
         version,
         Options {
             cri,
-            content_proxy: Some(daemon.socket()),
             ..Options::default()
         },
-    )
-    .unwrap();
-    daemon.address = ctd.address().to_path_buf();
-    daemon.start();
-    daemon.wait();
+    );
     Proxied { ctd, daemon, root }
 }
 

@@ -650,17 +650,7 @@ fn served_from_airlifts_own_store_in_proxy_mode() {
         d.images().join("bundle.tar"),
     )
     .unwrap();
-    let ctd = Containerd::start_with(
-        Version::V2,
-        airlift_integration::Options {
-            content_proxy: Some(d.socket()),
-            ..airlift_integration::Options::default()
-        },
-    )
-    .unwrap();
-    d.address = ctd.address().to_path_buf();
-    d.start();
-    d.wait();
+    let _ctd = d.serve_as_content_proxy(Version::V2, airlift_integration::Options::default());
     let out = tempfile::tempdir().unwrap();
     run(
         skopeo()

@@ -323,17 +323,7 @@ on_containerd!(the_daemon_unpacks_and_catches_up {
 /// stream mode: the differ reads the layers through whichever store holds them.
 fn unpacked_in_proxy_and_stream_mode(version: Version) {
     let (mut proxy, _root) = Daemon::content_proxy();
-    let ctd = Containerd::start_with(
-        version,
-        Options {
-            content_proxy: Some(proxy.socket()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    proxy.address = ctd.address().to_path_buf();
-    proxy.start();
-    proxy.wait();
+    let ctd = proxy.serve_as_content_proxy(version, Options::default());
     let bundle = fixtures_dir().join("bundle-ctr-export.tar.zst");
     let (code, report, stderr) = import_unpack(&ctd, &[bundle.to_str().unwrap()]);
     assert_eq!(code, 0, "{report}\n{stderr}\n{}", proxy.log());

@@ -476,6 +476,7 @@ pub fn ingest_observed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::tar;
 
     /// Records the documents it hears of.
     #[derive(Default)]
@@ -565,18 +566,6 @@ mod tests {
         assert!(declared_digest("blobs/sha256/XYZ").is_err());
         assert!(is_legacy_metadata(&format!("{hex}/json")));
         assert!(!is_legacy_metadata(&format!("{hex}/layer.tar")));
-    }
-
-    fn tar(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, &data[..]).unwrap();
-        }
-        b.into_inner().unwrap()
     }
 
     #[test]

@@ -26,3 +26,16 @@ pub fn all_platforms() -> crate::import::ImportOptions {
         ..Default::default()
     }
 }
+
+/// A tar of regular files (GNU headers, mode 0644), in the order given.
+pub fn tar<N: AsRef<std::path::Path>>(entries: &[(N, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}

@@ -58,6 +58,28 @@ impl Daemon {
         (d, root)
     }
 
+    /// Starts containerd `version` (configured by `opts`) with this daemon's socket as its
+    /// content proxy, then the daemon against it, and waits until the daemon is ready.
+    #[allow(dead_code)]
+    pub fn serve_as_content_proxy(
+        &mut self,
+        version: airlift_integration::Version,
+        opts: airlift_integration::Options,
+    ) -> Containerd {
+        let ctd = Containerd::start_with(
+            version,
+            airlift_integration::Options {
+                content_proxy: Some(self.socket()),
+                ..opts
+            },
+        )
+        .unwrap();
+        self.address = ctd.address().to_path_buf();
+        self.start();
+        self.wait();
+        ctd
+    }
+
     /// Has the daemon, once started, report to a `$NOTIFY_SOCKET` of its own; call
     /// [`Notifications::expect_ready`] on the result.
     pub fn notify_socket(&mut self) -> Notifications {

@@ -11,6 +11,7 @@ use crate::error::Class;
 use crate::import::{self, Alone, ImportOptions, Placement, Source};
 use crate::labels;
 use crate::platform::Platform;
+use crate::testing::tar;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -75,18 +76,6 @@ fn docker_save(
         serde_json::to_vec(&manifest).unwrap(),
     ));
     entries
-}
-
-fn tar(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in entries {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, &data[..]).unwrap();
-    }
-    b.into_inner().unwrap()
 }
 
 fn host() -> String {

@@ -101,6 +101,17 @@ pub struct State {
 }
 
 impl State {
+    /// The lease `id` whose resources are asked for; `NotFound` as containerd answers.
+    fn lease_listed(&self, id: &str) -> Result<&Lease> {
+        self.leases.get(id).ok_or_else(|| {
+            ContainerdError::call(
+                format!("list resources of lease {id}"),
+                Class::NotFound,
+                "not found",
+            )
+        })
+    }
+
     /// Publishes an event to the subscriptions whose topics match.
     fn publish(&mut self, event: Event) {
         let topic = topic(&event);
@@ -698,13 +709,7 @@ impl Containerd for Fake {
     async fn lease_content(&self, id: &str) -> Result<Vec<String>> {
         self.enter("lease_content", id)?;
         let s = self.state();
-        let l = s.leases.get(id).ok_or_else(|| {
-            ContainerdError::call(
-                format!("list resources of lease {id}"),
-                Class::NotFound,
-                "not found",
-            )
-        })?;
+        let l = s.lease_listed(id)?;
         Ok(l.content.iter().cloned().collect())
     }
 
@@ -992,13 +997,7 @@ impl Containerd for Fake {
     async fn lease_snapshots(&self, id: &str, snapshotter: &str) -> Result<Vec<String>> {
         self.enter("lease_snapshots", id)?;
         let s = self.state();
-        let l = s.leases.get(id).ok_or_else(|| {
-            ContainerdError::call(
-                format!("list resources of lease {id}"),
-                Class::NotFound,
-                "not found",
-            )
-        })?;
+        let l = s.lease_listed(id)?;
         Ok(l.snapshots
             .iter()
             .filter(|(sn, _)| sn == snapshotter)
