@@ -229,21 +229,13 @@ fn ingest_and_plan(data: &[u8], scratch: &Path) {
     }
 }
 
-/// What the import does after planning: the documents and synthesised blobs the images need are
-/// stored, after which every blob of every image is in the store.
+/// What the import does after planning ([`crate::import::store_planned`]), after which every blob
+/// of every image is in the store.
 fn store_what_images_need(inv: &Inventory, plan: &Plan, store: &dyn ContentStore) {
-    let needed: BTreeSet<&Digest> = plan.images.iter().flat_map(|i| i.blobs.iter()).collect();
-    let deferred = inv
-        .deferred
-        .iter()
-        .filter_map(|d| inv.json.get(d).map(|b| (d, b)));
-    for (digest, bytes) in plan.synthesized.iter().chain(deferred) {
-        if needed.contains(digest) {
-            let put = store.put(&mut &bytes[..], bytes.len() as u64, Some(digest));
-            assert!(put.is_ok(), "storing {digest}: {put:?}");
-        }
-    }
-    for d in needed {
+    let mut counters = Counters::default();
+    let stored = crate::import::store_planned(inv, plan, store, &mut counters);
+    assert!(stored.is_ok(), "storing the plan's blobs: {stored:?}");
+    for d in plan.images.iter().flat_map(|i| i.blobs.iter()) {
         assert!(
             matches!(store.exists(d), Ok(Some(_))),
             "blob {d} of an image is not in the store after the plan's blobs were stored"
@@ -299,29 +291,6 @@ fn check_plan(inv: &Inventory, plan: &Plan, stored: impl Fn(&Digest) -> bool) {
 const FILE_MARK: &[u8] = b"== ";
 const LINK_MARK: &[u8] = b"=> ";
 
-/// The digest a file's name declares, as the ingest reads it (`blobs/sha256/<hex>`,
-/// `<hex>.json`, `<hex>.tar`); `Err` for a blob path that is not a usable digest.
-fn declared(name: &str) -> Result<Option<Digest>, String> {
-    if let Some(rest) = name.strip_prefix("blobs/") {
-        return match rest.split_once('/') {
-            Some(("sha256", hex)) => Digest::from_hex(hex)
-                .map(Some)
-                .ok_or_else(|| format!("blob path does not end in a sha256 digest: {name:?}")),
-            Some((alg, _)) => Err(format!("unsupported digest algorithm {alg:?}")),
-            None => Ok(None),
-        };
-    }
-    if !name.contains('/') {
-        if let Some(hex) = name
-            .strip_suffix(".json")
-            .or_else(|| name.strip_suffix(".tar"))
-        {
-            return Ok(Digest::from_hex(hex));
-        }
-    }
-    Ok(None)
-}
-
 /// The records of an [`understand`] input: (is a link, header line, content).
 fn records(data: &[u8]) -> Vec<(bool, &[u8], &[u8])> {
     let starts: Vec<usize> = (0..data.len())
@@ -360,7 +329,8 @@ fn trusted_inventory(data: &[u8]) -> Option<Inventory> {
             "manifest.json" => inv.manifest_json = Some(content.to_vec()),
             "repositories" => {}
             _ => {
-                let digest = declared(&name).map(|d| d.unwrap_or_else(|| Digest::of(content)));
+                let digest = ingest::declared_digest(&name)
+                    .map(|d| d.unwrap_or_else(|| Digest::of(content)));
                 let json = content
                     .iter()
                     .find(|b| !b.is_ascii_whitespace())

@@ -255,7 +255,7 @@ fn is_legacy_metadata(name: &str) -> bool {
 /// The digest an entry's path declares: `blobs/sha256/<hex>` (OCI), or `<hex>.json` / `<hex>.tar`
 /// (docker save names configs and layers by digest). `Err` for an OCI blob path that is not a
 /// usable digest.
-fn declared_digest(name: &str) -> Result<Option<Digest>, String> {
+pub fn declared_digest(name: &str) -> Result<Option<Digest>, String> {
     if let Some(rest) = name.strip_prefix("blobs/") {
         return match rest.split_once('/') {
             Some(("sha256", hex)) => Digest::from_hex(hex)

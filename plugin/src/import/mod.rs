@@ -560,6 +560,32 @@ pub async fn run(
     })
 }
 
+/// What an import stores once its plan is made: the synthesised blobs and the documents kept back
+/// from the walk that the planned images need, then a flush of the store — after which every blob
+/// of every planned image is in `store`. A failure names what was being stored.
+pub fn store_planned(
+    inv: &understand::Inventory,
+    plan: &Plan,
+    store: &dyn ContentStore,
+    counters: &mut Counters,
+) -> Result<(), (String, StoreError)> {
+    let needed: BTreeSet<&Digest> = plan.images.iter().flat_map(|i| i.blobs.iter()).collect();
+    let deferred = inv
+        .deferred
+        .iter()
+        .filter_map(|d| inv.json.get(d).map(|b| (d, b)));
+    for (digest, bytes) in plan.synthesized.iter().chain(deferred) {
+        if !needed.contains(digest) {
+            continue;
+        }
+        let put = store
+            .put(&mut &bytes[..], bytes.len() as u64, Some(digest))
+            .map_err(|cause| (format!("blob {digest}"), cause))?;
+        counters.count(&put);
+    }
+    store.flush().map_err(|cause| ("blobs".to_string(), cause))
+}
+
 /// Runs ingest and planning on a blocking thread, then stores the synthesised blobs; `observer`
 /// hears of the blobs and documents as they come.
 #[allow(clippy::too_many_arguments)]
@@ -595,28 +621,12 @@ async fn ingest_and_plan(
             archive: archive.clone(),
             cause,
         })?;
-        let needed: BTreeSet<&Digest> = plan.images.iter().flat_map(|i| i.blobs.iter()).collect();
-        let deferred = inv
-            .deferred
-            .iter()
-            .filter_map(|d| inv.json.get(d).map(|b| (d, b)));
-        for (digest, bytes) in plan.synthesized.iter().chain(deferred) {
-            if !needed.contains(digest) {
-                continue;
+        store_planned(&inv, &plan, store.as_ref(), &mut counters).map_err(|(what, cause)| {
+            ImportError::Store {
+                archive: archive.clone(),
+                what,
+                cause,
             }
-            let put = store
-                .put(&mut &bytes[..], bytes.len() as u64, Some(digest))
-                .map_err(|cause| ImportError::Store {
-                    archive: archive.clone(),
-                    what: format!("blob {digest}"),
-                    cause,
-                })?;
-            counters.count(&put);
-        }
-        store.flush().map_err(|cause| ImportError::Store {
-            archive: archive.clone(),
-            what: "blobs".into(),
-            cause,
         })?;
         Ok((plan, counters))
     })
