@@ -6,6 +6,29 @@
 
 use tonic::Code;
 
+/// A value that is none of the names it may be (`--mode fast`, `log_format = "xml"`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}: expected {expected}")]
+pub struct UnknownName {
+    /// What was named (`mode`).
+    pub what: &'static str,
+    /// The value given.
+    pub value: String,
+    /// The names it may be, in words (`auto, direct or stream`).
+    pub expected: &'static str,
+}
+
+impl UnknownName {
+    /// `value` is not a `what`: it may be `expected`.
+    pub fn new(what: &'static str, value: &str, expected: &'static str) -> UnknownName {
+        UnknownName {
+            what,
+            value: value.to_string(),
+            expected,
+        }
+    }
+}
+
 /// containerd's error classes, as carried by gRPC status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {

@@ -635,7 +635,7 @@ pub fn config(data: &[u8]) {
     let c = match crate::config::Config::parse(text) {
         Ok(c) => c,
         Err(e) => {
-            assert!(!e.is_empty());
+            assert!(!e.to_string().is_empty());
             return;
         }
     };

@@ -144,6 +144,22 @@ pub enum PlatformPolicy {
 }
 
 impl PlatformPolicy {
+    /// The policy a list of platforms names, as `--platform` (repeated) and the daemon's
+    /// `platforms` key give it: none, or `host` alone, is what the host runs; `all` alone is
+    /// every platform; anything else is exactly those (`linux/arm64/v8`, `arm64`).
+    pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<PlatformPolicy, InvalidPlatform> {
+        match list {
+            [] => Ok(PlatformPolicy::Host),
+            [one] if one.as_ref() == "host" => Ok(PlatformPolicy::Host),
+            [one] if one.as_ref() == "all" => Ok(PlatformPolicy::All),
+            list => list
+                .iter()
+                .map(|p| Platform::parse(p.as_ref()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(PlatformPolicy::Only),
+        }
+    }
+
     /// Whether content for `p` is wanted.
     pub fn matches(&self, p: &Platform) -> bool {
         match self {
@@ -196,6 +212,25 @@ fn runs_on(host: &Platform, image: &Platform) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_from_lists() {
+        let none: [&str; 0] = [];
+        assert_eq!(PlatformPolicy::parse(&none), Ok(PlatformPolicy::Host));
+        assert_eq!(PlatformPolicy::parse(&["host"]), Ok(PlatformPolicy::Host));
+        assert_eq!(PlatformPolicy::parse(&["all"]), Ok(PlatformPolicy::All));
+        assert_eq!(
+            PlatformPolicy::parse(&["linux/arm64/v8", "arm"]),
+            Ok(PlatformPolicy::Only(vec![
+                Platform::new("linux", "arm64", ""),
+                Platform::new("linux", "arm", "v7"),
+            ]))
+        );
+        assert_eq!(
+            PlatformPolicy::parse(&["linux/amd64", "linux//x"]),
+            Err(InvalidPlatform("linux//x".into()))
+        );
+    }
 
     #[test]
     fn parses_and_normalises() {

@@ -39,3 +39,13 @@ pub fn tar<N: AsRef<std::path::Path>>(entries: &[(N, Vec<u8>)]) -> Vec<u8> {
     }
     b.into_inner().unwrap()
 }
+
+/// The fake reached as the daemon reaches containerd.
+#[async_trait::async_trait]
+impl crate::service::Connector for crate::containerd::fake::Fake {
+    async fn connect(
+        &self,
+    ) -> Result<crate::containerd::Client, crate::containerd::ContainerdError> {
+        Ok(self.client())
+    }
+}

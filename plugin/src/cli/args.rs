@@ -1,13 +1,11 @@
 //! The command line's arguments, and what they turn into: import options for `airlift import`, a
 //! configuration for `airlift serve` (the file, then the flags).
 
-use crate::archive::understand::PlanOptions;
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, ConfigError, LogFormat};
 use crate::import::{ImportOptions, Mode};
-use crate::platform::{Platform, PlatformPolicy};
+use crate::service::options::{Asked, OptionsError};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Imports container image archives into containerd with minimal copying.
@@ -308,53 +306,43 @@ pub struct ImportArgs {
 }
 
 impl ImportArgs {
-    /// The import options the flags describe.
-    pub fn options(&self) -> Result<ImportOptions, String> {
+    /// What the flags ask of the import (checked by [`Asked::options`]).
+    pub fn asked(&self) -> Result<Asked, OptionsError> {
         let platforms = if self.all_platforms {
-            PlatformPolicy::All
-        } else if self.platform.is_empty() {
-            PlatformPolicy::Host
+            vec!["all".to_string()]
         } else {
-            let parsed: Result<Vec<Platform>, _> =
-                self.platform.iter().map(|p| Platform::parse(p)).collect();
-            PlatformPolicy::Only(parsed.map_err(|e| e.to_string())?)
+            self.platform.clone()
         };
-        if let Some(sn) = &self.unpack.snapshotter {
-            crate::unpack::valid_snapshotter(sn)?;
-        }
-        let mut labels = BTreeMap::new();
-        for l in &self.label {
-            let (k, v) = l
-                .split_once('=')
-                .ok_or_else(|| format!("invalid --label {l:?}: expected KEY=VALUE"))?;
-            if k.is_empty() {
-                return Err(format!("invalid --label {l:?}: empty key"));
-            }
-            labels.insert(k.to_string(), v.to_string());
-        }
-        Ok(ImportOptions {
-            plan: PlanOptions {
-                platforms,
-                base_name: self.base_name.clone(),
-                index_name: self.index_name.clone(),
-                digest_refs: self.digest_refs,
-            },
-            labels,
+        Ok(Asked {
+            platforms,
+            base_name: self.base_name.clone(),
+            index_name: self.index_name.clone(),
+            digest_refs: self.digest_refs,
+            labels: self
+                .label
+                .iter()
+                .map(|l| crate::service::options::label(l))
+                .collect::<Result<_, _>>()?,
             pin: !self.no_pin,
             mode: self.mode,
+            unpack: self.unpack.snapshotter.clone(),
+            hosts_dir: self.hosts_dir.clone(),
+            content_root: None,
             scratch_dir: Some(self.state_dir.clone()),
             pipes: true,
-            hosts_dir: self.hosts_dir.clone(),
-            unpack: self.unpack.snapshotter.clone(),
-            ..ImportOptions::default()
         })
+    }
+
+    /// The import options the flags describe.
+    pub fn options(&self) -> Result<ImportOptions, OptionsError> {
+        self.asked()?.options()
     }
 }
 
 impl ServeArgs {
     /// The daemon's configuration: the file, then the flags.
-    pub fn config(&self) -> Result<Config, String> {
-        let mut cfg = Config::load(self.config.as_deref()).map_err(|e| e.to_string())?;
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let mut cfg = Config::load(self.config.as_deref())?;
         let set = |field: &mut PathBuf, v: &Option<PathBuf>| {
             if let Some(v) = v {
                 *field = v.clone();
@@ -417,7 +405,7 @@ impl ServeArgs {
         if let Some(v) = &self.registry_client_ca {
             cfg.registry.client_ca = Some(v.clone());
         }
-        cfg.validate().map_err(|e| e.to_string())?;
+        cfg.validate()?;
         Ok(cfg)
     }
 }
@@ -451,7 +439,9 @@ mod tests {
             panic!("not an import")
         };
         let o = a.options().unwrap();
-        assert!(matches!(o.plan.platforms, PlatformPolicy::Only(ref p) if p.len() == 1));
+        assert!(
+            matches!(o.plan.platforms, crate::platform::PlatformPolicy::Only(ref p) if p.len() == 1)
+        );
         assert_eq!(o.labels["a"], "b");
         assert!(!o.pin);
         assert_eq!(o.mode, Mode::Stream);
@@ -460,7 +450,7 @@ mod tests {
         else {
             panic!()
         };
-        assert!(a.options().unwrap_err().contains("empty key"));
+        assert!(a.options().unwrap_err().to_string().contains("empty key"));
         assert!(Cli::try_parse_from(["airlift", "import", "x", "--mode", "fast"]).is_err());
     }
 

@@ -1,10 +1,10 @@
-//! `airlift import FILE`: one import through the [`Importer`], with a progress bar and a summary.
+//! `airlift import FILE`: one request to the [`Importer`] ([`Importer::run`]: recall or import,
+//! the record kept, leftovers cleaned), with a progress bar and a summary.
 
 use super::args::ImportArgs;
 use super::output;
-use crate::containerd::Grpc;
 use crate::import::Source;
-use crate::service::{Importer, Remember, Request};
+use crate::service::{Connection, Importer, Patience, Remember, Request, Socket};
 use crate::state::Records;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -29,14 +29,6 @@ pub async fn run(args: ImportArgs) -> ExitCode {
     } else {
         Source::File(PathBuf::from(&args.file))
     };
-    let timeout = Duration::from_secs(args.connect_timeout);
-    let client = match Grpc::client(&args.address, &args.namespace, timeout).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("airlift: {}: {e}", source.display_name());
-            return ExitCode::FAILURE;
-        }
-    };
     // Imports are remembered apart from the daemon's records (standard input and pipes are
     // never recalled).
     let records = match &source {
@@ -45,17 +37,13 @@ pub async fn run(args: ImportArgs) -> ExitCode {
         }
         _ => None,
     };
-    let importer = Importer::new(opts, records, Remember::Successes);
-    // What airlift processes that died left (their import leases, ingests, staged files) goes
-    // first, as at the daemon's start — and again at the end, for what a dying process still
-    // had in flight to containerd when the first cleanup looked.
-    let root = match importer.placement(&client).await {
-        crate::import::Placement::Local(root) => Some(root),
-        _ => None,
+    let socket = Socket {
+        address: args.address.clone(),
+        namespace: args.namespace.clone(),
+        timeout: Duration::from_secs(args.connect_timeout),
     };
-    if let Some(root) = &root {
-        crate::leftovers::clean(client.as_ref(), root).await;
-    }
+    let connection = Connection::new(Box::new(socket), Patience::Once, opts.cancel.clone());
+    let importer = Importer::new(opts, records, Remember::Successes, connection);
     let req = Request {
         force: args.force,
         ..Request::default()
@@ -71,10 +59,7 @@ pub async fn run(args: ImportArgs) -> ExitCode {
             }
         })
     });
-    let result = importer.run(&client, &source, &req).await;
-    if let Some(root) = &root {
-        crate::leftovers::clean(client.as_ref(), root).await;
-    }
+    let result = importer.run(&source, &req).await;
     if let Some(t) = ticker {
         t.abort();
     }

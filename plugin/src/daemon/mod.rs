@@ -3,8 +3,8 @@
 //! images of archives that are removed.
 //!
 //! Every change to one archive — startup reconciliation, a file event, an API call — goes
-//! through [`Daemon::reconcile`] ([`reconcile`]), serialised per path, and every import through
-//! the one [`Importer`]; imports run concurrently up to the configured limit. Pins move only for
+//! through [`Daemon::reconcile`] ([`reconcile`]), serialised per path, and every import, every
+//! recall of a record and every connection to containerd through the one [`Importer`]; imports run concurrently up to the configured limit. Pins move only for
 //! archives that are gone or no longer provide an image ([`crate::pins`]): no image of a present
 //! archive is ever unpinned, not even for a moment.
 //!
@@ -27,9 +27,9 @@ pub mod status;
 pub mod watch;
 
 use crate::config::Config;
-use crate::containerd::{Client, Grpc};
-use crate::import::ImportOptions;
-use crate::service::{Importer, Remember};
+use crate::containerd::Client;
+use crate::service::options::Asked;
+use crate::service::{Connection, Connector, Importer, Patience, Remember, Socket};
 use crate::state::Records;
 use status::Inner;
 use std::collections::HashMap;
@@ -41,27 +41,10 @@ use tokio::sync::watch as tokio_watch;
 
 pub use status::{ArchiveStatus, State};
 
-/// How the daemon reaches containerd: the socket of its configuration, or (in tests) a fake.
-#[async_trait::async_trait]
-pub trait Connector: Send + Sync {
-    /// A connection, or why there is none.
-    async fn connect(&self, cfg: &Config) -> Result<Client, crate::containerd::ContainerdError>;
-}
-
-/// containerd's socket, as configured.
-struct Socket;
-
-#[async_trait::async_trait]
-impl Connector for Socket {
-    async fn connect(&self, cfg: &Config) -> Result<Client, crate::containerd::ContainerdError> {
-        Grpc::client(&cfg.address, &cfg.namespace, Duration::from_secs(5)).await
-    }
-}
-
 /// The running daemon.
 pub struct Daemon {
     cfg: Config,
-    connector: Box<dyn Connector>,
+    /// Every import, every recall of a record, and the way to containerd.
     importer: Importer,
     inner: Mutex<Inner>,
     path_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
@@ -79,7 +62,6 @@ pub struct Daemon {
     yielded:
         std::sync::Mutex<std::collections::HashMap<PathBuf, std::collections::BTreeSet<String>>>,
     startup: tokio_watch::Sender<bool>,
-    connected: AtomicBool,
     bytes_read: AtomicU64,
     /// Subscribed to containerd's events, with every record verified since.
     following: AtomicBool,
@@ -96,6 +78,9 @@ pub enum DaemonError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The import options the configuration names cannot be used.
+    #[error("config: {0}")]
+    Options(#[from] crate::service::options::OptionsError),
     /// containerd's hosts.toml files (`[mirrors]`) could not be written.
     #[error("mirrors: {0}")]
     Mirrors(#[from] crate::mirrors::MirrorError),
@@ -157,7 +142,12 @@ fn write_mirrors(opts: &crate::mirrors::Options) -> Result<(), DaemonError> {
 impl Daemon {
     /// Sets up state; nothing runs yet.
     pub fn new(cfg: Config) -> Result<Arc<Daemon>, DaemonError> {
-        Daemon::with_connector(cfg, Box::new(Socket))
+        let socket = Socket {
+            address: cfg.address.clone(),
+            namespace: cfg.namespace.clone(),
+            timeout: Duration::from_secs(5),
+        };
+        Daemon::with_connector(cfg, Box::new(socket))
     }
 
     /// [`Daemon::new`] reaching containerd through `connector`.
@@ -177,26 +167,7 @@ impl Daemon {
             "state directory {}",
             crate::escape::shown(&cfg.state_dir)
         )))?;
-        let options = ImportOptions {
-            plan: crate::archive::understand::PlanOptions {
-                platforms: cfg.platform_policy()?,
-                base_name: None,
-                index_name: None,
-                digest_refs: cfg.digest_refs,
-            },
-            labels: cfg.labels.clone(),
-            pin: cfg.pin,
-            mode: cfg.mode,
-            content_root: cfg.content_proxy.root.clone(),
-            scratch_dir: Some(cfg.state_dir.clone()),
-            // Pull lists go through the hosts directory the daemon writes, unless told otherwise.
-            hosts_dir: cfg
-                .hosts_dir
-                .clone()
-                .or_else(|| cfg.mirrors.options().map(|_| cfg.mirrors.hosts_dir.clone())),
-            unpack: cfg.unpack.clone(),
-            ..ImportOptions::default()
-        };
+        let options = Asked::of_config(&cfg).options()?;
         let cancel = options.cancel.clone();
         let (startup, _) = tokio_watch::channel(false);
         Ok(Arc::new(Daemon {
@@ -206,14 +177,17 @@ impl Daemon {
             repairs: repair::Repairs::default(),
             pull_failures: Default::default(),
             yielded: Default::default(),
+            importer: Importer::new(
+                options,
+                Some(records),
+                Remember::Everything,
+                Connection::new(connector, Patience::Wait, cancel.clone()),
+            ),
             cancel,
-            importer: Importer::new(options, Some(records), Remember::Everything),
-            connector,
             cfg,
             inner: Mutex::new(Inner::default()),
             path_locks: Mutex::new(HashMap::new()),
             startup,
-            connected: AtomicBool::new(false),
             following: AtomicBool::new(false),
             bytes_read: AtomicU64::new(0),
             settling: Arc::default(),
@@ -244,7 +218,7 @@ impl Daemon {
 
     /// Whether containerd answered the last attempt.
     pub fn containerd_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        self.importer.connection().connected()
     }
 
     /// Archive bytes read since start.
@@ -259,36 +233,7 @@ impl Daemon {
 
     /// Connects to containerd, waiting (with backoff, logged) until it answers or shutdown.
     pub async fn connect(&self) -> Option<Client> {
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 0u32;
-        loop {
-            if self.cancelled() {
-                return None;
-            }
-            let result = async {
-                let c = self.connector.connect(&self.cfg).await?;
-                c.content_root().await?;
-                Ok::<_, crate::containerd::ContainerdError>(c)
-            }
-            .await;
-            match result {
-                Ok(c) => {
-                    if !self.connected.swap(true, Ordering::Relaxed) && attempt > 0 {
-                        tracing::info!(address = %crate::escape::shown(&self.cfg.address), "containerd is reachable");
-                    }
-                    return Some(c);
-                }
-                Err(e) => {
-                    self.connected.store(false, Ordering::Relaxed);
-                    if attempt == 0 || attempt.is_power_of_two() {
-                        tracing::warn!(error = %e, retry_in = ?delay, "waiting for containerd");
-                    }
-                }
-            }
-            attempt += 1;
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        self.importer.connection().wait().await.ok()
     }
 
     fn path_lock(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {

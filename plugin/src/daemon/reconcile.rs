@@ -5,6 +5,7 @@
 
 use super::{Daemon, State};
 use crate::import::Source;
+use crate::service::{look, Job, Look};
 use crate::state::{Identity, Record};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,6 @@ struct Claim<'a> {
     daemon: &'a Daemon,
     path: &'a Path,
     identity: Identity,
-    /// The names left to another archive.
-    yielded: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl crate::import::Precedence for Claim<'_> {
@@ -27,16 +26,9 @@ impl crate::import::Precedence for Claim<'_> {
     }
 
     fn yields(&self, name: &str) -> bool {
-        let yields = self.daemon.yields(self.path, self.identity, name);
-        if yields {
-            self.yielded.lock().unwrap().insert(name.to_string());
-        }
-        yields
+        self.daemon.yields(self.path, self.identity, name)
     }
 }
-
-/// Imports of one archive tried again while containerd fails, before it is recorded as failed.
-const CONTAINERD_RETRIES: u32 = 30;
 
 /// The wait before trying a pull list's failed pulls again: doubling from the first, up to the
 /// last.
@@ -116,20 +108,17 @@ impl Daemon {
         let lock = self.path_lock(path);
         let _guard = lock.lock().await;
         let record = self.archive(path).and_then(|a| a.record);
-        match Identity::of(path) {
+        match look(path, record.as_ref()) {
             // An intake archive's file goes once imported; its images stay until `forget`.
-            Err(_) if record.as_ref().is_some_and(|r| r.intake) => self.archive(path),
-            Err(_) => {
+            Look::Gone if record.as_ref().is_some_and(|r| r.intake) => self.archive(path),
+            Look::Gone => {
                 if let Some(record) = record {
                     self.release(&record).await;
                 }
                 None
             }
-            Ok(identity) => {
-                let unchanged = record.as_ref().is_some_and(|r| r.identity == identity);
-                if unchanged && !force {
-                    return self.archive(path);
-                }
+            Look::Unchanged(_) if !force => self.archive(path),
+            Look::Unchanged(identity) | Look::Changed(identity) => {
                 self.import(path, identity, record, queued).await;
                 self.archive(path)
             }
@@ -162,58 +151,37 @@ impl Daemon {
         let progress = self.start_progress(path, identity.size);
         self.set_state(path, State::Importing, None);
         let source = Source::File(path.to_path_buf());
-        let mut attempt = 0;
-        let imported = loop {
-            let Some(client) = self.connect().await else {
-                break None;
-            };
-            progress.store(0, Ordering::Relaxed);
-            tracing::info!(archive = %crate::escape::shown(&path), "importing");
-            // Names a newer archive provides are left to it (its content is held all the same).
-            let precedence = Claim {
-                daemon: self,
-                path,
-                identity,
-                yielded: Default::default(),
-            };
-            let imported = self
-                .importer
-                .import(
-                    &client,
-                    &source,
-                    Some(identity),
-                    previous.as_ref(),
-                    progress.clone(),
-                    &precedence,
-                )
-                .await;
-            self.bytes_read
-                .fetch_add(progress.load(Ordering::Relaxed), Ordering::Relaxed);
-            match &imported.result {
-                Err(e)
-                    if e.is_containerd_fault()
-                        && !self.cancelled()
-                        && attempt < CONTAINERD_RETRIES =>
-                {
-                    attempt += 1;
-                    tracing::warn!(archive = %crate::escape::shown(&path), error = %e, "containerd failed during the import; trying again");
-                    self.connected.store(false, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                _ => {
-                    if list {
-                        let yielded = precedence.yielded.into_inner().unwrap();
-                        let mut all = self.yielded.lock().unwrap();
-                        if yielded.is_empty() {
-                            all.remove(path);
-                        } else {
-                            all.insert(path.to_path_buf(), yielded);
-                        }
-                    }
-                    break Some((client, imported));
+        tracing::info!(archive = %crate::escape::shown(&path), "importing");
+        // Names a newer archive provides are left to it (its content is held all the same).
+        let precedence = Claim {
+            daemon: self,
+            path,
+            identity,
+        };
+        let job = Job {
+            source: &source,
+            identity: Some(identity),
+            previous: previous.as_ref(),
+            progress,
+            precedence: &precedence,
+        };
+        let imported = match self.connect().await {
+            Some(client) => self.importer.import(client, &job).await,
+            None => None,
+        };
+        if let Some((_, imported)) = &imported {
+            self.bytes_read.fetch_add(imported.read, Ordering::Relaxed);
+            // The names a list left to archives that take precedence: pulled once they go. (A
+            // list that failed as a whole keeps what it left before.)
+            if let (true, Ok(report)) = (list, &imported.result) {
+                let mut all = self.yielded.lock().unwrap();
+                if report.yielded.is_empty() {
+                    all.remove(path);
+                } else {
+                    all.insert(path.to_path_buf(), report.yielded.iter().cloned().collect());
                 }
             }
-        };
+        }
         let Some((client, mut imported)) = imported.filter(|_| !self.cancelled()) else {
             self.importing(-1);
             // Shutting down: the next start resumes.

@@ -12,7 +12,8 @@
 use super::Daemon;
 use crate::containerd::{Client, Event};
 use crate::pins::Change;
-use crate::state::verify::{Repair, Snapshot, Standing};
+use crate::service::Recalled;
+use crate::state::verify::{Repair, Snapshot};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -201,7 +202,7 @@ impl Daemon {
                 }
             }
             self.following.store(false, Ordering::Relaxed);
-            self.connected.store(false, Ordering::Relaxed);
+            self.importer.connection().lost();
         }
     }
 
@@ -299,7 +300,7 @@ impl Daemon {
     /// missing is restored from the records (no archive read), and archives whose content is
     /// gone are imported again.
     pub(super) async fn resync(self: &Arc<Self>, client: &Client, why: &str) {
-        self.clean_leftovers(client).await;
+        self.importer.clean_leftovers(client).await;
         let snapshot = match Snapshot::take(client.as_ref()).await {
             Ok(s) => s,
             Err(e) => {
@@ -312,19 +313,18 @@ impl Daemon {
             let won = self.won(&record);
             match self
                 .importer
-                .standing(client, &won, &snapshot, Repair::Yes)
+                .recall(client, &won, &snapshot, Repair::Yes)
                 .await
             {
-                Standing::Stands => {}
-                Standing::Repaired(what) => {
+                Recalled::Stands => {}
+                Recalled::Repaired(what) => {
                     for w in &what {
-                        tracing::info!(archive = %crate::escape::shown(&record.path), %why, "repaired: {w}");
                         self.repairs.count(w.what);
                         self.metrics.repaired(w.what);
                     }
                     repaired += what.len();
                 }
-                Standing::Damaged(w) | Standing::Gone(w) => {
+                Recalled::Lost(w) => {
                     self.reimport(record.path.clone(), &w).await;
                 }
             }

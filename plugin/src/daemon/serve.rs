@@ -111,13 +111,13 @@ impl Daemon {
     }
 }
 
-/// The registry endpoint's way to containerd: the daemon's connector, one attempt a call.
+/// The registry endpoint's way to containerd: the daemon's connection, one attempt a call.
 struct Connect(Arc<Daemon>);
 
 #[async_trait::async_trait]
 impl crate::registry::Connect for Connect {
     async fn connect(&self) -> crate::containerd::Result<crate::containerd::Client> {
-        self.0.connector.connect(&self.0.cfg).await
+        self.0.importer.connection().connect().await
     }
 }
 

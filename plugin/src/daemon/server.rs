@@ -257,7 +257,7 @@ impl Airlift for Service {
             .spawn(async move { daemon.not_ready(&names).await })
             .await
             .map_err(|e| Class::Internal.status(e.to_string()))?
-            .map_err(|e| Class::InvalidArgument.status(e))?;
+            .map_err(|e| Class::InvalidArgument.status(e.to_string()))?;
         Ok(Response::new(proto::ReadyResponse {
             ready: missing.is_empty(),
             missing,

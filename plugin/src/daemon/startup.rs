@@ -4,11 +4,13 @@
 
 use super::serve::{is_settled, wait_settled};
 use super::Daemon;
-use crate::state::verify::{Repair, Snapshot, Standing};
-use crate::state::Identity;
-use crate::store::layout::ContentRoot;
+use crate::service::{look, Look, Recalled};
+use crate::state::verify::{Repair, Snapshot};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// An entry of a watched directory that is not an archive: what it is, as `airlift ls` says it.
+struct Ignored(String);
 
 impl Daemon {
     /// The archive files of the images and intake directories in the order they are imported:
@@ -32,7 +34,7 @@ impl Daemon {
     pub fn not_archives(&self) -> Vec<(PathBuf, String)> {
         let mut found: Vec<_> = self
             .entries()
-            .filter_map(|(_, path, m)| Some((path, m.err()?)))
+            .filter_map(|(_, path, m)| Some((path, m.err()?.0)))
             .collect();
         found.sort();
         found
@@ -42,7 +44,7 @@ impl Daemon {
     /// is a regular file (following symbolic links), or else what it is; directories left out.
     fn entries(
         &self,
-    ) -> impl Iterator<Item = (String, PathBuf, Result<std::fs::Metadata, String>)> {
+    ) -> impl Iterator<Item = (String, PathBuf, Result<std::fs::Metadata, Ignored>)> {
         self.cfg
             .watched_dirs()
             .into_iter()
@@ -62,14 +64,14 @@ impl Daemon {
                         let kind = crate::sys::kind_of(rustix::fs::FileType::from_raw_mode(
                             std::os::unix::fs::MetadataExt::mode(&m),
                         ));
-                        Err(if link.is_symlink() {
+                        Err(Ignored(if link.is_symlink() {
                             format!("a symbolic link to {kind}, not a regular file; ignored")
                         } else {
                             format!("{kind}, not a regular file; ignored")
-                        })
+                        }))
                     }
                     Err(_) if link.is_symlink() => {
-                        Err("a symbolic link to nothing; ignored".to_string())
+                        Err(Ignored("a symbolic link to nothing; ignored".to_string()))
                     }
                     Err(_) => return None,
                 };
@@ -77,29 +79,12 @@ impl Daemon {
             })
     }
 
-    /// Removes what airlift processes that died left (at startup, and at every verification:
-    /// a request a dying process had in flight may land after the first cleanup).
-    pub(super) async fn clean_leftovers(&self, client: &crate::containerd::Client) {
-        let root = match &self.cfg.content_proxy.root {
-            Some(r) => Some(ContentRoot::new(r)),
-            None => client
-                .content_root()
-                .await
-                .ok()
-                .flatten()
-                .map(ContentRoot::new),
-        };
-        if let Some(root) = root {
-            crate::leftovers::clean(client.as_ref(), &root).await;
-        }
-    }
-
     /// Startup: clean up after a crash, reconcile every archive, then report ready.
     pub async fn startup(self: &Arc<Self>) {
         let Some(client) = self.connect().await else {
             return;
         };
-        self.clean_leftovers(&client).await;
+        self.importer.clean_leftovers(&client).await;
 
         let records = self.records().load_all().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the state directory");
@@ -119,30 +104,21 @@ impl Daemon {
         let settle = self.cfg.settle();
         for path in self.scan() {
             let record = self.archive(&path).and_then(|a| a.record);
-            let identity = Identity::of(&path).ok();
             let mut force = false;
-            if let (Some(r), Some(id)) = (&record, identity) {
-                if r.identity == id {
-                    if r.intake {
-                        // Imported before a crash kept it from being deleted: finish that.
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    match self
-                        .importer
-                        .standing(&client, &self.won(r), &snapshot, Repair::Yes)
-                        .await
-                    {
-                        Standing::Stands => continue,
-                        Standing::Repaired(what) => {
-                            for w in &what {
-                                tracing::info!(archive = %crate::escape::shown(&path), "repaired: {w}");
-                            }
-                            continue;
-                        }
-                        Standing::Damaged(why) | Standing::Gone(why) => {
-                            tracing::info!(archive = %crate::escape::shown(&path), "{why}; importing the archive again");
-                            force = true;
-                        }
+            if let (Some(r), Look::Unchanged(_)) = (&record, look(&path, record.as_ref())) {
+                if r.intake {
+                    // Imported before a crash kept it from being deleted: finish that.
+                    let _ = std::fs::remove_file(&path);
+                }
+                match self
+                    .importer
+                    .recall(&client, &self.won(r), &snapshot, Repair::Yes)
+                    .await
+                {
+                    Recalled::Stands | Recalled::Repaired(_) => continue,
+                    Recalled::Lost(why) => {
+                        tracing::info!(archive = %crate::escape::shown(&path), "{why}; importing the archive again");
+                        force = true;
                     }
                 }
             }
@@ -164,24 +140,16 @@ impl Daemon {
         }
         // Intake archives whose files are gone (by design) are checked from their records.
         for r in self.present_records().iter().filter(|r| !r.path.exists()) {
-            match self
+            let recalled = self
                 .importer
-                .standing(&client, &self.won(r), &snapshot, Repair::Yes)
-                .await
-            {
-                Standing::Stands => {}
-                Standing::Repaired(what) => {
-                    for w in &what {
-                        tracing::info!(archive = %crate::escape::shown(&r.path), "repaired: {w}");
-                    }
-                }
-                Standing::Damaged(why) | Standing::Gone(why) => {
-                    tracing::error!(archive = %crate::escape::shown(&r.path), %why, "content of an intake archive is gone: drop the archive again to restore its images");
-                    self.mark_failed(
-                        &r.path,
-                        &format!("{why}; the archive was deleted after its import: drop it again"),
-                    );
-                }
+                .recall(&client, &self.won(r), &snapshot, Repair::Yes)
+                .await;
+            if let Recalled::Lost(why) = recalled {
+                tracing::error!(archive = %crate::escape::shown(&r.path), %why, "content of an intake archive is gone: drop the archive again to restore its images");
+                self.mark_failed(
+                    &r.path,
+                    &format!("{why}; the archive was deleted after its import: drop it again"),
+                );
             }
         }
         while tasks.join_next().await.is_some() {}

@@ -210,14 +210,15 @@ impl Daemon {
     /// Which of `images` (references, normalised as containerd does) are not yet imported and
     /// pinned: provided by a present archive, and shown by containerd as that archive's (its
     /// target, its pins). An invalid reference is an error naming it.
-    pub async fn not_ready(&self, images: &[String]) -> Result<Vec<String>, String> {
+    pub async fn not_ready(
+        &self,
+        images: &[String],
+    ) -> Result<Vec<String>, crate::reference::InvalidReference> {
         let mut names = Vec::new();
         for i in images {
-            let r = crate::reference::Reference::parse_normalized(i)
-                .map_err(|e| format!("{i:?} is not an image reference: {e}"))?;
-            names.push(r.to_string());
+            names.push(crate::reference::Reference::parse_normalized(i)?.to_string());
         }
-        let client = self.connector.connect(&self.cfg).await.ok();
+        let client = self.importer.connection().connect().await.ok();
         let mut missing = Vec::new();
         for name in names {
             // Provided by a present archive, and containerd shows it as that archive's.

@@ -1,18 +1,21 @@
 //! Pull lists: a `.txt` file in an images directory (k3s's and rke2's convention: one image
-//! reference per line, `#` comments, blank lines) is a source like an archive, except that
-//! its images are pulled (by containerd's transfer service with the registry hosts directory
-//! airlift is given; on containerd 1.7 by airlift itself, [`crate::remote`]). They are then labelled, pinned, leased and recorded as an archive's images
-//! are: the list's lease holds what was pulled, the record names each image's target, and when a
-//! line or the file goes its images are unpinned like a removed archive's.
+//! reference per line, `#` comments, blank lines) is a source like an archive, except that its
+//! images are pulled (by containerd's transfer service with the registry hosts directory airlift
+//! is given; on containerd 1.7 by airlift itself, [`crate::remote`]). They then go through the
+//! archive's record step ([`super::record`]): the list's lease holds what was pulled, the image
+//! records are written with airlift's labels and pins under the same precedence rule, the record
+//! names each image's target, and when a line or the file goes its images are unpinned like a
+//! removed archive's.
 
-use super::{ImportError, ImportOptions, Outcome, Precedence, Report};
+use super::record::{self, Recorded};
+use super::{ImportError, ImportOptions, Precedence, Report};
 use crate::containerd::{Client, ContainerdError, ImageTarget, Pull};
 use crate::error::Class;
+use crate::ingest::Counters;
 use crate::labels;
 use crate::platform::{Platform, PlatformPolicy};
 use crate::reference::Reference;
 use crate::store::StoreKind;
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
@@ -95,12 +98,7 @@ pub async fn run(
     let peer = crate::follow::followed(&text);
 
     // The list's lease holds what its pulls bring, as an archive's holds its blobs.
-    let lease = labels::archive_lease(path);
-    let lease_labels = BTreeMap::from([(labels::ARCHIVE.to_string(), archive.clone())]);
-    client
-        .create_lease(&lease, lease_labels, None)
-        .await
-        .map_err(cd_err)?;
+    let lease = record::source_lease(client, path).await.map_err(cd_err)?;
     let leased = client.with_lease(Some(&lease));
     let image_labels = opts.image_labels(Some(path));
     let wanted = platforms(&opts.plan.platforms);
@@ -110,13 +108,10 @@ pub async fn run(
 
     let mut images: Vec<ImageTarget> = Vec::new();
     let mut skipped = Vec::new();
+    let mut yielded = Vec::new();
     for (line, reference) in &refs {
         if opts.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(cd_err(ContainerdError::call(
-                format!("pull {reference}"),
-                Class::Unavailable,
-                "the import was abandoned",
-            )));
+            return Err(ImportError::Abandoned { archive });
         }
         let name = reference.to_string();
         if precedence.yields(&name) {
@@ -124,6 +119,7 @@ pub async fn run(
             skipped.push(format!(
                 "{archive}: line {line}: {name}: another archive provides it and takes precedence"
             ));
+            yielded.push(name);
             continue;
         }
         let pull = Pull {
@@ -184,44 +180,38 @@ pub async fn run(
             )),
         }
     }
-    // Counted as provided from here on; a name another archive won meanwhile goes back to it.
-    let shadowed = precedence.claim(&images);
-    for image in &images {
-        if shadowed.contains(&image.name) {
-            continue;
-        }
-        // The pins again, with the rest of airlift's labels: a pull of a name that existed
-        // replaced its labels.
-        client
-            .put_image(image, &image_labels)
-            .await
-            .map_err(cd_err)?;
-        tracing::info!(%archive, image = %image.name, digest = %image.digest, "pulled");
-    }
+    // The pins again, with the rest of airlift's labels: a pull of a name that existed replaced
+    // its labels. A name another archive won meanwhile goes back to it.
+    let shadowed = record::write_images(
+        client,
+        &images,
+        &image_labels,
+        precedence,
+        &archive,
+        "pulled",
+    )
+    .await
+    .map_err(cd_err)?;
     let blobs = client.lease_content(&lease).await.map_err(cd_err)?;
-    Ok(Report {
-        archive,
-        outcome: if failed.is_empty() {
-            Outcome::Imported
-        } else {
-            Outcome::Partial
-        },
-        mode: Some(StoreKind::Pulled),
+    let recorded = Recorded {
         images,
-        shadowed: shadowed.into_iter().collect(),
+        shadowed,
+        yielded,
+        lease: Some(lease),
+        blobs,
         failed,
         skipped,
         not_selected: Vec::new(),
-        repaired: Vec::new(),
-        blobs_written: 0,
-        blobs_present: 0,
-        bytes_written: 0,
-        archive_bytes: text.len() as u64,
-        seconds: started.elapsed().as_secs_f64(),
-        lease: Some(lease),
-        blobs,
-        unpack: None,
-    })
+    };
+    Ok(Report::new(
+        archive,
+        StoreKind::Pulled,
+        recorded,
+        &Counters::default(),
+        text.len() as u64,
+        started,
+        None,
+    ))
 }
 
 /// `reference` as a reference on the registry endpoint at `host`, whose first path component

@@ -1,14 +1,16 @@
 //! The record step of an import, last station of the journey: the archive's lease, the blobs'
 //! claims and labels, then the image records — in that order, so no image record ever refers to
-//! content that is not committed, labelled and held.
+//! content that is not committed, labelled and held. A pull list ends in the same step: its
+//! lease made by [`source_lease`], its image records written by [`write_images`].
 
 use super::{ImportError, ImportOptions, Source};
 use crate::archive::understand::{Plan, Problem};
-use crate::containerd::{Client, ContainerdError, ImageTarget};
+use crate::containerd::{Client, ContainerdError, ImageTarget, Labels};
 use crate::digest::Digest;
 use crate::labels;
 use crate::store::{ContentStore, StoreError};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Image records sent to containerd at the same time (one metadata transaction each).
@@ -21,6 +23,8 @@ pub struct Recorded {
     pub images: Vec<ImageTarget>,
     /// Those whose records were left alone: another archive takes precedence.
     pub shadowed: Vec<String>,
+    /// Names a pull list did not pull: another archive takes precedence.
+    pub yielded: Vec<String>,
     /// The archive's lease, when it holds anything.
     pub lease: Option<String>,
     /// Every blob the images use.
@@ -62,12 +66,7 @@ pub async fn record(
     // 1. The archive's own lease (a file source only), created before anything joins it.
     let lease = match &archive_path {
         Some(path) if !needed.is_empty() => {
-            let id = labels::archive_lease(path);
-            let l = std::collections::BTreeMap::from([(
-                labels::ARCHIVE.to_string(),
-                crate::escape::shown(&path).to_string(),
-            )]);
-            client.create_lease(&id, l, None).await.map_err(cd_err)?;
+            let id = source_lease(client, path).await.map_err(cd_err)?;
             fail::fail_point!("lease", |_| crate::sys::crash());
             Some(id)
         }
@@ -145,34 +144,12 @@ pub async fn record(
             annotations: i.target.annotations.clone(),
         })
         .collect();
-    let shadowed = precedence.claim(&images);
-    let mut tasks = tokio::task::JoinSet::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(IMAGES_IN_FLIGHT));
-    for image in images.iter().filter(|i| !shadowed.contains(&i.name)) {
-        let (leased, labels, image, limit) =
-            (leased.clone(), labels.clone(), image.clone(), limit.clone());
-        tasks.spawn(async move {
-            let _slot = limit.acquire_owned().await;
-            fail::fail_point!("image", |_| crate::sys::crash());
-            leased.put_image(&image, &labels).await
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.expect("image task panicked").map_err(cd_err)?;
-    }
-    let mut left = Vec::new();
-    for image in &images {
-        if shadowed.contains(&image.name) {
-            tracing::info!(archive, image = %image.name, "provided by another archive too, which takes precedence");
-            left.push(image.name.clone());
-        } else {
-            tracing::info!(archive, image = %image.name, digest = %image.digest, "imported");
-        }
-    }
-
+    let shadowed = write_images(leased, &images, &labels, precedence, archive, "imported")
+        .await
+        .map_err(cd_err)?;
     let mut recorded = Recorded {
         images,
-        shadowed: left,
+        shadowed,
         lease: if needed.is_empty() { None } else { lease },
         blobs: needed.iter().map(|d| d.to_string()).collect(),
         ..Recorded::default()
@@ -207,4 +184,54 @@ pub async fn record(
         }
     }
     Ok(recorded)
+}
+
+/// The lease of a file source (an archive, a pull list), named after its path and labelled with
+/// it, created before anything joins it (one that exists is fine); its id.
+pub async fn source_lease(client: &Client, path: &Path) -> Result<String, ContainerdError> {
+    let id = labels::archive_lease(path);
+    let l = BTreeMap::from([(
+        labels::ARCHIVE.to_string(),
+        crate::escape::shown(&path).to_string(),
+    )]);
+    client.create_lease(&id, l, None).await?;
+    Ok(id)
+}
+
+/// Writes the image records of `images` with `labels`, a few at a time — but those `precedence`
+/// leaves to other archives, whose names are returned. Each is logged as `done` (`imported`,
+/// `pulled`).
+pub async fn write_images(
+    client: &Client,
+    images: &[ImageTarget],
+    labels: &Labels,
+    precedence: &dyn super::Precedence,
+    archive: &str,
+    done: &'static str,
+) -> Result<Vec<String>, ContainerdError> {
+    let shadowed = precedence.claim(images);
+    let mut tasks = tokio::task::JoinSet::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(IMAGES_IN_FLIGHT));
+    for image in images.iter().filter(|i| !shadowed.contains(&i.name)) {
+        let (client, labels, image, limit) =
+            (client.clone(), labels.clone(), image.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _slot = limit.acquire_owned().await;
+            fail::fail_point!("image", |_| crate::sys::crash());
+            client.put_image(&image, &labels).await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("image task panicked")?;
+    }
+    let mut left = Vec::new();
+    for image in images {
+        if shadowed.contains(&image.name) {
+            tracing::info!(archive, image = %image.name, "provided by another archive too, which takes precedence");
+            left.push(image.name.clone());
+        } else {
+            tracing::info!(archive, image = %image.name, digest = %image.digest, "{done}");
+        }
+    }
+    Ok(left)
 }

@@ -3,9 +3,11 @@
 
 use super::*;
 use crate::containerd::fake::{Call, Fake};
+use crate::digest::Digest;
 use crate::error::Class;
 use crate::store::layout::ContentRoot;
 use crate::testing::{all_platforms, fixture};
+use std::sync::atomic::AtomicU64;
 
 fn import(fake: &Fake, placement: &Placement, name: &str) -> Result<Report, ImportError> {
     let rt = crate::testing::runtime();

@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::containerd::fake::Fake;
+use crate::import::Outcome;
 use crate::labels;
+use crate::state::{Identity, Outcome as RecordOutcome};
 use crate::testing::{all_platforms, fixture};
 
 struct Setup {
@@ -15,6 +17,18 @@ struct Setup {
     rt: tokio::runtime::Runtime,
 }
 
+/// An importer of `options` reaching `fake`, one attempt each time (the daemon's tests wait).
+fn importer(
+    fake: &Fake,
+    options: ImportOptions,
+    records: Option<Records>,
+    remember: Remember,
+) -> Importer {
+    let cancel = options.cancel.clone();
+    let connection = Connection::new(Box::new(fake.clone()), Patience::Once, cancel);
+    Importer::new(options, records, remember, connection)
+}
+
 fn setup(remember: Remember) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("bundle.tar");
@@ -23,8 +37,8 @@ fn setup(remember: Remember) -> Setup {
     let fake = Fake::new();
     Setup {
         client: fake.client(),
+        importer: importer(&fake, all_platforms(), Some(records), remember),
         fake,
-        importer: Importer::new(all_platforms(), Some(records), remember),
         archive,
         _dir: dir,
         rt: crate::testing::runtime(),
@@ -34,10 +48,7 @@ fn setup(remember: Remember) -> Setup {
 impl Setup {
     fn run(&self, req: Request) -> Report {
         self.rt
-            .block_on(
-                self.importer
-                    .run(&self.client, &Source::File(self.archive.clone()), &req),
-            )
+            .block_on(self.importer.run(&Source::File(self.archive.clone()), &req))
             .unwrap()
     }
 
@@ -118,14 +129,15 @@ fn other_options_or_a_changed_file_are_imported_again() {
     // The same file with other options (a label) is not the same import.
     let mut opts = all_platforms();
     opts.labels.insert("team".into(), "edge".into());
-    let other = Importer::new(opts, s.importer.records.clone(), Remember::Successes);
+    let other = importer(
+        &s.fake,
+        opts,
+        s.importer.records.clone(),
+        Remember::Successes,
+    );
     let r =
-        s.rt.block_on(other.run(
-            &s.client,
-            &Source::File(s.archive.clone()),
-            &Request::default(),
-        ))
-        .unwrap();
+        s.rt.block_on(other.run(&Source::File(s.archive.clone()), &Request::default()))
+            .unwrap();
     assert_eq!(r.outcome, Outcome::Imported);
 }
 
@@ -137,11 +149,10 @@ fn what_is_remembered_after_each_outcome() {
         .fail("put_image", None, crate::error::Class::Unavailable);
     assert!(s
         .rt
-        .block_on(s.importer.run(
-            &s.client,
-            &Source::File(s.archive.clone()),
-            &Request::default()
-        ))
+        .block_on(
+            s.importer
+                .run(&Source::File(s.archive.clone()), &Request::default())
+        )
         .is_err());
     assert!(s
         .importer
@@ -155,14 +166,16 @@ fn what_is_remembered_after_each_outcome() {
         .fail("put_image", None, crate::error::Class::Unavailable);
     let src = Source::File(d.archive.clone());
     let id = Identity::of(&d.archive).unwrap();
-    let imported = d.rt.block_on(d.importer.import(
-        &d.client,
-        &src,
-        Some(id),
-        None,
-        Default::default(),
-        &crate::import::Alone,
-    ));
+    let job = Job {
+        source: &src,
+        identity: Some(id),
+        previous: None,
+        progress: Default::default(),
+        precedence: &crate::import::Alone,
+    };
+    let (_, imported) =
+        d.rt.block_on(d.importer.import(d.client.clone(), &job))
+            .unwrap();
     d.importer.keep(&imported);
     let kept = d
         .importer
@@ -187,7 +200,12 @@ fn what_is_remembered_after_each_outcome() {
 fn placement_follows_what_containerd_reports() {
     let rt = crate::testing::runtime();
     let dir = tempfile::tempdir().unwrap();
-    let importer = Importer::new(ImportOptions::default(), None, Remember::Successes);
+    let importer = importer(
+        &Fake::new(),
+        ImportOptions::default(),
+        None,
+        Remember::Successes,
+    );
     let with_root = Fake::new().with_content_root(dir.path()).client();
     assert!(
         matches!(rt.block_on(importer.placement(&with_root)), Placement::Local(r) if r.path() == dir.path())
@@ -201,7 +219,8 @@ fn placement_follows_what_containerd_reports() {
         matches!(p, Placement::Remote(ref why) if why.contains("content root")),
         "{p:?}"
     );
-    let configured = Importer::new(
+    let configured = super::tests::importer(
+        &fake,
         ImportOptions {
             content_root: Some(dir.path().join("own")),
             ..ImportOptions::default()

@@ -345,6 +345,7 @@ mod tests {
             mode: None,
             images: images.iter().map(|n| image(n)).collect(),
             shadowed: vec![],
+            yielded: vec![],
             failed: failed.iter().map(|s| s.to_string()).collect(),
             skipped: vec![],
             not_selected: vec![],

@@ -2,7 +2,7 @@
 //! command-line flags. Unknown keys and bad values are errors at startup.
 
 use crate::import::Mode;
-use crate::platform::{Platform, PlatformPolicy};
+use crate::platform::PlatformPolicy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,14 +22,16 @@ pub enum LogFormat {
 }
 
 impl std::str::FromStr for LogFormat {
-    type Err = String;
+    type Err = crate::error::UnknownName;
 
-    fn from_str(s: &str) -> Result<LogFormat, String> {
+    fn from_str(s: &str) -> Result<LogFormat, Self::Err> {
         match s {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!(
-                "unknown log format {other:?}: expected text or json"
+            other => Err(crate::error::UnknownName::new(
+                "log format",
+                other,
+                "text or json",
             )),
         }
     }
@@ -270,16 +272,35 @@ pub enum ConfigError {
         cause: std::io::Error,
     },
     /// The file is not valid.
-    #[error("config {path}: {cause}")]
-    Parse {
+    #[error("config {path}: {}", .cause.detail())]
+    File {
         /// The file.
         path: PathBuf,
-        /// The parser's message (with line and column).
-        cause: String,
+        /// What is wrong with it.
+        cause: Box<ConfigError>,
     },
+    /// Not TOML, or not the keys and types of the configuration.
+    #[error("config: {0}")]
+    Syntax(#[from] toml::de::Error),
+    /// A platform is not `os/arch[/variant]`.
+    #[error("config: {0}")]
+    Platform(#[from] crate::platform::InvalidPlatform),
     /// A value is out of range.
     #[error("config: {0}")]
     Invalid(String),
+}
+
+impl ConfigError {
+    /// What is wrong, without saying where.
+    fn detail(&self) -> String {
+        match self {
+            ConfigError::Read { cause, .. } => cause.to_string(),
+            ConfigError::File { cause, .. } => cause.detail(),
+            ConfigError::Syntax(e) => e.to_string(),
+            ConfigError::Platform(e) => e.to_string(),
+            ConfigError::Invalid(why) => why.clone(),
+        }
+    }
 }
 
 impl Config {
@@ -297,13 +318,16 @@ impl Config {
             }
             Err(cause) => return Err(ConfigError::Read { path, cause }),
         };
-        Config::parse(&text).map_err(|cause| ConfigError::Parse { path, cause })
+        Config::parse(&text).map_err(|cause| ConfigError::File {
+            path,
+            cause: Box::new(cause),
+        })
     }
 
     /// Parses TOML text.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        cfg.validate().map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -369,18 +393,9 @@ impl Config {
         Ok(())
     }
 
-    /// The platform policy the `platforms` key describes.
-    pub fn platform_policy(&self) -> Result<PlatformPolicy, ConfigError> {
-        match self.platforms.as_slice() {
-            [] => Ok(PlatformPolicy::Host),
-            [one] if one == "all" => Ok(PlatformPolicy::All),
-            [one] if one == "host" => Ok(PlatformPolicy::Host),
-            list => list
-                .iter()
-                .map(|p| Platform::parse(p).map_err(|e| ConfigError::Invalid(e.to_string())))
-                .collect::<Result<Vec<_>, _>>()
-                .map(PlatformPolicy::Only),
-        }
+    /// The platform policy the `platforms` key names ([`PlatformPolicy::parse`]).
+    pub fn platform_policy(&self) -> Result<PlatformPolicy, crate::platform::InvalidPlatform> {
+        PlatformPolicy::parse(&self.platforms)
     }
 
     /// The priority patterns, compiled.
@@ -419,165 +434,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_and_overrides() {
-        let c = Config::parse("").unwrap();
-        assert_eq!(c.namespace, "k8s.io");
-        assert_eq!(
-            c.images_dirs,
-            vec![PathBuf::from("/var/lib/rancher/k3s/agent/images")]
-        );
-        let c = Config::parse(
-            "address = \"/run/k3s/containerd/containerd.sock\"\nplatforms = [\"linux/arm64/v8\"]\nmode = \"stream\"\n[labels]\nteam = \"edge\"\n",
-        )
-        .unwrap();
-        assert_eq!(c.mode, Mode::Stream);
-        assert_eq!(c.labels["team"], "edge");
-        assert!(matches!(
-            c.platform_policy().unwrap(),
-            PlatformPolicy::Only(_)
-        ));
-        assert_eq!(c.content_proxy.root, None);
-        let c = Config::parse("[content_proxy]\nroot = \"/var/lib/airlift/content\"\n").unwrap();
-        assert_eq!(
-            c.content_proxy.root,
-            Some(PathBuf::from("/var/lib/airlift/content"))
-        );
-    }
-
-    #[test]
-    fn the_example_config_parses() {
-        let text = include_str!("../../config/airlift.toml");
-        Config::parse(text).unwrap();
-    }
-
-    #[test]
-    fn rejects_unknown_keys_and_bad_values() {
-        let e = Config::parse("adress = \"/x\"").unwrap_err();
-        assert!(e.contains("unknown field `adress`"), "{e}");
-        assert!(Config::parse("concurrency = 0")
-            .unwrap_err()
-            .contains("at least 1"));
-        assert!(Config::parse("mode = \"fast\"")
-            .unwrap_err()
-            .contains("unknown mode"));
-        assert!(Config::parse("platforms = [\"linux//x\"]")
-            .unwrap_err()
-            .contains("invalid platform"));
-        assert!(Config::parse("[content_proxy]\nroot = \"rel\"")
-            .unwrap_err()
-            .contains("not an absolute path"));
-        assert!(Config::parse("[content_proxy]\nroots = \"/x\"")
-            .unwrap_err()
-            .contains("unknown field `roots`"));
-        assert!(Config::parse("metrics_address = \"nope\"")
-            .unwrap_err()
-            .contains("host:port"));
-        assert!(Config::parse("log_format = \"xml\"").is_err());
-    }
-
-    #[test]
-    fn the_registry_table() {
-        let c = Config::parse("").unwrap();
-        assert_eq!(c.registry.address, "");
-        assert_eq!(c.registry.serve, crate::registry::Policy::Airlift);
-        let c = Config::parse(
-            "[registry]\naddress = \"0.0.0.0:5050\"\nserve = \"all\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\nclient_ca = \"/ca\"\n",
-        )
-        .unwrap();
-        assert_eq!(c.registry.serve, crate::registry::Policy::All);
-        assert_eq!(c.registry.client_ca, Some(PathBuf::from("/ca")));
-        for (bad, why) in [
-            ("address = \"x\"", "host:port"),
-            (
-                "address = \"127.0.0.1:1\"\ntls_cert = \"/c\"",
-                "go together",
-            ),
-            (
-                "address = \"127.0.0.1:1\"\nclient_ca = \"/c\"",
-                "needs registry.tls_cert",
-            ),
-            (
-                "address = \"127.0.0.1:1\"\nmax_connections = 0",
-                "at least 1",
-            ),
-            ("serve = \"some\"", "unknown variant"),
-            ("adress = \"\"", "unknown field"),
-        ] {
-            let e = Config::parse(&format!("[registry]\n{bad}\n")).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn the_mirrors_table() {
-        let c = Config::parse("").unwrap();
-        assert_eq!(c.mirrors.options(), None);
-        let c = Config::parse(
-            "[mirrors]\nregistries = \"/etc/rancher/k3s/registries.yaml\"\npeers = [\"http://10.0.0.5:5050\"]\n",
-        )
-        .unwrap();
-        let o = c.mirrors.options().unwrap();
-        assert_eq!(o.hosts_dir, PathBuf::from("/etc/containerd/certs.d"));
-        assert_eq!(o.peers, ["http://10.0.0.5:5050"]);
-        for (bad, why) in [
-            (
-                "peers = [\"10.0.0.5:5050\"]",
-                "mirrors.peers: peer \"10.0.0.5:5050\": give the scheme",
-            ),
-            (
-                "peers = [\"http://a:1\"]\nhosts_dir = \"rel\"",
-                "not an absolute path",
-            ),
-            ("peer = []", "unknown field `peer`"),
-        ] {
-            let e = Config::parse(&format!("[mirrors]\n{bad}\n")).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn modes_and_log_formats_parse_by_name() {
-        assert_eq!("direct".parse::<Mode>().unwrap(), Mode::Direct);
-        assert!("Direct"
-            .parse::<Mode>()
-            .unwrap_err()
-            .contains("expected auto, direct or stream"));
-        assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
-        assert!("xml"
-            .parse::<LogFormat>()
-            .unwrap_err()
-            .contains("expected text or json"));
-        let c = Config::parse("log_format = \"json\"\nmode = \"auto\"").unwrap();
-        assert_eq!((c.log_format, c.mode), (LogFormat::Json, Mode::Auto));
-    }
-
-    #[test]
-    fn intake_priority_and_resync() {
-        let c = Config::parse(
-            "intake_dirs = [\"/var/lib/airlift/intake\"]\npriority = [\"pause*\", \"*cni*\"]\nresync_seconds = 60\n",
-        )
-        .unwrap();
-        assert!(c.is_intake(Path::new("/var/lib/airlift/intake/a.tar")));
-        assert!(!c.is_intake(Path::new("/var/lib/rancher/k3s/agent/images/a.tar")));
-        let p = c.priority_set().unwrap();
-        assert!(p[0].is_match("pause-3.9.tar") && p[1].is_match("calico-cni.tar.zst"));
-        assert_eq!(c.watched_dirs().len(), 2);
-        assert!(Config::parse("priority = [\"a[\"]")
-            .unwrap_err()
-            .contains("priority pattern \"a[\""));
-        assert!(Config::parse("images_dirs = []\nintake_dirs = []")
-            .unwrap_err()
-            .contains("both empty"));
-        assert!(
-            Config::parse("images_dirs = [\"/i\"]\nintake_dirs = [\"/i\"]")
-                .unwrap_err()
-                .contains("both an images directory and an intake directory")
-        );
-        // Intake alone is a valid setup.
-        Config::parse("images_dirs = []\nintake_dirs = [\"/x\"]").unwrap();
-    }
-}
+mod tests;

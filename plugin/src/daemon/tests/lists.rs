@@ -1,0 +1,95 @@
+//! Pull lists through the daemon, on the fake: pulled, pinned, retried and released, and a line
+//! left to an archive pulled once that archive goes.
+
+use super::*;
+
+/// A `.txt` pull list: its images are pulled, pinned and labelled with the list; a line that
+/// goes unpins its image, the file that goes unpins the rest; a pull that fails is retried.
+#[test]
+fn pull_lists_are_pulled_pinned_retried_and_released() {
+    let n = Node::new();
+    let (a, b) = ("docker.io/library/a:1", "example.com/team/b:2");
+    let ta = n.fake.add_remote(a, &[b"layer of a"]);
+    let d = n.daemon();
+    let list = n.images().join("images.txt");
+    std::fs::write(
+        &list,
+        format!("# pre-pulled\n{a}\n\nexample.com/team/b:2\n"),
+    )
+    .unwrap();
+    n.reconcile(&d, &list);
+    // b is not in the registry yet: a is pulled and pinned, the list failed for b.
+    assert_eq!(n.pinned(a).unwrap(), list.display().to_string());
+    assert_eq!(n.target(a), ta.digest);
+    let status = d.archive(&list).unwrap();
+    assert_eq!(status.state, State::Failed, "{status:?}");
+    let error = status.record.as_ref().unwrap().last_error.clone();
+    assert!(
+        error.contains("line 4") && error.contains(b) && error.contains("not found"),
+        "{error}"
+    );
+    // The lease holds what was pulled.
+    let lease = crate::labels::archive_lease(&list);
+    assert!(n.fake.state().leases[&lease]
+        .content
+        .contains(&ta.digest.to_string()));
+
+    // The registry gets b; the daemon tries again by itself.
+    n.fake.add_remote(b, &[b"layer of b"]);
+    n.rt.block_on(async {
+        for _ in 0..100 {
+            if d.archive(&list).is_some_and(|s| s.state == State::Imported) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(d.archive(&list).unwrap().state, State::Imported);
+    assert_eq!(n.pinned(b).unwrap(), list.display().to_string());
+
+    // A line goes: its image is unpinned, the other keeps its pin.
+    std::fs::write(&list, format!("{b}\n")).unwrap();
+    n.reconcile(&d, &list);
+    assert_eq!(n.pinned(a).unwrap(), "unpinned");
+    assert_eq!(n.pinned(b).unwrap(), list.display().to_string());
+    // The file goes: the rest is unpinned and the lease released.
+    std::fs::remove_file(&list).unwrap();
+    n.reconcile(&d, &list);
+    assert_eq!(n.pinned(b).unwrap(), "unpinned");
+    assert!(!n.fake.state().leases.contains_key(&lease));
+}
+
+/// A pull list's line that a newer archive provides is left to that archive; when the archive
+/// goes, the list pulls the line (rather than leaving the name unpinned).
+#[test]
+fn a_line_left_to_an_archive_is_pulled_when_the_archive_goes() {
+    let n = Node::new();
+    let pulled = n.fake.add_remote(BUSYBOX, &[b"the registry's busybox"]);
+    let d = n.daemon();
+    let list = n.images().join("images.txt");
+    std::fs::write(&list, format!("{BUSYBOX}\n")).unwrap();
+    n.age(&list, -600);
+    let archive = n.put("bundle-ctr-export.tar", "bundle.tar");
+    n.reconcile(&d, &archive);
+    n.reconcile(&d, &list);
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), archive.display().to_string());
+    assert_ne!(n.target(BUSYBOX), pulled.digest, "the newer archive wins");
+    assert_eq!(
+        n.fake.count("pull"),
+        0,
+        "a line left to the archive is not pulled"
+    );
+
+    std::fs::remove_file(&archive).unwrap();
+    n.reconcile(&d, &archive);
+    n.rt.block_on(async {
+        for _ in 0..100 {
+            if n.target(BUSYBOX) == pulled.digest {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert_eq!(n.target(BUSYBOX), pulled.digest, "pulled by the list");
+    assert_eq!(n.pinned(BUSYBOX).unwrap(), list.display().to_string());
+}
