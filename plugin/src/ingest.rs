@@ -278,7 +278,7 @@ pub fn declared_digest(name: &str) -> Result<Option<Digest>, String> {
 
 /// Notes the digest and size of every descriptor a manifest or index document declares.
 fn note_descriptors(doc: &[u8], sizes: &mut HashMap<Digest, u64>) {
-    use crate::archive::spec::{Descriptor, Index, Manifest};
+    use crate::oci::{Descriptor, Index, Manifest};
     let mut note = |d: &Descriptor| {
         if let Ok(size) = u64::try_from(d.size) {
             sizes.entry(d.digest.clone()).or_insert(size);

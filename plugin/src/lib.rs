@@ -10,8 +10,10 @@
 //! - [`archive`] — the archive side: [`archive::decode`] (compression by magic bytes; a large
 //!   zstd window spilled to a file by [`archive::spill`], decoding ahead on its own thread in
 //!   [`archive::readahead`]) → [`archive::walk`] (tar entries, refusing escapes) →
-//!   [`archive::understand`] (OCI layout / docker save → a plan of images and labels), with the
-//!   formats themselves in [`archive::spec`];
+//!   [`archive::understand`] (OCI layout / docker save → a plan of images and labels);
+//! - [`oci`] — the image formats themselves (media types, descriptors, manifests, indexes,
+//!   configs, containerd's GC labels), shared by the archive side, ingest, unpacking, the
+//!   registry endpoint, client pulls and the visibility walk;
 //! - [`store`] — the one content-store trait and its homes (direct into containerd's content
 //!   root, streamed over the Content API, airlift's own store for the content proxy, in memory),
 //!   the content root's layout ([`store::layout`]) and the conformance suite every home passes;
@@ -88,6 +90,7 @@ pub mod labels;
 pub mod leftovers;
 pub mod liveness;
 pub mod mirrors;
+pub mod oci;
 pub mod pins;
 pub mod platform;
 pub mod proxy;

@@ -2,7 +2,6 @@
 
 pub mod decode;
 pub mod readahead;
-pub mod spec;
 pub mod spill;
 pub mod understand;
 pub mod walk;

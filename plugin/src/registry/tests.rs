@@ -2,10 +2,10 @@
 //! headers, ranges, errors, writes refused, counters.
 
 use super::*;
-use crate::archive::spec::{MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST};
 use crate::containerd::fake::Fake;
 use crate::containerd::ImageTarget;
 use crate::digest::Digest;
+use crate::oci::{MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST};
 use std::collections::BTreeMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -10,12 +10,12 @@
 pub mod client;
 pub mod hosts;
 
-use crate::archive::spec::{self, Descriptor, Index, Manifest};
 use crate::containerd::{
     exists_leased, Chunk, Client, ContainerdError, ImageTarget, Labels, Pull, Written,
 };
 use crate::digest::Digest;
 use crate::error::Class;
+use crate::oci::{self, Descriptor, Index, Manifest};
 use crate::platform::PlatformPolicy;
 use crate::reference::Reference;
 use client::{Failed, Registry};
@@ -196,10 +196,10 @@ impl Puller {
             .await
             .map_err(|f| self.failed(&format!("resolving {}", self.source), f))?;
         let media_type = match header {
-            Some(t) if spec::is_index(&t) || spec::is_manifest(&t) => t,
+            Some(t) if oci::is_index(&t) || oci::is_manifest(&t) => t,
             _ => media_type_of(&body).unwrap_or_default(),
         };
-        if !spec::is_index(&media_type) && !spec::is_manifest(&media_type) {
+        if !oci::is_index(&media_type) && !oci::is_manifest(&media_type) {
             return Err(self.fail(
                 Class::InvalidArgument,
                 format!("{url}: not an image manifest or index (media type {media_type:?})"),
@@ -221,7 +221,7 @@ impl Puller {
                 format!("{} ({}): {e}", desc.digest, desc.media_type),
             )
         };
-        let children: Vec<Descriptor> = if spec::is_index(&desc.media_type) {
+        let children: Vec<Descriptor> = if oci::is_index(&desc.media_type) {
             let index: Index = serde_json::from_slice(&body).map_err(bad)?;
             let kept: Vec<Descriptor> = index
                 .manifests
@@ -243,7 +243,7 @@ impl Puller {
                 ));
             }
             for child in &kept {
-                if spec::is_index(&child.media_type) || spec::is_manifest(&child.media_type) {
+                if oci::is_index(&child.media_type) || oci::is_manifest(&child.media_type) {
                     let (_, _, bytes) = self
                         .manifest(&child.digest.to_string(), Some(&child.digest), false)
                         .await
@@ -262,7 +262,7 @@ impl Puller {
                     manifest
                         .layers
                         .into_iter()
-                        .filter(|l| !spec::is_non_distributable(&l.media_type)),
+                        .filter(|l| !oci::is_non_distributable(&l.media_type)),
                 )
                 .collect();
             let mut pending = kept.iter();
@@ -280,7 +280,7 @@ impl Puller {
             }
             kept
         };
-        self.store_bytes(&desc, body, &spec::gc_labels(&children))
+        self.store_bytes(&desc, body, &oci::gc_labels(&children))
             .await
     }
 
@@ -486,9 +486,9 @@ fn media_type_of(body: &[u8]) -> Option<String> {
     }
     // OCI allows leaving it out: what the document holds tells.
     if t.manifests.is_some() {
-        Some(spec::MEDIA_OCI_INDEX.into())
+        Some(oci::MEDIA_OCI_INDEX.into())
     } else if t.config.is_some() {
-        Some(spec::MEDIA_OCI_MANIFEST.into())
+        Some(oci::MEDIA_OCI_MANIFEST.into())
     } else {
         None
     }

@@ -469,7 +469,7 @@ fn resolve<'a>(
     targets: &'a mut Vec<Target>,
     unusable: &'a mut Vec<(Digest, String)>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-    use crate::archive::spec;
+    use crate::oci;
     Box::pin(async move {
         let read = |d: Digest| async move {
             let bytes = client
@@ -481,10 +481,10 @@ fn resolve<'a>(
             }
             Ok::<_, String>(bytes)
         };
-        if spec::is_index(media_type) && depth < 8 {
+        if oci::is_index(media_type) && depth < 8 {
             let index = match read(digest.clone())
                 .await
-                .and_then(|b| serde_json::from_slice::<spec::Index>(&b).map_err(|e| e.to_string()))
+                .and_then(|b| serde_json::from_slice::<oci::Index>(&b).map_err(|e| e.to_string()))
             {
                 Ok(i) => i,
                 Err(e) => {
@@ -498,7 +498,7 @@ fn resolve<'a>(
                     continue;
                 }
                 // A child of the index that is not here was not imported (another platform).
-                if spec::is_manifest(&child.media_type)
+                if oci::is_manifest(&child.media_type)
                     && !matches!(client.info(&child.digest).await, Ok(Some(_)))
                 {
                     continue;
@@ -515,10 +515,10 @@ fn resolve<'a>(
                 )
                 .await;
             }
-        } else if spec::is_manifest(media_type) {
+        } else if oci::is_manifest(media_type) {
             manifests.push(digest.clone());
             let result = async {
-                let m: spec::Manifest = serde_json::from_slice(&read(digest.clone()).await?)
+                let m: oci::Manifest = serde_json::from_slice(&read(digest.clone()).await?)
                     .map_err(|e| format!("manifest {digest}: {e}"))?;
                 let config = read(m.config.digest.clone()).await?;
                 let mp = crate::archive::understand::ManifestPlan::new(

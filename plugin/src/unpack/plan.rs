@@ -10,10 +10,10 @@
 //! applied as soon as that blob is stored; an OCI manifest read early also names its compressed
 //! layers.
 
-use crate::archive::spec::{self, Descriptor as SpecDescriptor, ImageConfig, Manifest};
 use crate::archive::understand::Plan;
 use crate::containerd::Descriptor;
 use crate::digest::Digest;
+use crate::oci::{self, Descriptor as SpecDescriptor, ImageConfig, Manifest};
 use crate::platform::{Platform, PlatformPolicy};
 use std::collections::{BTreeMap, HashMap};
 
@@ -94,7 +94,7 @@ pub fn target(
             diff_ids.len()
         ));
     }
-    if let Some(l) = layers.iter().find(|l| !spec::is_layer(&l.media_type)) {
+    if let Some(l) = layers.iter().find(|l| !oci::is_layer(&l.media_type)) {
         return Err(format!(
             "layer {} has media type {:?}, which is not a layer",
             l.digest, l.media_type
@@ -174,7 +174,7 @@ impl Early {
         if config.rootfs.is_none() {
             return;
         }
-        let Ok(diff_ids) = spec::layer_chain(&config) else {
+        let Ok(diff_ids) = oci::layer_chain(&config) else {
             return;
         };
         let platform = (!config.platform.os.is_empty() || !config.platform.architecture.is_empty())
@@ -204,7 +204,7 @@ impl Early {
                     .iter()
                     .map(|d| {
                         stored.get(d).map(|size| Descriptor {
-                            media_type: spec::MEDIA_DOCKER_LAYER.to_string(),
+                            media_type: oci::MEDIA_DOCKER_LAYER.to_string(),
                             digest: d.clone(),
                             size: *size as i64,
                             annotations: BTreeMap::new(),
@@ -254,7 +254,7 @@ mod tests {
                 .iter()
                 .map(|x| {
                     Some(Descriptor {
-                        media_type: spec::MEDIA_DOCKER_LAYER.into(),
+                        media_type: oci::MEDIA_DOCKER_LAYER.into(),
                         digest: x.clone(),
                         size: 1,
                         annotations: BTreeMap::new(),
@@ -356,7 +356,7 @@ mod tests {
         assert_eq!(targets[0].diff_ids, vec![base.clone(), amd.clone()]);
         assert_eq!(
             targets[0].blobs[1].as_ref().unwrap().media_type,
-            spec::MEDIA_DOCKER_LAYER
+            oci::MEDIA_DOCKER_LAYER
         );
         let both = PlatformPolicy::Only(vec![
             Platform::new("linux", "amd64", ""),
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_config_that_disagrees_with_its_manifest_is_an_error() {
-        let l = SpecDescriptor::new(spec::MEDIA_DOCKER_LAYER, d("l"), 1);
+        let l = SpecDescriptor::new(oci::MEDIA_DOCKER_LAYER, d("l"), 1);
         let e = super::target(&d("m"), &d("c"), &[l.clone(), l.clone()], &Ok(vec![d("l")]))
             .unwrap_err();
         assert!(e.contains("2 layers") && e.contains("1 diff IDs"), "{e}");
@@ -405,8 +405,8 @@ mod tests {
             |x: &str| SpecDescriptor::new("application/vnd.oci.image.layer.v1.tar+gzip", d(x), 5);
         let manifest = serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": spec::MEDIA_OCI_MANIFEST,
-            "config": SpecDescriptor::new(spec::MEDIA_OCI_CONFIG, Digest::of(&cfg), cfg.len() as u64),
+            "mediaType": oci::MEDIA_OCI_MANIFEST,
+            "config": SpecDescriptor::new(oci::MEDIA_OCI_CONFIG, Digest::of(&cfg), cfg.len() as u64),
             "layers": [gz("base.gz"), gz("app.gz")],
         });
         let mj = serde_json::to_vec(&manifest).unwrap();

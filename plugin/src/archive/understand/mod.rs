@@ -6,11 +6,11 @@
 //! and skips are per image, so one broken image never hides the intact ones beside it.
 
 mod docker;
+mod layout;
 mod names;
-mod oci;
 
-use super::spec::{self, Descriptor, OciLayout};
 use crate::digest::Digest;
+use crate::oci::{self, Descriptor, OciLayout};
 use crate::platform::PlatformPolicy;
 use crate::reference::Reference;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -111,14 +111,14 @@ pub struct ManifestPlan {
 impl ManifestPlan {
     /// The manifest of `config` (whose JSON is `config_json`) and `layers`.
     pub fn new(config: Descriptor, layers: Vec<Descriptor>, config_json: &[u8]) -> ManifestPlan {
-        let parsed = serde_json::from_slice::<spec::ImageConfig>(config_json);
+        let parsed = serde_json::from_slice::<oci::ImageConfig>(config_json);
         let platform = parsed.as_ref().ok().and_then(|c| {
             (!c.platform.os.is_empty() || !c.platform.architecture.is_empty())
                 .then(|| c.platform.clone().normalized())
         });
         let diff_ids = match parsed {
             Err(e) => Err(format!("image config {}: {e}", config.digest)),
-            Ok(c) => spec::layer_chain(&c),
+            Ok(c) => oci::layer_chain(&c),
         };
         ManifestPlan {
             config,
@@ -238,7 +238,7 @@ pub fn plan(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, UnderstandError
             .index_json
             .as_ref()
             .ok_or(UnderstandError::MissingIndex)?;
-        return oci::OciPlanner { inv, opts }.plan(index);
+        return layout::OciPlanner { inv, opts }.plan(index);
     }
     if let Some(manifest) = &inv.manifest_json {
         return docker::DockerPlanner { inv, opts }.plan(manifest);
@@ -405,7 +405,7 @@ impl<'a> Builder<'a> {
                         .labels
                         .entry(index.digest.clone())
                         .or_default()
-                        .extend(spec::gc_labels(index_children));
+                        .extend(oci::gc_labels(index_children));
                     if let Some(bytes) = index_bytes {
                         self.plan.synthesized.insert(index.digest.clone(), bytes);
                     }

@@ -1,5 +1,7 @@
-//! The image formats airlift reads: OCI and Docker descriptors, manifests and indexes, and the
-//! JSON encoding containerd uses when it synthesises them.
+//! The OCI and Docker image formats, shared by every station that reads or writes images (the
+//! archive's plan, ingest, unpacking, the registry endpoint, client pulls, the visibility walk):
+//! media types, descriptors, manifests, indexes and configs, containerd's GC labels of children,
+//! and the JSON encoding containerd uses when it synthesises them.
 
 use crate::digest::Digest;
 use crate::platform::Platform;
