@@ -313,7 +313,7 @@ impl Config {
             crate::unpack::valid_snapshotter(sn).map_err(ConfigError::Invalid)?;
         }
         for url in &self.follow {
-            crate::follow::Peer::parse(url).map_err(ConfigError::Invalid)?;
+            crate::follow::Peer::parse(url).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if self.follow_seconds == 0 {
             return Err(ConfigError::Invalid(

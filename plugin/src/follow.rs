@@ -5,6 +5,7 @@
 //! serving is unpinned once it has been gone for the grace period. A peer that does not answer
 //! changes nothing: its list stays as it was.
 
+use crate::hosts::{self, Host, Scheme};
 use crate::reference::Reference;
 use crate::remote;
 use std::collections::BTreeMap;
@@ -39,34 +40,52 @@ pub struct Peer {
     pub https: bool,
 }
 
+/// Why a URL cannot be followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowError {
+    /// No scheme, or one other than `http` and `https`.
+    #[error("follow {url:?}: not an http:// or https:// URL")]
+    Scheme {
+        /// As given.
+        url: String,
+    },
+    /// A path, credentials, or no host.
+    #[error("follow {url:?}: expected http://host:port or https://host:port")]
+    Form {
+        /// As given.
+        url: String,
+    },
+}
+
 impl Peer {
     /// A peer URL checked: `http://host:port` or `https://host:port` (a trailing `/` allowed).
-    pub fn parse(url: &str) -> Result<Peer, String> {
-        let (https, rest) = match url.split_once("://") {
-            Some(("http", rest)) => (false, rest),
-            Some(("https", rest)) => (true, rest),
-            _ => return Err(format!("follow {url:?}: not an http:// or https:// URL")),
-        };
-        let host = rest.trim_end_matches('/');
-        if host.is_empty() || host.contains('/') || host.contains('@') {
-            return Err(format!(
-                "follow {url:?}: expected http://host:port or https://host:port"
-            ));
+    pub fn parse(url: &str) -> Result<Peer, FollowError> {
+        let e = hosts::Endpoint::parse(url).map_err(|e| match e {
+            hosts::EndpointError::Scheme(_) => FollowError::Scheme { url: url.into() },
+            _ => FollowError::Form { url: url.into() },
+        })?;
+        match (e.scheme, e.path.is_empty()) {
+            (None, _) => Err(FollowError::Scheme { url: url.into() }),
+            (Some(_), false) => Err(FollowError::Form { url: url.into() }),
+            (Some(scheme), true) => Ok(Peer {
+                host: e.authority(),
+                https: scheme == Scheme::Https,
+            }),
         }
-        Ok(Peer {
-            host: host.to_string(),
-            https,
-        })
     }
 
     /// How a pull reaches the peer: the entry of the hosts directory for it (TLS settings),
     /// or plain HTTP/HTTPS to it.
-    pub fn endpoint(&self, hosts_dir: Option<&Path>) -> Result<remote::hosts::Host, String> {
-        let scheme = if self.https { "https" } else { "http" };
-        let mut hosts = remote::hosts::hosts(hosts_dir, &self.host, Some(scheme))?;
+    pub fn endpoint(&self, hosts_dir: Option<&Path>) -> Result<Host, hosts::HostsError> {
+        let scheme = if self.https {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        let mut hosts = hosts::hosts(hosts_dir, &self.host, Some(scheme))?;
         // The last entry is the peer itself (a `server` for it names it with its TLS keys).
         let mut host = hosts.pop().expect("a registry's own entry is always last");
-        host.scheme = scheme.to_string();
+        host.scheme = scheme.as_str().to_string();
         Ok(host)
     }
 }
@@ -80,7 +99,7 @@ pub fn list_path(state_dir: &Path, url: &str) -> Option<PathBuf> {
 /// `GET <peer><target>`: the status and body (an error status is not an error here).
 async fn get(
     registry: &remote::client::Registry,
-    peer: &remote::hosts::Host,
+    peer: &Host,
     target: &str,
 ) -> io::Result<(u16, Vec<u8>)> {
     let url = format!("{}://{}{target}", peer.scheme, peer.authority);
@@ -108,7 +127,7 @@ async fn get(
 /// The JSON list `key` of `GET target`, page by page.
 async fn paged(
     registry: &remote::client::Registry,
-    peer: &remote::hosts::Host,
+    peer: &Host,
     target: &str,
     key: &str,
 ) -> io::Result<Vec<String>> {
@@ -141,7 +160,7 @@ async fn paged(
 }
 
 /// Every image (normalised reference) the peer at `peer` serves.
-pub async fn catalog(peer: &remote::hosts::Host) -> io::Result<Vec<String>> {
+pub async fn catalog(peer: &Host) -> io::Result<Vec<String>> {
     let registry = remote::client::Registry::default();
     let mut refs = Vec::new();
     for repo in paged(&registry, peer, "/v2/_catalog", "repositories").await? {
@@ -260,7 +279,10 @@ mod tests {
         assert_eq!((p.host.as_str(), p.https), ("10.0.0.5:5050", false));
         let p = Peer::parse("https://10.0.0.5:5050").unwrap();
         assert_eq!((p.host.as_str(), p.https), ("10.0.0.5:5050", true));
-        assert!(Peer::parse("ftp://h:1").unwrap_err().contains("https://"));
+        assert!(Peer::parse("ftp://h:1")
+            .unwrap_err()
+            .to_string()
+            .contains("https://"));
         assert!(Peer::parse("http://h:1/v2").is_err());
         // TLS keys for the peer from the hosts directory, as containerd finds them.
         let dir = tempfile::tempdir().unwrap();

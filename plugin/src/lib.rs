@@ -27,7 +27,7 @@
 //!   it when asked, and its report;
 //!   a `.txt` pull list takes the other road there ([`import::pull`]: containerd pulls, airlift
 //!   pins, leases and records; on containerd 1.7 the pull is airlift's own, [`remote`]: hosts
-//!   resolved from the hosts directory as containerd does ([`remote::hosts`]), content fetched
+//!   resolved from the hosts directory as containerd does ([`hosts::read`]), content fetched
 //!   over HTTP(S) with registry tokens ([`remote::client`]) straight into the content store);
 //! - [`state`] — what airlift remembers of each archive, and whether (and how) a record still
 //!   stands in containerd ([`state::verify`]);
@@ -48,9 +48,13 @@
 //!   started by [`daemon`];
 //! - [`mirrors`] — `airlift mirrors`: containerd's `hosts.toml` files written from a k3s
 //!   `registries.yaml` and the peers (other nodes' registry endpoints, tried first), the image's
-//!   own registry always last: [`mirrors::registries`] (the YAML) → [`mirrors::hosts`] (the
-//!   files, as text) → [`mirrors::files`] (written atomically, what they replace kept, taken
+//!   own registry always last: [`mirrors::registries`] (the YAML) → [`mirrors::plan`] (the
+//!   files to write) → [`mirrors::files`] (written atomically, what they replace kept, taken
 //!   away by `--remove`); run by [`cli`] and at [`daemon`] start;
+//! - [`hosts`] — containerd's registry hosts directory in one home: the rules containerd
+//!   applies to it, its reading as containerd resolves a registry's hosts ([`hosts::read`]),
+//!   the text of the `hosts.toml` files airlift writes ([`hosts::write`]), and the one reader of
+//!   endpoint URLs ([`hosts::endpoint`], on the `url` crate);
 //! - [`follow`] — `airlift serve --follow URL`: a peer's registry endpoint listed and kept as a
 //!   pull list of the daemon's own, which [`import::pull`] pulls from that peer;
 //! - [`visibility`] — what others see of an image: a Spegel-style walk of its content (every
@@ -84,6 +88,7 @@ pub mod escape;
 pub mod filters;
 pub mod follow;
 pub mod fuzzing;
+pub mod hosts;
 pub mod import;
 pub mod ingest;
 pub mod labels;

@@ -3,7 +3,7 @@
 //! registry token dance (a `401` with `WWW-Authenticate: Bearer realm=…` answered by fetching
 //! an anonymous pull token, cached per host and repository).
 
-use super::hosts::Host;
+use crate::hosts::Host;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;

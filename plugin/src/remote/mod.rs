@@ -8,18 +8,17 @@
 //! fails half-way leaves no image behind (and what it fetched is the lease's).
 
 pub mod client;
-pub mod hosts;
 
 use crate::containerd::{
     exists_leased, Chunk, Client, ContainerdError, ImageTarget, Labels, Pull, Written,
 };
 use crate::digest::Digest;
 use crate::error::Class;
+use crate::hosts::{Host, Scheme};
 use crate::oci::{self, Descriptor, Index, Manifest};
 use crate::platform::PlatformPolicy;
 use crate::reference::Reference;
 use client::{Failed, Registry};
-use hosts::Host;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -60,11 +59,11 @@ pub async fn pull(client: &Client, pull: &Pull) -> Result<(), ContainerdError> {
     };
     // A followed peer's scheme is known; a registry's is HTTPS (plain HTTP for localhost).
     let scheme = match (&pull.from, pull.plain_http) {
-        (_, true) => Some("http"),
-        (Some(_), false) => Some("https"),
+        (_, true) => Some(Scheme::Http),
+        (Some(_), false) => Some(Scheme::Https),
         (None, false) => None,
     };
-    let hosts = hosts::hosts(pull.hosts_dir.as_deref(), source.domain(), scheme)
+    let hosts = crate::hosts::hosts(pull.hosts_dir.as_deref(), source.domain(), scheme)
         .map_err(|e| invalid(format!("registry hosts: {e}")))?;
     // The ingests are named with this process's token: a cleaner of dead processes' leftovers
     // must see this one alive.
