@@ -313,7 +313,8 @@ impl Config {
             crate::unpack::valid_snapshotter(sn).map_err(ConfigError::Invalid)?;
         }
         for url in &self.follow {
-            crate::follow::Peer::parse(url).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            crate::pull::follow::Peer::parse(url)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if self.follow_seconds == 0 {
             return Err(ConfigError::Invalid(
@@ -403,7 +404,7 @@ impl Config {
 
     /// Every watched directory: images directories, then intake directories.
     pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        let follow = (!self.follow.is_empty()).then(|| crate::follow::dir(&self.state_dir));
+        let follow = (!self.follow.is_empty()).then(|| crate::pull::follow::dir(&self.state_dir));
         self.images_dirs
             .iter()
             .chain(&self.intake_dirs)

@@ -26,9 +26,13 @@
 //!   ([`import::record`]: labels, the archive's pinned lease, image records), unpacking beside
 //!   it when asked, and its report;
 //!   a `.txt` pull list takes the other road there ([`import::pull`]: containerd pulls, airlift
-//!   pins, leases and records; on containerd 1.7 the pull is airlift's own, [`remote`]: hosts
-//!   resolved from the hosts directory as containerd does ([`hosts::read`]), content fetched
-//!   over HTTP(S) with registry tokens ([`remote::client`]) straight into the content store);
+//!   pins, leases and records; on containerd 1.7 the pull is airlift's own, [`pull`]);
+//! - [`pull`] — the pull side: airlift's own client pull for containerd 1.7 (hosts resolved
+//!   from the hosts directory as containerd does, [`hosts::read`]; content fetched over
+//!   HTTP(S) with registry tokens by its registry client, [`pull::client`], straight into the
+//!   content store), and `airlift serve --follow URL` ([`pull::follow`]: a peer's registry
+//!   endpoint listed and kept as a pull list of the daemon's own, which [`import::pull`] pulls
+//!   from that peer);
 //! - [`state`] — what airlift remembers of each archive, and whether (and how) a record still
 //!   stands in containerd ([`state::verify`]);
 //! - [`service`] — the one entry point every import goes through (`airlift import`, the daemon,
@@ -55,8 +59,6 @@
 //!   applies to it, its reading as containerd resolves a registry's hosts ([`hosts::read`]),
 //!   the text of the `hosts.toml` files airlift writes ([`hosts::write`]), and the one reader of
 //!   endpoint URLs ([`hosts::endpoint`], on the `url` crate);
-//! - [`follow`] — `airlift serve --follow URL`: a peer's registry endpoint listed and kept as a
-//!   pull list of the daemon's own, which [`import::pull`] pulls from that peer;
 //! - [`visibility`] — what others see of an image: a Spegel-style walk of its content (every
 //!   blob present with its distribution source) and CRI's view (`airlift verify`);
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
@@ -86,7 +88,6 @@ pub mod digest;
 pub mod error;
 pub mod escape;
 pub mod filters;
-pub mod follow;
 pub mod fuzzing;
 pub mod hosts;
 pub mod import;
@@ -99,9 +100,9 @@ pub mod oci;
 pub mod pins;
 pub mod platform;
 pub mod proxy;
+pub mod pull;
 pub mod reference;
 pub mod registry;
-pub mod remote;
 pub mod service;
 pub mod state;
 pub mod store;

@@ -1,7 +1,7 @@
 //! Pull lists: a `.txt` file in an images directory (k3s's and rke2's convention: one image
 //! reference per line, `#` comments, blank lines) is a source like an archive, except that
 //! its images are pulled (by containerd's transfer service with the registry hosts directory
-//! airlift is given; on containerd 1.7 by airlift itself, [`crate::remote`]). They are then labelled, pinned, leased and recorded as an archive's images
+//! airlift is given; on containerd 1.7 by airlift itself, [`crate::pull`]). They are then labelled, pinned, leased and recorded as an archive's images
 //! are: the list's lease holds what was pulled, the record names each image's target, and when a
 //! line or the file goes its images are unpinned like a removed archive's.
 
@@ -10,6 +10,7 @@ use crate::containerd::{Client, ContainerdError, ImageTarget, Pull};
 use crate::error::Class;
 use crate::labels;
 use crate::platform::{Platform, PlatformPolicy};
+use crate::pull::PullError;
 use crate::reference::Reference;
 use crate::store::StoreKind;
 use std::collections::BTreeMap;
@@ -91,8 +92,8 @@ pub async fn run(
         Err(e) => return Err(open_err(e)),
     }
     let (refs, mut failed) = parse(&archive, &text);
-    // A followed peer's list ([`crate::follow`]): its images come from the peer.
-    let peer = crate::follow::followed(&text);
+    // A followed peer's list ([`crate::pull::follow`]): its images come from the peer.
+    let peer = crate::pull::follow::followed(&text);
 
     // The list's lease holds what its pulls bring, as an archive's holds its blobs.
     let lease = labels::archive_lease(path);
@@ -145,15 +146,15 @@ pub async fn run(
             );
         }
         let pulled = if client_side == Some(true) {
-            crate::remote::pull(&leased, &pull).await
+            crate::pull::pull(&leased, &pull).await
         } else {
-            leased.pull(&pull).await
+            leased.pull(&pull).await.map_err(PullError::from)
         };
         match pulled {
             Ok(()) => {}
             Err(e) if e.class() == Class::Unavailable && !reachable(client).await => {
                 // containerd itself is away: the whole list is tried again.
-                return Err(cd_err(e));
+                return Err(cd_err(e.into_containerd()));
             }
             Err(e) => {
                 // An image this list pulled before stays as it is when it cannot be pulled
