@@ -310,7 +310,8 @@ impl Config {
     /// Checks values that types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(sn) = &self.unpack {
-            crate::unpack::valid_snapshotter(sn).map_err(ConfigError::Invalid)?;
+            crate::unpack::valid_snapshotter(sn)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         for url in &self.follow {
             crate::pull::follow::Peer::parse(url)

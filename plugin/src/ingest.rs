@@ -9,7 +9,7 @@
 //! while the walk goes on: what a later station can start on before the archive is read to its
 //! end (unpacking a layer as soon as its blob and its image's config are in).
 
-use crate::archive::understand::{FileRecord, Inventory};
+use crate::archive::understand::{BlobError, FileRecord, Inventory};
 use crate::archive::{decode, walk};
 use crate::digest::Digest;
 use crate::store::{read_full, ContentStore, StoreError};
@@ -255,13 +255,13 @@ fn is_legacy_metadata(name: &str) -> bool {
 /// The digest an entry's path declares: `blobs/sha256/<hex>` (OCI), or `<hex>.json` / `<hex>.tar`
 /// (docker save names configs and layers by digest). `Err` for an OCI blob path that is not a
 /// usable digest.
-pub fn declared_digest(name: &str) -> Result<Option<Digest>, String> {
+pub fn declared_digest(name: &str) -> Result<Option<Digest>, BlobError> {
     if let Some(rest) = name.strip_prefix("blobs/") {
         return match rest.split_once('/') {
             Some(("sha256", hex)) => Digest::from_hex(hex)
                 .map(Some)
-                .ok_or_else(|| format!("blob path does not end in a sha256 digest: {name:?}")),
-            Some((alg, _)) => Err(format!("unsupported digest algorithm {alg:?}")),
+                .ok_or_else(|| BlobError::Path(name.to_string())),
+            Some((alg, _)) => Err(BlobError::Algorithm(alg.to_string())),
             None => Ok(None),
         };
     }
@@ -296,7 +296,7 @@ fn note_descriptors(doc: &[u8], sizes: &mut HashMap<Digest, u64>) {
 fn remember(
     inv: &mut Inventory,
     name: String,
-    digest: Result<Digest, String>,
+    digest: Result<Digest, BlobError>,
     size: u64,
     mut head: Vec<u8>,
 ) {
@@ -436,9 +436,10 @@ pub fn ingest_observed(
                     note_descriptors(&head, &mut declared_sizes);
                     let digest = Digest::of(&head);
                     let record = match &declared {
-                        Some(d) if *d != digest => Err(format!(
-                            "content hashes to {digest}, not to {d} as its name declares"
-                        )),
+                        Some(d) if *d != digest => Err(BlobError::Mismatch {
+                            actual: digest.clone(),
+                            declared: d.clone(),
+                        }),
                         _ => Ok(digest.clone()),
                     };
                     if record.is_ok() {
@@ -459,9 +460,10 @@ pub fn ingest_observed(
                     }
                     Err(StoreError::DigestMismatch { expected, actual }) => {
                         tracing::warn!(entry = %name, %expected, %actual, "blob does not match its digest");
-                        Err(format!(
-                            "content hashes to {actual}, not to {expected} as its name declares"
-                        ))
+                        Err(BlobError::Mismatch {
+                            actual,
+                            declared: expected,
+                        })
                     }
                     Err(e) => return Err(fail(e)),
                 };

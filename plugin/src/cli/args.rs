@@ -320,7 +320,7 @@ impl ImportArgs {
             PlatformPolicy::Only(parsed.map_err(|e| e.to_string())?)
         };
         if let Some(sn) = &self.unpack.snapshotter {
-            crate::unpack::valid_snapshotter(sn)?;
+            crate::unpack::valid_snapshotter(sn).map_err(|e| e.to_string())?;
         }
         let mut labels = BTreeMap::new();
         for l in &self.label {

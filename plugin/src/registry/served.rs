@@ -42,16 +42,19 @@ pub enum Policy {
     All,
 }
 
-impl std::str::FromStr for Policy {
-    type Err = String;
+/// A name that is no [`Policy`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown registry serve {0:?}: expected airlift or all")]
+pub struct UnknownPolicy(pub String);
 
-    fn from_str(s: &str) -> Result<Policy, String> {
+impl std::str::FromStr for Policy {
+    type Err = UnknownPolicy;
+
+    fn from_str(s: &str) -> Result<Policy, UnknownPolicy> {
         match s {
             "airlift" => Ok(Policy::Airlift),
             "all" => Ok(Policy::All),
-            other => Err(format!(
-                "unknown registry serve {other:?}: expected airlift or all"
-            )),
+            other => Err(UnknownPolicy(other.to_string())),
         }
     }
 }

@@ -64,7 +64,7 @@ impl DockerPlanner<'_> {
                                     .insert(oci::ANNOTATION_REF_NAME.into(), r.object());
                                 names.push(Ok(r));
                             }
-                            Err(err) => names.push(Err(err.to_string())),
+                            Err(err) => names.push(Err(err)),
                         }
                         index_entries.push(e);
                     }
@@ -119,7 +119,7 @@ impl DockerPlanner<'_> {
         let config_digest = config_rec
             .digest
             .clone()
-            .map_err(|why| fail(config_name.to_string(), why))?;
+            .map_err(|why| fail(config_name.to_string(), why.to_string()))?;
         let config_bytes = self.inv.json.get(&config_digest).ok_or_else(|| {
             fail(
                 config_name.to_string(),
@@ -142,7 +142,7 @@ impl DockerPlanner<'_> {
             let digest = rec
                 .digest
                 .clone()
-                .map_err(|why| fail(name.to_string(), why))?;
+                .map_err(|why| fail(name.to_string(), why.to_string()))?;
             let compressed = crate::archive::decode::layer_is_compressed(&rec.head);
             if !compressed {
                 // An uncompressed layer's digest is its diff ID: the config vouches for it.

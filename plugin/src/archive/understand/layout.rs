@@ -7,7 +7,7 @@ use super::{
 };
 use crate::digest::Digest;
 use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest};
-use crate::reference::Reference;
+use crate::reference::{InvalidReference, Reference};
 use std::collections::BTreeSet;
 
 /// The most indexes one path from `index.json` may pass through (real archives have one or two):
@@ -65,7 +65,7 @@ impl OciPlanner<'_> {
             return Ok(None);
         };
         match &rec.digest {
-            Err(why) => Err(fail(path, why.clone())),
+            Err(why) => Err(fail(path, why.to_string())),
             Ok(_) if rec.size as i64 != desc.size => Err(fail(
                 path,
                 format!(
@@ -203,7 +203,11 @@ impl OciPlanner<'_> {
     }
 }
 
-fn subject_of(names: &[Result<Reference, String>], i: usize, entry: &Descriptor) -> String {
+fn subject_of(
+    names: &[Result<Reference, InvalidReference>],
+    i: usize,
+    entry: &Descriptor,
+) -> String {
     match names.first() {
         Some(Ok(r)) => r.to_string(),
         _ => entry

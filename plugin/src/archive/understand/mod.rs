@@ -10,16 +10,36 @@ mod layout;
 mod names;
 
 use crate::digest::Digest;
-use crate::oci::{self, Descriptor, OciLayout};
+use crate::oci::{self, ChainError, Descriptor, OciLayout};
 use crate::platform::PlatformPolicy;
-use crate::reference::Reference;
+use crate::reference::{InvalidReference, Reference};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Why a file of the archive is no usable blob.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    /// Under `blobs/` but not named by a sha256 digest.
+    #[error("blob path does not end in a sha256 digest: {0:?}")]
+    Path(String),
+    /// Under `blobs/<algorithm>/` for an algorithm other than sha256.
+    #[error("unsupported digest algorithm {0:?}")]
+    Algorithm(String),
+    /// Its bytes hash to another digest than its name declares.
+    #[error("content hashes to {actual}, not to {declared} as its name declares")]
+    Mismatch {
+        /// What the bytes hash to.
+        actual: Digest,
+        /// What the name declares.
+        declared: Digest,
+    },
+}
 
 /// What the walk learned about one regular file.
 #[derive(Debug, Clone)]
 pub struct FileRecord {
-    /// The digest of its bytes, or why it is unusable (a hash or size mismatch, a failed write).
-    pub digest: Result<Digest, String>,
+    /// The digest of its bytes, or why it is unusable (a hash mismatch, a name that is no
+    /// digest).
+    pub digest: Result<Digest, BlobError>,
     /// Its size.
     pub size: u64,
     /// Its first bytes (for layer media type detection).
@@ -105,7 +125,7 @@ pub struct ManifestPlan {
     pub platform: Option<crate::platform::Platform>,
     /// The config's `rootfs.diff_ids`, or why they cannot be used (not a layer chain, not
     /// digests).
-    pub diff_ids: Result<Vec<Digest>, String>,
+    pub diff_ids: Result<Vec<Digest>, ChainError>,
 }
 
 impl ManifestPlan {
@@ -117,7 +137,10 @@ impl ManifestPlan {
                 .then(|| c.platform.clone().normalized())
         });
         let diff_ids = match parsed {
-            Err(e) => Err(format!("image config {}: {e}", config.digest)),
+            Err(e) => Err(ChainError::Config {
+                digest: config.digest.clone(),
+                cause: e.to_string(),
+            }),
             Ok(c) => oci::layer_chain(&c),
         };
         ManifestPlan {
@@ -273,7 +296,7 @@ impl<'a> Builder<'a> {
         &mut self,
         subject: &str,
         target: Descriptor,
-        names: Vec<Result<Reference, String>>,
+        names: Vec<Result<Reference, InvalidReference>>,
         unnamed: Option<String>,
         res: Result<Resolved, Failure>,
     ) {
@@ -315,7 +338,7 @@ impl<'a> Builder<'a> {
                     self.plan.problems.push(Problem::Failed {
                         image: subject.to_string(),
                         entry: None,
-                        cause,
+                        cause: cause.to_string(),
                     });
                 }
             }

@@ -4,7 +4,7 @@
 
 use super::Builder;
 use crate::oci;
-use crate::reference::{is_full_reference, Reference};
+use crate::reference::{is_full_reference, InvalidReference, Reference};
 use std::collections::BTreeMap;
 
 impl Builder<'_> {
@@ -12,22 +12,15 @@ impl Builder<'_> {
     pub(super) fn names_from_annotations(
         &self,
         annotations: &BTreeMap<String, String>,
-    ) -> (Vec<Result<Reference, String>>, Option<String>) {
+    ) -> (Vec<Result<Reference, InvalidReference>>, Option<String>) {
         if let Some(name) = annotations.get(oci::ANNOTATION_IMAGE_NAME) {
-            return (
-                vec![Reference::parse_normalized(name).map_err(|e| e.to_string())],
-                None,
-            );
+            return (vec![Reference::parse_normalized(name)], None);
         }
         match annotations.get(oci::ANNOTATION_REF_NAME) {
-            Some(r) if is_full_reference(r) => (
-                vec![Reference::parse_normalized(r).map_err(|e| e.to_string())],
-                None,
-            ),
+            Some(r) if is_full_reference(r) => (vec![Reference::parse_normalized(r)], None),
             Some(tag) => match &self.opts.base_name {
                 Some(base) => (
-                    vec![Reference::parse_normalized(&format!("{base}:{tag}"))
-                        .map_err(|e| e.to_string())],
+                    vec![Reference::parse_normalized(&format!("{base}:{tag}"))],
                     None,
                 ),
                 None => (
@@ -46,12 +39,13 @@ impl Builder<'_> {
 mod tests {
     use super::super::{Builder, Format, PlanOptions};
     use crate::oci;
+    use crate::reference::InvalidReference;
     use std::collections::BTreeMap;
 
     fn names(
         base: Option<&str>,
         pairs: &[(&str, &str)],
-    ) -> (Vec<Result<String, String>>, Option<String>) {
+    ) -> (Vec<Result<String, InvalidReference>>, Option<String>) {
         let opts = PlanOptions {
             base_name: base.map(str::to_string),
             ..PlanOptions::default()
