@@ -1,7 +1,7 @@
 //! containerd's registry hosts directory (`config_path`, e.g. `/etc/containerd/certs.d`), in one
 //! home: the rules containerd applies to it (core/remotes/docker/config/hosts.go, 1.7 and 2.x),
 //! the reading of it as containerd resolves a registry's hosts ([`read`], for airlift's own
-//! pulls and followed peers), the text of the files airlift writes into it ([`write`], for
+//! pulls and followed peers), the text of the files airlift writes into it ([`mod@write`], for
 //! [`crate::mirrors`]), and the one reader of the endpoint URLs both sides name ([`endpoint`]).
 //!
 //! The rules, as containerd has them:

@@ -8,10 +8,10 @@
 //! An [`Observer`] hears of each blob as it is stored and of each JSON document as it is read,
 //! while the walk goes on: what a later station can start on before the archive is read to its
 //! end (unpacking a layer as soon as its blob and its image's config are in); for an
-//! uncompressed tar on disk, [`prescan`] tells it of the documents before the walk starts.
+//! uncompressed tar on disk, [`prescan()`] tells it of the documents before the walk starts.
 //! What an entry's name declares (a layout file, a digest) is [`names`]'s.
 
-mod names;
+pub mod names;
 mod prescan;
 
 pub use names::declared_digest;
