@@ -10,7 +10,10 @@
 //! - [`archive`] — the archive side: [`archive::decode`] (compression by magic bytes; a large
 //!   zstd window spilled to a file by [`archive::spill`], decoding ahead on its own thread in
 //!   [`archive::readahead`]) → [`archive::walk`] (tar entries, refusing escapes) →
-//!   [`archive::understand`] (OCI layout / docker save → a plan of images and labels);
+//!   [`archive::understand`] (OCI layout / docker save → a plan of images and labels). It is the
+//!   `airlift-archive` crate (`archive/`), with [`oci`] and the value types below: a crate that
+//!   does not depend on this one, so nothing on the archive side can talk to containerd; each
+//!   of its modules is re-exported here under its old path;
 //! - [`oci`] — the image formats themselves (media types, descriptors, manifests, indexes,
 //!   configs, containerd's GC labels), shared by the archive side, ingest, unpacking, the
 //!   registry endpoint, client pulls and the visibility walk;
@@ -78,15 +81,15 @@
 //! be unit-tested (ordering, pins, repair, recall, claims), and [`store::ContentStore`], whose
 //! conformance suite runs against every home.
 
+pub use airlift_archive::{digest, escape, oci, platform, reference};
+
 pub mod api;
 pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod containerd;
 pub mod daemon;
-pub mod digest;
 pub mod error;
-pub mod escape;
 pub mod filters;
 pub mod fuzzing;
 pub mod hosts;
@@ -96,12 +99,9 @@ pub mod labels;
 pub mod leftovers;
 pub mod liveness;
 pub mod mirrors;
-pub mod oci;
 pub mod pins;
-pub mod platform;
 pub mod proxy;
 pub mod pull;
-pub mod reference;
 pub mod registry;
 pub mod service;
 pub mod state;

@@ -18,7 +18,7 @@ pub(super) struct DockerPlanner<'a> {
 impl DockerPlanner<'_> {
     /// Follows links to the regular file a name refers to.
     fn file(&self, name: &str) -> Option<(&str, &FileRecord)> {
-        let mut name = crate::archive::walk::normalize(name).ok()?;
+        let mut name = crate::walk::normalize(name).ok()?;
         for _ in 0..16 {
             if let Some(rec) = self.inv.files.get(&name) {
                 return Some((self.inv.files.get_key_value(&name)?.0.as_str(), rec));
@@ -143,7 +143,7 @@ impl DockerPlanner<'_> {
                 .digest
                 .clone()
                 .map_err(|why| fail(name.to_string(), why.to_string()))?;
-            let compressed = crate::archive::decode::layer_is_compressed(&rec.head);
+            let compressed = crate::decode::layer_is_compressed(&rec.head);
             if !compressed {
                 // An uncompressed layer's digest is its diff ID: the config vouches for it.
                 if let Some(want) = diff_ids.get(i) {
