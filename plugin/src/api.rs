@@ -2,7 +2,8 @@
 //! that `airlift status`, `ls`, `wait`, `forget` and `import --daemon` use (the server is the
 //! daemon's, [`crate::daemon::server`]).
 
-use std::path::Path;
+use crate::error::Class;
+use std::path::{Path, PathBuf};
 
 /// Generated from `proto/airlift/v1/airlift.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -13,17 +14,40 @@ pub mod proto {
 /// A client of the API.
 pub type ApiClient = proto::airlift_client::AirliftClient<tonic::transport::Channel>;
 
+/// Why the API cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Nothing answers on the socket.
+    #[error(
+        "cannot reach the airlift daemon at {}: {}",
+        crate::escape::shown(socket),
+        crate::error::chain(cause)
+    )]
+    Unreachable {
+        /// The socket.
+        socket: PathBuf,
+        /// Why (its causes said once in the message).
+        cause: tonic::transport::Error,
+    },
+}
+
+impl ApiError {
+    /// containerd's error class: a daemon that does not answer is [`Class::Unavailable`].
+    pub fn class(&self) -> Class {
+        match self {
+            ApiError::Unreachable { .. } => Class::Unavailable,
+        }
+    }
+}
+
 /// Connects to the daemon's API socket.
-pub async fn connect(socket: &Path) -> Result<ApiClient, String> {
+pub async fn connect(socket: &Path) -> Result<ApiClient, ApiError> {
     containerd_client::connect(socket)
         .await
         .map(proto::airlift_client::AirliftClient::new)
-        .map_err(|e| {
-            format!(
-                "cannot reach the airlift daemon at {}: {}",
-                crate::escape::shown(&socket),
-                crate::error::chain(&e)
-            )
+        .map_err(|cause| ApiError::Unreachable {
+            socket: socket.to_path_buf(),
+            cause,
         })
 }
 
@@ -63,6 +87,8 @@ mod tests {
         let e = connect(Path::new("/nonexistent/airlift.sock"))
             .await
             .unwrap_err();
+        assert_eq!(e.class(), Class::Unavailable);
+        let e = e.to_string();
         assert!(e.contains("/nonexistent/airlift.sock"), "{e}");
         assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
     }

@@ -10,8 +10,13 @@
 //! - [`archive`] — the archive side: [`archive::decode`] (compression by magic bytes; a large
 //!   zstd window spilled to a file by [`archive::spill`], decoding ahead on its own thread in
 //!   [`archive::readahead`]) → [`archive::walk`] (tar entries, refusing escapes) →
-//!   [`archive::understand`] (OCI layout / docker save → a plan of images and labels), with the
-//!   formats themselves in [`archive::spec`];
+//!   [`archive::understand`] (OCI layout / docker save → a plan of images and labels). It is the
+//!   `airlift-archive` crate (`archive/`), with [`oci`] and the value types below: a crate that
+//!   does not depend on this one, so nothing on the archive side can talk to containerd; each
+//!   of its modules is re-exported here under its old path;
+//! - [`oci`] — the image formats themselves (media types, descriptors, manifests, indexes,
+//!   configs, containerd's GC labels), shared by the archive side, ingest, unpacking, the
+//!   registry endpoint, client pulls and the visibility walk;
 //! - [`store`] — the one content-store trait and its homes (direct into containerd's content
 //!   root, streamed over the Content API, airlift's own store for the content proxy, in memory),
 //!   the content root's layout ([`store::layout`]) and the conformance suite every home passes;
@@ -24,9 +29,13 @@
 //!   ([`import::record`]: labels, the archive's pinned lease, image records), unpacking beside
 //!   it when asked, and its report;
 //!   a `.txt` pull list takes the other road there ([`import::pull`]: containerd pulls, airlift
-//!   pins, leases and records; on containerd 1.7 the pull is airlift's own, [`remote`]: hosts
-//!   resolved from the hosts directory as containerd does ([`remote::hosts`]), content fetched
-//!   over HTTP(S) with registry tokens ([`remote::client`]) straight into the content store);
+//!   pins, leases and records; on containerd 1.7 the pull is airlift's own, [`pull`]);
+//! - [`pull`] — the pull side: airlift's own client pull for containerd 1.7 (hosts resolved
+//!   from the hosts directory as containerd does, [`hosts::read`]; content fetched over
+//!   HTTP(S) with registry tokens by its registry client, [`pull::client`], straight into the
+//!   content store), and `airlift serve --follow URL` ([`pull::follow`]: a peer's registry
+//!   endpoint listed and kept as a pull list of the daemon's own, which [`import::pull`] pulls
+//!   from that peer);
 //! - [`state`] — what airlift remembers of each archive, and whether (and how) a record still
 //!   stands in containerd ([`state::verify`]);
 //! - [`service`] — the one entry point every import goes through (`airlift import`, the daemon,
@@ -46,11 +55,13 @@
 //!   started by [`daemon`];
 //! - [`mirrors`] — `airlift mirrors`: containerd's `hosts.toml` files written from a k3s
 //!   `registries.yaml` and the peers (other nodes' registry endpoints, tried first), the image's
-//!   own registry always last: [`mirrors::registries`] (the YAML) → [`mirrors::hosts`] (the
-//!   files, as text) → [`mirrors::files`] (written atomically, what they replace kept, taken
+//!   own registry always last: [`mirrors::registries`] (the YAML) → [`mirrors::plan`] (the
+//!   files to write) → [`mirrors::files`] (written atomically, what they replace kept, taken
 //!   away by `--remove`); run by [`cli`] and at [`daemon`] start;
-//! - [`follow`] — `airlift serve --follow URL`: a peer's registry endpoint listed and kept as a
-//!   pull list of the daemon's own, which [`import::pull`] pulls from that peer;
+//! - [`hosts`] — containerd's registry hosts directory in one home: the rules containerd
+//!   applies to it, its reading as containerd resolves a registry's hosts ([`hosts::read`]),
+//!   the text of the `hosts.toml` files airlift writes ([`hosts::write`]), and the one reader of
+//!   endpoint URLs ([`hosts::endpoint`], on the `url` crate);
 //! - [`visibility`] — what others see of an image: a Spegel-style walk of its content (every
 //!   blob present with its distribution source) and CRI's view (`airlift verify`);
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
@@ -70,18 +81,18 @@
 //! be unit-tested (ordering, pins, repair, recall, claims), and [`store::ContentStore`], whose
 //! conformance suite runs against every home.
 
+pub use airlift_archive::{digest, escape, oci, platform, reference};
+
 pub mod api;
 pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod containerd;
 pub mod daemon;
-pub mod digest;
 pub mod error;
-pub mod escape;
 pub mod filters;
-pub mod follow;
 pub mod fuzzing;
+pub mod hosts;
 pub mod import;
 pub mod ingest;
 pub mod labels;
@@ -89,11 +100,9 @@ pub mod leftovers;
 pub mod liveness;
 pub mod mirrors;
 pub mod pins;
-pub mod platform;
 pub mod proxy;
-pub mod reference;
+pub mod pull;
 pub mod registry;
-pub mod remote;
 pub mod service;
 pub mod state;
 pub mod store;

@@ -1,9 +1,11 @@
 //! System calls the standard library does not offer, through `rustix`'s safe wrappers: file
-//! locks, no-replace renames, atomic replacement of a small file, page-cache-only reads, filesystem types, block reservation,
-//! `sendfile`, read-ahead advice and socket buffers. The one
+//! locks, no-replace renames, atomic replacement of a small file, page-cache-only reads,
+//! `sendfile`, read-ahead advice and socket buffers (filesystem types and block reservation,
+//! which the archive side needs, are `airlift_archive::sys`'s, re-exported here). The one
 //! call no safe wrapper covers (`sync_file_range`) is here too, with why it is sound.
 
-use rustix::fs::{FallocateFlags, FlockOperation, RenameFlags, CWD};
+pub use airlift_archive::sys::{filesystem_type, reserve};
+use rustix::fs::{FlockOperation, RenameFlags, CWD};
 use rustix::io::{Errno, ReadWriteFlags};
 use std::fs::File;
 use std::io::{self, IoSliceMut};
@@ -105,23 +107,6 @@ pub fn read_cached(file: &File, buf: &mut [u8], at: u64) -> usize {
         }
     }
     got
-}
-
-/// The filesystem type (`f_type`, a magic number such as ext4's `0xEF53`) of the filesystem
-/// holding `file`.
-pub fn filesystem_type(file: &File) -> io::Result<i64> {
-    Ok(rustix::fs::fstatfs(file)?.f_type as i64)
-}
-
-/// Reserves the blocks of `len` bytes of `file`, so writes into a mapping of it cannot fail for
-/// lack of space.
-pub fn reserve(file: &File, len: u64) -> io::Result<()> {
-    Ok(rustix::fs::fallocate(
-        file,
-        FallocateFlags::empty(),
-        0,
-        len,
-    )?)
 }
 
 /// The bytes an unprivileged writer may still put on the filesystem holding `path`.

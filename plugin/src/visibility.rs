@@ -4,9 +4,9 @@
 //! CRI (present, pinned, with a repo digest). `airlift verify` reports both; the tests that
 //! prove imports shareable use the walk.
 
-use crate::archive::spec::{self, Index, Manifest};
 use crate::containerd::{Containerd, ImageRecord};
 use crate::digest::Digest;
+use crate::oci::{self, Index, Manifest};
 use crate::reference::Reference;
 use std::collections::BTreeSet;
 
@@ -58,8 +58,8 @@ pub async fn walk(client: &dyn Containerd, image: &ImageRecord) -> Vec<String> {
                 reference.path()
             ));
         }
-        let is_index = spec::is_index(&media_type);
-        if !is_index && !spec::is_manifest(&media_type) {
+        let is_index = oci::is_index(&media_type);
+        if !is_index && !oci::is_manifest(&media_type) {
             continue;
         }
         if depth >= MAX_DEPTH || info.size > MAX_DOCUMENT {
@@ -123,18 +123,18 @@ mod tests {
         let layer = fake.add_blob(b"layer", &[]);
         let manifest = format!(
             "{{\"schemaVersion\":2,\"config\":{{\"mediaType\":\"{}\",\"digest\":\"{config}\",\"size\":14}},\"layers\":[{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"{layer}\",\"size\":5}}]}}",
-            spec::MEDIA_OCI_CONFIG
+            oci::MEDIA_OCI_CONFIG
         );
         let m = fake.add_blob(manifest.as_bytes(), &source);
         let absent = Digest::of(b"another platform");
         let index = format!(
             "{{\"schemaVersion\":2,\"manifests\":[{{\"mediaType\":\"{0}\",\"digest\":\"{m}\",\"size\":{1}}},{{\"mediaType\":\"{0}\",\"digest\":\"{absent}\",\"size\":3}}]}}",
-            spec::MEDIA_OCI_MANIFEST,
+            oci::MEDIA_OCI_MANIFEST,
             manifest.len()
         );
         let i = fake.add_blob(index.as_bytes(), &source);
         let c = fake.client();
-        let image = record("docker.io/library/x:1", &i, spec::MEDIA_OCI_INDEX);
+        let image = record("docker.io/library/x:1", &i, oci::MEDIA_OCI_INDEX);
         // The layer lacks its label; the other platform's manifest is absent, which is fine.
         let problems = walk(c.as_ref(), &image).await;
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -145,7 +145,7 @@ mod tests {
         );
         assert_eq!(walk(c.as_ref(), &image).await, Vec::<String>::new());
         // Under another name (another repository), the labels do not name it.
-        let other = record("quay.io/y/z:1", &i, spec::MEDIA_OCI_INDEX);
+        let other = record("quay.io/y/z:1", &i, oci::MEDIA_OCI_INDEX);
         assert_eq!(walk(c.as_ref(), &other).await.len(), 4);
         // A missing layer of a present manifest is a problem.
         fake.state().blobs.remove(&layer);

@@ -285,6 +285,12 @@ pub enum ConfigError {
     /// A platform is not `os/arch[/variant]`.
     #[error("config: {0}")]
     Platform(#[from] crate::platform::InvalidPlatform),
+    /// `unpack` does not name a snapshotter.
+    #[error("config: {0}")]
+    Snapshotter(#[from] crate::unpack::UnpackError),
+    /// A `follow` peer is not an endpoint.
+    #[error("config: {0}")]
+    Peer(#[from] crate::pull::follow::FollowError),
     /// A value is out of range.
     #[error("config: {0}")]
     Invalid(String),
@@ -298,6 +304,8 @@ impl ConfigError {
             ConfigError::File { cause, .. } => cause.detail(),
             ConfigError::Syntax(e) => e.to_string(),
             ConfigError::Platform(e) => e.to_string(),
+            ConfigError::Snapshotter(e) => e.to_string(),
+            ConfigError::Peer(e) => e.to_string(),
             ConfigError::Invalid(why) => why.clone(),
         }
     }
@@ -334,10 +342,10 @@ impl Config {
     /// Checks values that types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(sn) = &self.unpack {
-            crate::unpack::valid_snapshotter(sn).map_err(ConfigError::Invalid)?;
+            crate::unpack::valid_snapshotter(sn)?;
         }
         for url in &self.follow {
-            crate::follow::Peer::parse(url).map_err(ConfigError::Invalid)?;
+            crate::pull::follow::Peer::parse(url)?;
         }
         if self.follow_seconds == 0 {
             return Err(ConfigError::Invalid(
@@ -418,7 +426,7 @@ impl Config {
 
     /// Every watched directory: images directories, then intake directories.
     pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        let follow = (!self.follow.is_empty()).then(|| crate::follow::dir(&self.state_dir));
+        let follow = (!self.follow.is_empty()).then(|| crate::pull::follow::dir(&self.state_dir));
         self.images_dirs
             .iter()
             .chain(&self.intake_dirs)

@@ -408,7 +408,7 @@ pub trait Containerd: Send + Sync {
 
     /// Has containerd pull an image ([`Pull`]) through its transfer service; returns once its
     /// record exists. containerd 1.7's transfer service takes no hosts directory: see
-    /// [`crate::remote`] for the pull airlift makes itself there.
+    /// [`crate::pull`] for the pull airlift makes itself there.
     async fn pull(&self, pull: &Pull) -> Result<()>;
 
     /// containerd's version (`2.1.4`, `1.7.24`), as its Version service reports it.

@@ -74,7 +74,7 @@ impl Daemon {
             .iter()
             .map(|url| {
                 tracing::info!(peer = %url, "following");
-                tokio::spawn(crate::follow::follow(
+                tokio::spawn(crate::pull::follow::follow(
                     self.cfg.state_dir.clone(),
                     self.importer.options().hosts_dir.clone(),
                     url.clone(),

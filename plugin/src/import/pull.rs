@@ -1,7 +1,7 @@
 //! Pull lists: a `.txt` file in an images directory (k3s's and rke2's convention: one image
 //! reference per line, `#` comments, blank lines) is a source like an archive, except that its
 //! images are pulled (by containerd's transfer service with the registry hosts directory airlift
-//! is given; on containerd 1.7 by airlift itself, [`crate::remote`]). They then go through the
+//! is given; on containerd 1.7 by airlift itself, [`crate::pull`]). They then go through the
 //! archive's record step ([`super::record`]): the list's lease holds what was pulled, the image
 //! records are written with airlift's labels and pins under the same precedence rule, the record
 //! names each image's target, and when a line or the file goes its images are unpinned like a
@@ -14,6 +14,7 @@ use crate::error::Class;
 use crate::ingest::Counters;
 use crate::labels;
 use crate::platform::{Platform, PlatformPolicy};
+use crate::pull::PullError;
 use crate::reference::Reference;
 use crate::store::StoreKind;
 use std::io::Read;
@@ -94,8 +95,8 @@ pub async fn run(
         Err(e) => return Err(open_err(e)),
     }
     let (refs, mut failed) = parse(&archive, &text);
-    // A followed peer's list ([`crate::follow`]): its images come from the peer.
-    let peer = crate::follow::followed(&text);
+    // A followed peer's list ([`crate::pull::follow`]): its images come from the peer.
+    let peer = crate::pull::follow::followed(&text);
 
     // The list's lease holds what its pulls bring, as an archive's holds its blobs.
     let lease = record::source_lease(client, path).await.map_err(cd_err)?;
@@ -141,15 +142,15 @@ pub async fn run(
             );
         }
         let pulled = if client_side == Some(true) {
-            crate::remote::pull(&leased, &pull).await
+            crate::pull::pull(&leased, &pull).await
         } else {
-            leased.pull(&pull).await
+            leased.pull(&pull).await.map_err(PullError::from)
         };
         match pulled {
             Ok(()) => {}
             Err(e) if e.class() == Class::Unavailable && !reachable(client).await => {
                 // containerd itself is away: the whole list is tried again.
-                return Err(cd_err(e));
+                return Err(cd_err(e.into_containerd()));
             }
             Err(e) => {
                 // An image this list pulled before stays as it is when it cannot be pulled

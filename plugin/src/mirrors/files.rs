@@ -12,8 +12,8 @@
 //! One writer at a time: the hosts directory itself is locked (`flock` on the directory, no
 //! file added to it), so `airlift serve` starting and `airlift mirrors` cannot interleave.
 
-use super::hosts::HEADER;
 use super::MirrorError;
+use crate::hosts::write::HEADER;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;

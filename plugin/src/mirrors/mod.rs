@@ -3,17 +3,19 @@
 //! and the airlift registry endpoints of other nodes (peers), so that containerd pulls from the
 //! peers first, then the mirrors, and — always — from the image's own registry last.
 //!
-//! A straight line: [`registries`] (the YAML, as a model) → [`hosts`] (the files to write, as
-//! text; pure) → [`files`] (written atomically, what they replace kept, taken away again).
+//! A straight line: [`registries`] (the YAML, as a model) → [`plan`] (the files to write; pure,
+//! their text [`crate::hosts::write`]'s) → [`files`] (written atomically, what they replace
+//! kept, taken away again).
 //! `airlift mirrors` and `airlift serve` (its `[mirrors]` table, at start) both call [`apply`].
 
 pub mod files;
-pub mod hosts;
+pub mod plan;
 pub mod registries;
 
 pub use files::{Action, Change, BACKUP};
 pub use registries::Registries;
 
+use crate::hosts::EndpointError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -58,23 +60,85 @@ pub enum MirrorError {
         /// The file.
         path: PathBuf,
         /// The parser's message, with line and column.
-        cause: String,
+        cause: serde_yaml_ng::Error,
     },
-    /// A value in the registries file is not usable (an endpoint that is not a URL...).
-    #[error("{}: {what}", crate::escape::shown(path))]
-    Invalid {
+    /// A registry named in the file is not `host[:port]` (or `*`).
+    #[error(
+        "{}: registry {registry:?} is not a registry host[:port] (or \"*\"): {cause}",
+        crate::escape::shown(path)
+    )]
+    Registry {
         /// The file.
         path: PathBuf,
-        /// The key and what is wrong with it.
-        what: String,
+        /// The registry, as named.
+        registry: String,
+        /// What is wrong.
+        cause: EndpointError,
     },
-    /// A peer is not an `http(s)://host:port` URL.
-    #[error("peer {url:?}: {why}")]
+    /// A mirror endpoint is not an endpoint URL.
+    #[error(
+        "{}: mirrors.\"{registry}\".endpoint[{index}] {raw:?} is not an endpoint URL: {cause}",
+        crate::escape::shown(path)
+    )]
+    Endpoint {
+        /// The file.
+        path: PathBuf,
+        /// The registry mirrored.
+        registry: String,
+        /// Its position in the list.
+        index: usize,
+        /// As written.
+        raw: String,
+        /// What is wrong.
+        cause: EndpointError,
+    },
+    /// A rewrite's pattern is not a regular expression.
+    #[error(
+        "{}: mirrors.\"{registry}\".rewrite: {pattern:?} is not a regular expression: {cause}",
+        crate::escape::shown(path)
+    )]
+    Rewrite {
+        /// The file.
+        path: PathBuf,
+        /// The registry mirrored.
+        registry: String,
+        /// The pattern.
+        pattern: String,
+        /// The regex crate's complaint.
+        cause: regex::Error,
+    },
+    /// A host's TLS names a key and no certificate.
+    #[error(
+        "{}: configs.\"{host}\".tls: key_file without cert_file",
+        crate::escape::shown(path)
+    )]
+    KeyWithoutCert {
+        /// The file.
+        path: PathBuf,
+        /// The host.
+        host: String,
+    },
+    /// A peer is not an endpoint URL.
+    #[error("peer {url:?}: {cause}")]
     Peer {
         /// As given.
         url: String,
         /// What is wrong.
-        why: String,
+        cause: EndpointError,
+    },
+    /// A peer without a scheme.
+    #[error(
+        "peer {url:?}: give the scheme: http://HOST:PORT, or https:// for an endpoint with TLS"
+    )]
+    PeerScheme {
+        /// As given.
+        url: String,
+    },
+    /// A peer with a path.
+    #[error("peer {url:?}: an airlift registry endpoint has no path (its API is at /v2)")]
+    PeerPath {
+        /// As given.
+        url: String,
     },
     /// A file or directory of the hosts directory could not be read or written.
     #[error("{}: {what}: {cause}", crate::escape::shown(path))]
@@ -90,7 +154,7 @@ pub enum MirrorError {
 
 /// Checks the peers (for configuration validation).
 pub fn check_peers(peers: &[String]) -> Result<(), MirrorError> {
-    peers.iter().try_for_each(|p| hosts::peer(p).map(|_| ()))
+    peers.iter().try_for_each(|p| plan::peer(p).map(|_| ()))
 }
 
 /// The files `opts` describes, directory name → text, and the warnings; nothing is written.
@@ -98,13 +162,13 @@ pub fn render(opts: &Options) -> Result<(BTreeMap<String, String>, Vec<String>),
     let peers = opts
         .peers
         .iter()
-        .map(|p| hosts::peer(p))
+        .map(|p| plan::peer(p))
         .collect::<Result<Vec<_>, _>>()?;
     let (registries, source) = match &opts.registries {
         Some(path) => (Registries::load(path)?, path.clone()),
         None => (Registries::default(), PathBuf::from("(no registries file)")),
     };
-    let (planned, warnings) = hosts::plan(&registries, &peers, &source)?;
+    let (planned, warnings) = plan::plan(&registries, &peers, &source)?;
     let mut described = crate::escape::shown(&source).to_string();
     if !peers.is_empty() {
         let list: Vec<&str> = peers.iter().map(|p| p.url.as_str()).collect();
@@ -112,7 +176,7 @@ pub fn render(opts: &Options) -> Result<(BTreeMap<String, String>, Vec<String>),
     }
     let files = planned
         .iter()
-        .map(|f| (f.dir.clone(), hosts::render(f, &described)))
+        .map(|f| (f.dir.clone(), crate::hosts::write::render(f, &described)))
         .collect();
     Ok((files, warnings))
 }

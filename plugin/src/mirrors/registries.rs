@@ -94,11 +94,11 @@ where
 
 impl Registries {
     /// Parses YAML text; the error is the parser's, with line and column.
-    pub fn parse(text: &str) -> Result<Registries, String> {
+    pub fn parse(text: &str) -> Result<Registries, serde_yaml_ng::Error> {
         if text.trim().is_empty() {
             return Ok(Registries::default());
         }
-        let r: Option<Registries> = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        let r: Option<Registries> = serde_yaml_ng::from_str(text)?;
         Ok(r.unwrap_or_default())
     }
 
@@ -162,12 +162,18 @@ configs:
 
     #[test]
     fn typos_and_bad_yaml_are_errors_with_a_line() {
-        let e = Registries::parse("mirrors:\n  docker.io:\n    endpoints: [a]\n").unwrap_err();
+        let e = Registries::parse("mirrors:\n  docker.io:\n    endpoints: [a]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `endpoints`"), "{e}");
         assert!(e.contains("line 3"), "{e}");
-        let e = Registries::parse("mirrors:\n  docker.io:\n   endpoint: [a\n").unwrap_err();
+        let e = Registries::parse("mirrors:\n  docker.io:\n   endpoint: [a\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line"), "{e}");
-        let e = Registries::parse("configs:\n  x:\n    tls:\n      ca: /a\n").unwrap_err();
+        let e = Registries::parse("configs:\n  x:\n    tls:\n      ca: /a\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `ca`"), "{e}");
     }
 }

@@ -242,7 +242,7 @@ impl Registry {
                     serde_json::from_slice::<serde_json::Value>(&data)
                         .ok()
                         .and_then(|v| v["mediaType"].as_str().map(str::to_string))
-                        .unwrap_or_else(|| crate::archive::spec::MEDIA_OCI_MANIFEST.to_string())
+                        .unwrap_or_else(|| crate::oci::MEDIA_OCI_MANIFEST.to_string())
                 } else {
                     media_type
                 };

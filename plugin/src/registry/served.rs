@@ -42,16 +42,19 @@ pub enum Policy {
     All,
 }
 
-impl std::str::FromStr for Policy {
-    type Err = String;
+/// A name that is no [`Policy`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown registry serve {0:?}: expected airlift or all")]
+pub struct UnknownPolicy(pub String);
 
-    fn from_str(s: &str) -> Result<Policy, String> {
+impl std::str::FromStr for Policy {
+    type Err = UnknownPolicy;
+
+    fn from_str(s: &str) -> Result<Policy, UnknownPolicy> {
         match s {
             "airlift" => Ok(Policy::Airlift),
             "all" => Ok(Policy::All),
-            other => Err(format!(
-                "unknown registry serve {other:?}: expected airlift or all"
-            )),
+            other => Err(UnknownPolicy(other.to_string())),
         }
     }
 }
@@ -361,7 +364,7 @@ mod tests {
         }
         ImageRecord {
             name: name.into(),
-            media_type: crate::archive::spec::MEDIA_OCI_INDEX.into(),
+            media_type: crate::oci::MEDIA_OCI_INDEX.into(),
             digest: digest.to_string(),
             size: 1,
             labels,
@@ -405,14 +408,14 @@ mod tests {
         let unrelated = fake.add_blob(b"unrelated", &[]);
         let absent = Digest::of(b"absent manifest");
         let manifest = serde_json::json!({
-            "mediaType": crate::archive::spec::MEDIA_OCI_MANIFEST,
+            "mediaType": crate::oci::MEDIA_OCI_MANIFEST,
             "config": {"digest": config.to_string(), "size": 2},
             "layers": [{"digest": layer.to_string(), "size": 5}, {"digest": "sha256:bad"}],
         });
         let manifest = fake.add_blob(manifest.to_string().as_bytes(), &[]);
         let index = serde_json::json!({"manifests": [
-            {"mediaType": crate::archive::spec::MEDIA_OCI_MANIFEST, "digest": manifest.to_string()},
-            {"mediaType": crate::archive::spec::MEDIA_OCI_MANIFEST, "digest": absent.to_string()},
+            {"mediaType": crate::oci::MEDIA_OCI_MANIFEST, "digest": manifest.to_string()},
+            {"mediaType": crate::oci::MEDIA_OCI_MANIFEST, "digest": absent.to_string()},
         ]});
         let index = fake.add_blob(index.to_string().as_bytes(), &[]);
         let source = Source::Api(fake.client());
@@ -420,13 +423,13 @@ mod tests {
         let image = Image {
             tag: Some("1".into()),
             digest: index.clone(),
-            media_type: crate::archive::spec::MEDIA_OCI_INDEX.into(),
+            media_type: crate::oci::MEDIA_OCI_INDEX.into(),
         };
         let reach = served.reach(&source, &image).await.unwrap();
         assert_eq!(reach.manifests.len(), 3);
         assert_eq!(
             reach.manifests[&manifest].media_type,
-            crate::archive::spec::MEDIA_OCI_MANIFEST
+            crate::oci::MEDIA_OCI_MANIFEST
         );
         assert!(reach.manifests.contains_key(&absent));
         assert!(reach.blobs.contains(&config) && reach.blobs.contains(&layer));

@@ -74,8 +74,8 @@ pub enum OptionsError {
         why: &'static str,
     },
     /// The snapshotter's name cannot be one.
-    #[error("{0}")]
-    Snapshotter(String),
+    #[error(transparent)]
+    Snapshotter(#[from] crate::unpack::UnpackError),
 }
 
 /// A `--label KEY=VALUE`, split.
@@ -123,7 +123,7 @@ impl Asked {
     /// Checks what was asked and makes the import options.
     pub fn options(&self) -> Result<ImportOptions, OptionsError> {
         if let Some(sn) = &self.unpack {
-            crate::unpack::valid_snapshotter(sn).map_err(OptionsError::Snapshotter)?;
+            crate::unpack::valid_snapshotter(sn)?;
         }
         Ok(ImportOptions {
             plan: PlanOptions {

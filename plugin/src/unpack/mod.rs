@@ -27,12 +27,15 @@
 
 pub mod apply;
 pub mod chain;
+mod content;
 pub mod plan;
 pub mod scheduler;
 
+pub use content::from_content;
+
 use crate::archive::understand::Plan;
-use crate::containerd::{Client, Containerd, ImageTarget, Labels};
-use crate::digest::Digest;
+use crate::containerd::{Client, Containerd, ContainerdError, Labels};
+use crate::digest::{Digest, InvalidDigest};
 use crate::ingest::Observer;
 use crate::platform::PlatformPolicy;
 use crate::store::ContentStore;
@@ -56,8 +59,84 @@ pub struct Options {
     pub platforms: PlatformPolicy,
 }
 
+/// Why something could not be unpacked (or asked to be).
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// A snapshotter name that cannot be one.
+    #[error("invalid snapshotter {0:?}: expected a name such as overlayfs or native")]
+    Snapshotter(String),
+    /// The image's config gives no usable layer chain.
+    #[error(transparent)]
+    Chain(#[from] crate::oci::ChainError),
+    /// The manifest and its config disagree on the number of layers.
+    #[error("the manifest has {layers} layers but its config {config} lists {diff_ids} diff IDs")]
+    LayerCount {
+        /// Layers of the manifest.
+        layers: usize,
+        /// The config.
+        config: Digest,
+        /// Diff IDs of the config.
+        diff_ids: usize,
+    },
+    /// A layer of the manifest whose media type is not a layer's.
+    #[error("layer {digest} has media type {media_type:?}, which is not a layer")]
+    NotALayer {
+        /// The layer.
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+    },
+    /// An image record whose target is not a digest.
+    #[error(transparent)]
+    Target(#[from] InvalidDigest),
+    /// A document could not be read from containerd's content.
+    #[error("reading {digest}: {cause}")]
+    Read {
+        /// The document.
+        digest: Digest,
+        /// Why.
+        cause: ContainerdError,
+    },
+    /// A document larger than airlift reads.
+    #[error("{0} is larger than a document airlift reads")]
+    TooLarge(Digest),
+    /// An index of containerd's content that is not one.
+    #[error("{0}")]
+    Index(serde_json::Error),
+    /// A manifest of containerd's content that is not one.
+    #[error("manifest {digest}: {cause}")]
+    Manifest {
+        /// The manifest.
+        digest: Digest,
+        /// The parser's complaint.
+        cause: serde_json::Error,
+    },
+    /// A chain could not be committed.
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    /// The chain below could not be committed.
+    #[error("its parent chain failed: {0}")]
+    Parent(Arc<UnpackError>),
+    /// A layer of an image: its chain failed.
+    #[error("layer {index}: {cause}")]
+    Layer {
+        /// The layer's position, base first.
+        index: usize,
+        /// Why its chain failed.
+        cause: Arc<UnpackError>,
+    },
+    /// A layer whose chain was never committed (its blob never came).
+    #[error("layer {index} ({blob}) was never applied")]
+    NeverApplied {
+        /// The layer's position, base first.
+        index: usize,
+        /// Its blob, or its diff ID when the blob is not known.
+        blob: Digest,
+    },
+}
+
 /// Whether `name` can be a snapshotter's name (a plugin id: letters, digits, `-`, `_`, `.`).
-pub fn valid_snapshotter(name: &str) -> Result<(), String> {
+pub fn valid_snapshotter(name: &str) -> Result<(), UnpackError> {
     let ok = !name.is_empty()
         && name
             .bytes()
@@ -65,9 +144,7 @@ pub fn valid_snapshotter(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid snapshotter {name:?}: expected a name such as overlayfs or native"
-        ))
+        Err(UnpackError::Snapshotter(name.to_string()))
     }
 }
 
@@ -141,7 +218,7 @@ pub struct Session {
     task: tokio::task::JoinHandle<Outcome>,
     /// The plan's targets, once known, and the manifests selected that cannot be unpacked.
     targets: Vec<Target>,
-    unusable: Vec<(Digest, String)>,
+    unusable: Vec<(Digest, UnpackError)>,
     started: Instant,
 }
 
@@ -182,7 +259,7 @@ impl Session {
         self.set_targets(targets, unusable).await;
     }
 
-    async fn set_targets(&mut self, targets: Vec<Target>, unusable: Vec<(Digest, String)>) {
+    async fn set_targets(&mut self, targets: Vec<Target>, unusable: Vec<(Digest, UnpackError)>) {
         let (quiet, wait) = tokio::sync::oneshot::channel();
         self.targets = targets.clone();
         self.unusable = unusable;
@@ -240,24 +317,28 @@ impl Session {
 }
 
 /// The chain that failed first for `target`, with why; `None` when its top chain is committed.
-fn failure(target: &Target, outcome: &Outcome) -> Option<String> {
+/// Chains are looked at base first, so the first that failed failed on its own (a chain whose
+/// parent failed comes after that parent).
+fn failure(target: &Target, outcome: &Outcome) -> Option<UnpackError> {
     let top = target.top()?;
     if matches!(outcome.states.get(&top), Some(State::Done(_))) {
         return None;
     }
-    for (i, chain) in target.chains().iter().enumerate() {
+    for (index, chain) in target.chains().iter().enumerate() {
         match outcome.states.get(chain) {
             Some(State::Done(_)) => continue,
-            Some(State::Failed(e)) if !e.starts_with("its parent chain failed") => {
-                return Some(format!("layer {i}: {e}"))
+            Some(State::Failed(e)) => {
+                return Some(UnpackError::Layer {
+                    index,
+                    cause: e.clone(),
+                })
             }
-            Some(State::Failed(e)) => return Some(format!("layer {i}: {e}")),
             _ => {
-                let blob = target.blobs.get(i).cloned().flatten();
-                return Some(format!(
-                    "layer {i} ({}) was never applied",
-                    blob.map_or_else(|| target.diff_ids[i].to_string(), |b| b.digest.to_string())
-                ));
+                let blob = target.blobs.get(index).cloned().flatten();
+                return Some(UnpackError::NeverApplied {
+                    index,
+                    blob: blob.map_or_else(|| target.diff_ids[index].clone(), |b| b.digest),
+                });
             }
         }
     }
@@ -268,23 +349,24 @@ fn failure(target: &Target, outcome: &Outcome) -> Option<String> {
 fn conclude(
     snapshotter: &str,
     targets: &[Target],
-    unusable: &[(Digest, String)],
+    unusable: &[(Digest, UnpackError)],
     outcome: &Outcome,
     images: &Images,
 ) -> Report {
-    let mut by_manifest: HashMap<&Digest, Result<(), String>> = HashMap::new();
+    // What failed of each manifest, said; none: unpacked.
+    let mut by_manifest: HashMap<&Digest, Option<String>> = HashMap::new();
     for t in targets {
-        by_manifest.insert(&t.manifest, failure(t, outcome).map_or(Ok(()), Err));
+        by_manifest.insert(&t.manifest, failure(t, outcome).map(|e| e.to_string()));
     }
     for (m, e) in unusable {
-        by_manifest.insert(m, Err(e.clone()));
+        by_manifest.insert(m, Some(e.to_string()));
     }
     let mut report = Report {
         snapshotter: snapshotter.to_string(),
         ..Report::default()
     };
     for (name, manifests) in images {
-        let mine: Vec<(&Digest, &Result<(), String>)> = manifests
+        let mine: Vec<(&Digest, &Option<String>)> = manifests
             .iter()
             .filter_map(|m| by_manifest.get(m).map(|r| (m, r)))
             .collect();
@@ -293,7 +375,7 @@ fn conclude(
         }
         let errors: Vec<String> = mine
             .iter()
-            .filter_map(|(m, r)| r.as_ref().err().map(|e| format!("manifest {m}: {e}")))
+            .filter_map(|(m, r)| r.as_ref().map(|e| format!("manifest {m}: {e}")))
             .collect();
         if errors.is_empty() {
             report.images.push(name.clone());
@@ -408,137 +490,6 @@ pub async fn committed(
         }
     }
     Ok(true)
-}
-
-/// Unpacks `images` from what containerd holds (their manifests, configs and layers in the
-/// namespace): what verification does for a record whose images are not unpacked. `leased`
-/// holds what is in flight; the top chains join `archive_lease` through `client`.
-pub async fn from_content(
-    client: &Client,
-    leased: &Client,
-    options: &Options,
-    images: &[ImageTarget],
-    archive_lease: Option<&str>,
-) -> Report {
-    let started = Instant::now();
-    let mut targets = Vec::new();
-    let mut unusable = Vec::new();
-    let mut reached: Images = Vec::new();
-    for image in images {
-        let mut manifests = Vec::new();
-        match image.digest.parse::<Digest>() {
-            Ok(d) => {
-                resolve(
-                    client.as_ref(),
-                    &options.platforms,
-                    &image.media_type,
-                    &d,
-                    0,
-                    &mut manifests,
-                    &mut targets,
-                    &mut unusable,
-                )
-                .await
-            }
-            Err(e) => unusable.push((Digest::of(image.digest.as_bytes()), e.to_string())),
-        }
-        reached.push((image.name.clone(), manifests));
-    }
-    // Manifests several images share are one target.
-    let mut seen = BTreeSet::new();
-    targets.retain(|t: &Target| seen.insert(t.manifest.clone()));
-    let mut session = Session::start(leased.clone(), options, None);
-    session.set_targets(targets, unusable).await;
-    let mut report = session
-        .finish(client, leased, archive_lease, &reached)
-        .await;
-    report.seconds = started.elapsed().as_secs_f64();
-    report
-}
-
-/// Follows one descriptor of the namespace down to its manifests: each manifest reached goes
-/// into `manifests`, and those of a selected platform into `targets` (or `unusable`).
-#[allow(clippy::too_many_arguments)]
-fn resolve<'a>(
-    client: &'a dyn Containerd,
-    policy: &'a PlatformPolicy,
-    media_type: &'a str,
-    digest: &'a Digest,
-    depth: usize,
-    manifests: &'a mut Vec<Digest>,
-    targets: &'a mut Vec<Target>,
-    unusable: &'a mut Vec<(Digest, String)>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-    use crate::archive::spec;
-    Box::pin(async move {
-        let read = |d: Digest| async move {
-            let bytes = client
-                .read(&d, 0, 0)
-                .await
-                .map_err(|e| format!("reading {d}: {e}"))?;
-            if bytes.len() as u64 > crate::ingest::JSON_LIMIT {
-                return Err(format!("{d} is larger than a document airlift reads"));
-            }
-            Ok::<_, String>(bytes)
-        };
-        if spec::is_index(media_type) && depth < 8 {
-            let index = match read(digest.clone())
-                .await
-                .and_then(|b| serde_json::from_slice::<spec::Index>(&b).map_err(|e| e.to_string()))
-            {
-                Ok(i) => i,
-                Err(e) => {
-                    manifests.push(digest.clone());
-                    unusable.push((digest.clone(), e));
-                    return;
-                }
-            };
-            for child in &index.manifests {
-                if child.platform.as_ref().is_some_and(|p| !policy.matches(p)) {
-                    continue;
-                }
-                // A child of the index that is not here was not imported (another platform).
-                if spec::is_manifest(&child.media_type)
-                    && !matches!(client.info(&child.digest).await, Ok(Some(_)))
-                {
-                    continue;
-                }
-                resolve(
-                    client,
-                    policy,
-                    &child.media_type,
-                    &child.digest,
-                    depth + 1,
-                    manifests,
-                    targets,
-                    unusable,
-                )
-                .await;
-            }
-        } else if spec::is_manifest(media_type) {
-            manifests.push(digest.clone());
-            let result = async {
-                let m: spec::Manifest = serde_json::from_slice(&read(digest.clone()).await?)
-                    .map_err(|e| format!("manifest {digest}: {e}"))?;
-                let config = read(m.config.digest.clone()).await?;
-                let mp = crate::archive::understand::ManifestPlan::new(
-                    m.config.clone(),
-                    m.layers.clone(),
-                    &config,
-                );
-                if !mp.platform.as_ref().is_some_and(|p| policy.matches(p)) {
-                    return Ok(None);
-                }
-                plan::target(digest, &m.config.digest, &mp.layers, &mp.diff_ids).map(Some)
-            }
-            .await;
-            match result {
-                Ok(Some(t)) => targets.push(t),
-                Ok(None) => {}
-                Err(e) => unusable.push((digest.clone(), e)),
-            }
-        }
-    })
 }
 
 #[cfg(test)]

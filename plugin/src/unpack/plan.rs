@@ -10,10 +10,11 @@
 //! applied as soon as that blob is stored; an OCI manifest read early also names its compressed
 //! layers.
 
-use crate::archive::spec::{self, Descriptor as SpecDescriptor, ImageConfig, Manifest};
+use super::UnpackError;
 use crate::archive::understand::Plan;
 use crate::containerd::Descriptor;
 use crate::digest::Digest;
+use crate::oci::{self, ChainError, Descriptor as SpecDescriptor, ImageConfig, Manifest};
 use crate::platform::{Platform, PlatformPolicy};
 use std::collections::{BTreeMap, HashMap};
 
@@ -63,7 +64,10 @@ pub fn layer(d: &SpecDescriptor) -> Descriptor {
 
 /// The targets of a plan: its manifests whose config's platform `policy` selects. Manifests that
 /// are selected but cannot be unpacked come back as errors, by manifest digest.
-pub fn from_plan(plan: &Plan, policy: &PlatformPolicy) -> (Vec<Target>, Vec<(Digest, String)>) {
+pub fn from_plan(
+    plan: &Plan,
+    policy: &PlatformPolicy,
+) -> (Vec<Target>, Vec<(Digest, UnpackError)>) {
     let mut targets = Vec::new();
     let mut errors = Vec::new();
     for (digest, m) in &plan.manifests {
@@ -83,22 +87,21 @@ pub fn target(
     manifest: &Digest,
     config: &Digest,
     layers: &[SpecDescriptor],
-    diff_ids: &Result<Vec<Digest>, String>,
-) -> Result<Target, String> {
+    diff_ids: &Result<Vec<Digest>, ChainError>,
+) -> Result<Target, UnpackError> {
     let diff_ids = diff_ids.clone()?;
     if diff_ids.len() != layers.len() {
-        return Err(format!(
-            "the manifest has {} layers but its config {} lists {} diff IDs",
-            layers.len(),
-            config,
-            diff_ids.len()
-        ));
+        return Err(UnpackError::LayerCount {
+            layers: layers.len(),
+            config: config.clone(),
+            diff_ids: diff_ids.len(),
+        });
     }
-    if let Some(l) = layers.iter().find(|l| !spec::is_layer(&l.media_type)) {
-        return Err(format!(
-            "layer {} has media type {:?}, which is not a layer",
-            l.digest, l.media_type
-        ));
+    if let Some(l) = layers.iter().find(|l| !oci::is_layer(&l.media_type)) {
+        return Err(UnpackError::NotALayer {
+            digest: l.digest.clone(),
+            media_type: l.media_type.clone(),
+        });
     }
     Ok(Target {
         manifest: manifest.clone(),
@@ -174,7 +177,7 @@ impl Early {
         if config.rootfs.is_none() {
             return;
         }
-        let Ok(diff_ids) = spec::layer_chain(&config) else {
+        let Ok(diff_ids) = oci::layer_chain(&config) else {
             return;
         };
         let platform = (!config.platform.os.is_empty() || !config.platform.architecture.is_empty())
@@ -204,7 +207,7 @@ impl Early {
                     .iter()
                     .map(|d| {
                         stored.get(d).map(|size| Descriptor {
-                            media_type: spec::MEDIA_DOCKER_LAYER.to_string(),
+                            media_type: oci::MEDIA_DOCKER_LAYER.to_string(),
                             digest: d.clone(),
                             size: *size as i64,
                             annotations: BTreeMap::new(),
@@ -254,7 +257,7 @@ mod tests {
                 .iter()
                 .map(|x| {
                     Some(Descriptor {
-                        media_type: spec::MEDIA_DOCKER_LAYER.into(),
+                        media_type: oci::MEDIA_DOCKER_LAYER.into(),
                         digest: x.clone(),
                         size: 1,
                         annotations: BTreeMap::new(),
@@ -356,7 +359,7 @@ mod tests {
         assert_eq!(targets[0].diff_ids, vec![base.clone(), amd.clone()]);
         assert_eq!(
             targets[0].blobs[1].as_ref().unwrap().media_type,
-            spec::MEDIA_DOCKER_LAYER
+            oci::MEDIA_DOCKER_LAYER
         );
         let both = PlatformPolicy::Only(vec![
             Platform::new("linux", "amd64", ""),
@@ -373,14 +376,18 @@ mod tests {
 
     #[test]
     fn a_config_that_disagrees_with_its_manifest_is_an_error() {
-        let l = SpecDescriptor::new(spec::MEDIA_DOCKER_LAYER, d("l"), 1);
+        let l = SpecDescriptor::new(oci::MEDIA_DOCKER_LAYER, d("l"), 1);
         let e = super::target(&d("m"), &d("c"), &[l.clone(), l.clone()], &Ok(vec![d("l")]))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("2 layers") && e.contains("1 diff IDs"), "{e}");
-        let e = super::target(&d("m"), &d("c"), &[l], &Err("bad config".into())).unwrap_err();
-        assert_eq!(e, "bad config");
+        let bad = ChainError::NotLayers("bad config".into());
+        let e = super::target(&d("m"), &d("c"), &[l], &Err(bad.clone())).unwrap_err();
+        assert!(matches!(&e, UnpackError::Chain(c) if *c == bad), "{e}");
         let odd = SpecDescriptor::new("application/json", d("l"), 1);
-        let e = super::target(&d("m"), &d("c"), &[odd], &Ok(vec![d("l")])).unwrap_err();
+        let e = super::target(&d("m"), &d("c"), &[odd], &Ok(vec![d("l")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a layer"), "{e}");
     }
 
@@ -405,8 +412,8 @@ mod tests {
             |x: &str| SpecDescriptor::new("application/vnd.oci.image.layer.v1.tar+gzip", d(x), 5);
         let manifest = serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": spec::MEDIA_OCI_MANIFEST,
-            "config": SpecDescriptor::new(spec::MEDIA_OCI_CONFIG, Digest::of(&cfg), cfg.len() as u64),
+            "mediaType": oci::MEDIA_OCI_MANIFEST,
+            "config": SpecDescriptor::new(oci::MEDIA_OCI_CONFIG, Digest::of(&cfg), cfg.len() as u64),
             "layers": [gz("base.gz"), gz("app.gz")],
         });
         let mj = serde_json::to_vec(&manifest).unwrap();

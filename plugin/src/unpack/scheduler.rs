@@ -9,10 +9,11 @@
 
 use super::apply::{self, Committed};
 use super::plan::{self, Early, Node, Target};
+use super::UnpackError;
 use crate::containerd::Client;
 use crate::digest::Digest;
 use crate::platform::PlatformPolicy;
-use crate::store::ContentStore;
+use crate::store::{ContentStore, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -36,14 +37,14 @@ pub enum Input {
 }
 
 /// Where a chain stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum State {
     /// Being committed.
     Running,
     /// Committed.
     Done(Committed),
-    /// It could not be committed, and why.
-    Failed(String),
+    /// It could not be committed, and why (shared by the chains above it).
+    Failed(Arc<UnpackError>),
 }
 
 /// What the scheduler leaves: every chain's state and which blobs were applied for which diff
@@ -78,8 +79,8 @@ pub struct Scheduler {
     planned: Option<Vec<Target>>,
     nodes: BTreeMap<Digest, Node>,
     states: HashMap<Digest, State>,
-    running: JoinSet<(Digest, Digest, Result<Committed, String>)>,
-    claims: JoinSet<(Vec<Digest>, Result<(), String>)>,
+    running: JoinSet<(Digest, Digest, Result<Committed, apply::ApplyError>)>,
+    claims: JoinSet<(Vec<Digest>, Result<(), StoreError>)>,
     waiting_quiet: Vec<oneshot::Sender<()>>,
     applied: Vec<(Digest, Digest)>,
 }
@@ -143,7 +144,7 @@ impl Scheduler {
                             }
                             State::Done(c)
                         }
-                        Err(e) => State::Failed(e),
+                        Err(e) => State::Failed(Arc::new(e.into())),
                     };
                     self.states.insert(chain, state);
                 }
@@ -230,9 +231,7 @@ impl Scheduler {
                     let client = self.client.clone();
                     self.claims.spawn_blocking(move || {
                         let staging = store.staging().expect("a staging store");
-                        let result = staging
-                            .claim_now(client.as_ref(), &batch)
-                            .map_err(|e| e.to_string());
+                        let result = staging.claim_now(client.as_ref(), &batch);
                         (batch, result)
                     });
                 }
@@ -247,7 +246,7 @@ impl Scheduler {
             let parent = node.parent.as_ref().map(|p| self.states.get(p));
             match parent {
                 Some(Some(State::Failed(e))) => {
-                    failed.push((node.chain.clone(), format!("its parent chain failed: {e}")));
+                    failed.push((node.chain.clone(), UnpackError::Parent(e.clone())));
                     continue;
                 }
                 Some(Some(State::Done(_))) | None => {}
@@ -259,7 +258,7 @@ impl Scheduler {
             }
         }
         for (chain, e) in failed {
-            self.states.insert(chain, State::Failed(e));
+            self.states.insert(chain, State::Failed(Arc::new(e)));
         }
         for node in ready {
             if self.running.len() >= APPLIES_IN_FLIGHT {
@@ -271,9 +270,7 @@ impl Scheduler {
             let key = format!("{}{}", self.lock_prefix, node.chain);
             self.running.spawn(async move {
                 let _one = apply::lock(key).await;
-                let r = apply::commit(client.as_ref(), &snapshotter, &node, &blob)
-                    .await
-                    .map_err(|e| e.to_string());
+                let r = apply::commit(client.as_ref(), &snapshotter, &node, &blob).await;
                 (node.chain.clone(), blob.digest.clone(), r)
             });
         }

@@ -4,12 +4,12 @@
 //! snapshot once the images and leases go, and the retry from containerd's content.
 
 use super::*;
-use crate::archive::spec;
 use crate::containerd::fake::Fake;
 use crate::containerd::SnapshotKind;
 use crate::error::Class;
 use crate::import::{self, Alone, ImportOptions, Placement, Source};
 use crate::labels;
+use crate::oci;
 use crate::platform::Platform;
 use crate::testing::tar;
 use std::io::Write;
@@ -259,27 +259,26 @@ fn oci_gzip(plain: &[u8], diff_id: &Digest) -> Vec<(String, Vec<u8>)> {
     gz.write_all(plain).unwrap();
     let gz = gz.finish().unwrap();
     let c = config(&host(), std::slice::from_ref(diff_id));
-    let layer = spec::Descriptor::new(
+    let layer = oci::Descriptor::new(
         "application/vnd.oci.image.layer.v1.tar+gzip",
         Digest::of(&gz),
         gz.len() as u64,
     );
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": spec::MEDIA_OCI_MANIFEST,
-        "config": spec::Descriptor::new(spec::MEDIA_OCI_CONFIG, Digest::of(&c), c.len() as u64),
+        "mediaType": oci::MEDIA_OCI_MANIFEST,
+        "config": oci::Descriptor::new(oci::MEDIA_OCI_CONFIG, Digest::of(&c), c.len() as u64),
         "layers": [layer],
     }))
     .unwrap();
-    let mut entry = spec::Descriptor::new(
-        spec::MEDIA_OCI_MANIFEST,
+    let mut entry = oci::Descriptor::new(
+        oci::MEDIA_OCI_MANIFEST,
         Digest::of(&manifest),
         manifest.len() as u64,
     );
-    entry.annotations.insert(
-        spec::ANNOTATION_IMAGE_NAME.into(),
-        "example.com/gz:1".into(),
-    );
+    entry
+        .annotations
+        .insert(oci::ANNOTATION_IMAGE_NAME.into(), "example.com/gz:1".into());
     let index =
         serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [entry]})).unwrap();
     let blob = |b: &[u8]| (format!("blobs/sha256/{}", Digest::of(b).hex()), b.to_vec());

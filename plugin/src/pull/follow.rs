@@ -5,8 +5,9 @@
 //! serving is unpinned once it has been gone for the grace period. A peer that does not answer
 //! changes nothing: its list stays as it was.
 
+use super::client;
+use crate::hosts::{self, Host, Scheme};
 use crate::reference::Reference;
-use crate::remote;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,34 +40,85 @@ pub struct Peer {
     pub https: bool,
 }
 
+/// Why a URL cannot be followed, or a peer not listed.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// No scheme, or one other than `http` and `https`.
+    #[error("follow {url:?}: not an http:// or https:// URL")]
+    Scheme {
+        /// As given.
+        url: String,
+    },
+    /// A path, credentials, or no host.
+    #[error("follow {url:?}: expected http://host:port or https://host:port")]
+    Form {
+        /// As given.
+        url: String,
+    },
+    /// The hosts directory's entry for the peer cannot be read.
+    #[error(transparent)]
+    Hosts(#[from] hosts::HostsError),
+    /// A request to the peer failed.
+    #[error(transparent)]
+    Request(#[from] client::Failed),
+    /// An answer could not be read.
+    #[error("GET {target}: {cause}")]
+    Answer {
+        /// The path and query asked.
+        target: String,
+        /// Why.
+        cause: client::RequestError,
+    },
+    /// The peer answered with a status other than 200.
+    #[error("GET {target}: status {status}")]
+    Status {
+        /// The path and query asked.
+        target: String,
+        /// The status.
+        status: u16,
+    },
+    /// The peer's answer is not the JSON of a list.
+    #[error("GET {target}: {cause}")]
+    Json {
+        /// The path and query asked.
+        target: String,
+        /// The parser's complaint.
+        cause: serde_json::Error,
+    },
+    /// No answer in time.
+    #[error("no answer within {} s", REQUEST_TIMEOUT.as_secs())]
+    Timeout,
+}
+
 impl Peer {
     /// A peer URL checked: `http://host:port` or `https://host:port` (a trailing `/` allowed).
-    pub fn parse(url: &str) -> Result<Peer, String> {
-        let (https, rest) = match url.split_once("://") {
-            Some(("http", rest)) => (false, rest),
-            Some(("https", rest)) => (true, rest),
-            _ => return Err(format!("follow {url:?}: not an http:// or https:// URL")),
-        };
-        let host = rest.trim_end_matches('/');
-        if host.is_empty() || host.contains('/') || host.contains('@') {
-            return Err(format!(
-                "follow {url:?}: expected http://host:port or https://host:port"
-            ));
+    pub fn parse(url: &str) -> Result<Peer, FollowError> {
+        let e = hosts::Endpoint::parse(url).map_err(|e| match e {
+            hosts::EndpointError::Scheme(_) => FollowError::Scheme { url: url.into() },
+            _ => FollowError::Form { url: url.into() },
+        })?;
+        match (e.scheme, e.path.is_empty()) {
+            (None, _) => Err(FollowError::Scheme { url: url.into() }),
+            (Some(_), false) => Err(FollowError::Form { url: url.into() }),
+            (Some(scheme), true) => Ok(Peer {
+                host: e.authority(),
+                https: scheme == Scheme::Https,
+            }),
         }
-        Ok(Peer {
-            host: host.to_string(),
-            https,
-        })
     }
 
     /// How a pull reaches the peer: the entry of the hosts directory for it (TLS settings),
     /// or plain HTTP/HTTPS to it.
-    pub fn endpoint(&self, hosts_dir: Option<&Path>) -> Result<remote::hosts::Host, String> {
-        let scheme = if self.https { "https" } else { "http" };
-        let mut hosts = remote::hosts::hosts(hosts_dir, &self.host, Some(scheme))?;
+    pub fn endpoint(&self, hosts_dir: Option<&Path>) -> Result<Host, hosts::HostsError> {
+        let scheme = if self.https {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        let mut hosts = hosts::hosts(hosts_dir, &self.host, Some(scheme))?;
         // The last entry is the peer itself (a `server` for it names it with its TLS keys).
         let mut host = hosts.pop().expect("a registry's own entry is always last");
-        host.scheme = scheme.to_string();
+        host.scheme = scheme.as_str().to_string();
         Ok(host)
     }
 }
@@ -79,39 +131,40 @@ pub fn list_path(state_dir: &Path, url: &str) -> Option<PathBuf> {
 
 /// `GET <peer><target>`: the status and body (an error status is not an error here).
 async fn get(
-    registry: &remote::client::Registry,
-    peer: &remote::hosts::Host,
+    registry: &client::Registry,
+    peer: &Host,
     target: &str,
-) -> io::Result<(u16, Vec<u8>)> {
+) -> Result<(u16, Vec<u8>), FollowError> {
     let url = format!("{}://{}{target}", peer.scheme, peer.authority);
     let call = async {
         let response = match registry.get_url(peer, url, "", None, None).await {
             Ok(r) => r,
-            Err(remote::client::Failed {
-                status: Some(status),
-                ..
-            }) => return Ok((status, Vec::new())),
-            Err(f) => return Err(io::Error::other(f.to_string())),
+            Err(f) => match f.status() {
+                Some(status) => return Ok((status, Vec::new())),
+                None => return Err(FollowError::Request(f)),
+            },
         };
         let status = response.status().as_u16();
-        let body =
-            remote::client::read_body(response, MAX_BODY, &format!("GET {target}: an answer"))
-                .await
-                .map_err(io::Error::other)?;
-        Ok::<_, io::Error>((status, body))
+        let body = client::read_body(response, MAX_BODY, "an answer")
+            .await
+            .map_err(|cause| FollowError::Answer {
+                target: target.to_string(),
+                cause,
+            })?;
+        Ok((status, body))
     };
     tokio::time::timeout(REQUEST_TIMEOUT, call)
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer within 30 s"))?
+        .map_err(|_| FollowError::Timeout)?
 }
 
 /// The JSON list `key` of `GET target`, page by page.
 async fn paged(
-    registry: &remote::client::Registry,
-    peer: &remote::hosts::Host,
+    registry: &client::Registry,
+    peer: &Host,
     target: &str,
     key: &str,
-) -> io::Result<Vec<String>> {
+) -> Result<Vec<String>, FollowError> {
     let mut all: Vec<String> = Vec::new();
     loop {
         let mut page = format!("{target}?n={PAGE}");
@@ -120,10 +173,20 @@ async fn paged(
         }
         let (status, body) = get(registry, peer, &page).await?;
         if status != 200 {
-            return Err(io::Error::other(format!("GET {page}: status {status}")));
+            return Err(FollowError::Status {
+                target: page,
+                status,
+            });
         }
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| io::Error::other(format!("GET {page}: {e}")))?;
+        let v: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(cause) => {
+                return Err(FollowError::Json {
+                    target: page,
+                    cause,
+                })
+            }
+        };
         let items: Vec<String> = v[key]
             .as_array()
             .map(|a| {
@@ -141,8 +204,8 @@ async fn paged(
 }
 
 /// Every image (normalised reference) the peer at `peer` serves.
-pub async fn catalog(peer: &remote::hosts::Host) -> io::Result<Vec<String>> {
-    let registry = remote::client::Registry::default();
+pub async fn catalog(peer: &Host) -> Result<Vec<String>, FollowError> {
+    let registry = client::Registry::default();
     let mut refs = Vec::new();
     for repo in paged(&registry, peer, "/v2/_catalog", "repositories").await? {
         let target = format!("/v2/{repo}/tags/list");
@@ -210,7 +273,7 @@ pub async fn follow(
         // Read again each time: the TLS keys of the peer may be put in place later.
         let listed = match peer.endpoint(hosts_dir.as_deref()) {
             Ok(endpoint) => catalog(&endpoint).await,
-            Err(e) => Err(io::Error::other(e)),
+            Err(e) => Err(e.into()),
         };
         match listed {
             Ok(refs) => {
@@ -260,7 +323,10 @@ mod tests {
         assert_eq!((p.host.as_str(), p.https), ("10.0.0.5:5050", false));
         let p = Peer::parse("https://10.0.0.5:5050").unwrap();
         assert_eq!((p.host.as_str(), p.https), ("10.0.0.5:5050", true));
-        assert!(Peer::parse("ftp://h:1").unwrap_err().contains("https://"));
+        assert!(Peer::parse("ftp://h:1")
+            .unwrap_err()
+            .to_string()
+            .contains("https://"));
         assert!(Peer::parse("http://h:1/v2").is_err());
         // TLS keys for the peer from the hosts directory, as containerd finds them.
         let dir = tempfile::tempdir().unwrap();

@@ -1,25 +1,31 @@
-//! Client-side pulls, for containerd 1.7 (whose transfer service takes no hosts directory and
-//! no plain-HTTP default): what containerd's Go client does in `Pull`, with airlift's rules.
-//! The reference is resolved through the hosts directory ([`hosts`]), the manifests of the
-//! wanted platforms, their configs and layers are fetched ([`client`]) straight into the
+//! The pull side: images that come from a registry rather than an archive. Pull lists
+//! ([`crate::import::pull`]) have containerd pull them, or, on containerd 1.7 (whose transfer
+//! service takes no hosts directory and no plain-HTTP default), this module's own client pull
+//! ([`pull`]); a followed peer's images are listed into a pull list of the daemon's own
+//! ([`follow`]).
+//!
+//! The client pull is what containerd's Go client does in `Pull`, with airlift's rules. The
+//! reference is resolved through the hosts directory ([`crate::hosts::read`]), the manifests of
+//! the wanted platforms, their configs and layers are fetched ([`client`]) straight into the
 //! content store under the caller's lease — each blob labelled as containerd labels it (GC
 //! references to the children kept, `containerd.io/distribution.source.<registry>`), a blob
 //! the namespace has not fetched again — and the image record is created last, so a pull that
-//! fails half-way leaves no image behind (and what it fetched is the lease's).
+//! fails half-way leaves no image behind (and what it fetched is the lease's). Its failures are
+//! [`PullError`]s: containerd's, or the registry client's own ([`client::RegistryError`]).
 
 pub mod client;
-pub mod hosts;
+pub mod follow;
 
-use crate::archive::spec::{self, Descriptor, Index, Manifest};
 use crate::containerd::{
     exists_leased, Chunk, Client, ContainerdError, ImageTarget, Labels, Pull, Written,
 };
 use crate::digest::Digest;
 use crate::error::Class;
+use crate::hosts::{Host, Scheme};
+use crate::oci::{self, Descriptor, Index, Manifest};
 use crate::platform::PlatformPolicy;
 use crate::reference::Reference;
-use client::{Failed, Registry};
-use hosts::Host;
+use client::{Failed, Registry, RegistryError, RequestError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -35,6 +41,48 @@ const CHUNK: usize = 1 << 20;
 /// What a manifest request accepts (containerd's list).
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, */*";
 
+/// A pull that failed: containerd's pull, or airlift's own (its registry side, or storing what
+/// it fetched).
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// containerd failed: its pull, or a call of airlift's own pull.
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+    /// airlift's registry client failed.
+    #[error("pull {reference}: {cause}")]
+    Registry {
+        /// The image pulled.
+        reference: String,
+        /// Why.
+        cause: Box<RegistryError>,
+    },
+}
+
+impl PullError {
+    /// containerd's error class: [`Class::Unavailable`] when containerd, a registry or a peer
+    /// cannot be reached now; [`Class::NotFound`] when no host has the image.
+    pub fn class(&self) -> Class {
+        match self {
+            PullError::Containerd(e) => e.class(),
+            PullError::Registry { cause, .. } => cause.class(),
+        }
+    }
+
+    /// As a containerd error, for a caller that reports containerd's errors only (a pull list
+    /// tried again while containerd is away): containerd's own, or the registry client's under
+    /// its class.
+    pub fn into_containerd(self) -> ContainerdError {
+        match self {
+            PullError::Containerd(e) => e,
+            PullError::Registry { reference, cause } => ContainerdError::call(
+                format!("pull {reference}"),
+                cause.class(),
+                cause.to_string(),
+            ),
+        }
+    }
+}
+
 /// One pull under way (shared by the blob fetches it runs at once).
 struct Puller {
     client: Client,
@@ -45,27 +93,30 @@ struct Puller {
     /// The distribution-source label every blob gets: key and repository.
     label: (String, String),
     platforms: PlatformPolicy,
-    op: String,
+    /// The image pulled, as asked for (named in errors).
+    reference: String,
 }
 
 /// Pulls `pull.reference` into the namespace of `client` (its lease holds what is fetched) and
 /// creates its image record with `pull.labels`.
-pub async fn pull(client: &Client, pull: &Pull) -> Result<(), ContainerdError> {
-    let op = format!("pull {}", pull.reference);
-    let invalid = |m: String| ContainerdError::call(op.clone(), Class::InvalidArgument, m);
-    let image = Reference::parse_normalized(&pull.reference).map_err(|e| invalid(e.to_string()))?;
+pub async fn pull(client: &Client, pull: &Pull) -> Result<(), PullError> {
+    let fail = |e: RegistryError| PullError::Registry {
+        reference: pull.reference.clone(),
+        cause: Box::new(e),
+    };
+    let image = Reference::parse_normalized(&pull.reference).map_err(|e| fail(e.into()))?;
     let source = match &pull.from {
-        Some(f) => Reference::parse_normalized(f).map_err(|e| invalid(e.to_string()))?,
+        Some(f) => Reference::parse_normalized(f).map_err(|e| fail(e.into()))?,
         None => image.clone(),
     };
     // A followed peer's scheme is known; a registry's is HTTPS (plain HTTP for localhost).
     let scheme = match (&pull.from, pull.plain_http) {
-        (_, true) => Some("http"),
-        (Some(_), false) => Some("https"),
+        (_, true) => Some(Scheme::Http),
+        (Some(_), false) => Some(Scheme::Https),
         (None, false) => None,
     };
-    let hosts = hosts::hosts(pull.hosts_dir.as_deref(), source.domain(), scheme)
-        .map_err(|e| invalid(format!("registry hosts: {e}")))?;
+    let hosts = crate::hosts::hosts(pull.hosts_dir.as_deref(), source.domain(), scheme)
+        .map_err(|e| fail(e.into()))?;
     // The ingests are named with this process's token: a cleaner of dead processes' leftovers
     // must see this one alive.
     if let Ok(Some(root)) = client.content_root().await {
@@ -85,7 +136,7 @@ pub async fn pull(client: &Client, pull: &Pull) -> Result<(), ContainerdError> {
         } else {
             PlatformPolicy::Only(pull.platforms.clone())
         },
-        op,
+        reference: pull.reference.clone(),
     });
     let (root, body) = p.resolve().await?;
     p.clone().store_manifest(root.clone(), body).await?;
@@ -96,12 +147,15 @@ pub async fn pull(client: &Client, pull: &Pull) -> Result<(), ContainerdError> {
         size: root.size,
         annotations: BTreeMap::new(),
     };
-    client.put_image(&target, &pull.labels).await
+    Ok(client.put_image(&target, &pull.labels).await?)
 }
 
 impl Puller {
-    fn fail(&self, class: Class, message: impl Into<String>) -> ContainerdError {
-        ContainerdError::call(self.op.clone(), class, message)
+    fn fail(&self, e: RegistryError) -> PullError {
+        PullError::Registry {
+            reference: self.reference.clone(),
+            cause: Box::new(e),
+        }
     }
 
     /// `?ns=` for a host that is not the registry itself.
@@ -111,21 +165,13 @@ impl Puller {
         (!own).then_some(self.source.domain())
     }
 
-    /// Every host's failure, as one error: not found when no host had it.
-    fn failed(&self, what: &str, failures: Vec<Failed>) -> ContainerdError {
-        if failures.is_empty() {
-            return self.fail(
-                Class::NotFound,
-                format!("{what}: no host in the hosts directory may serve it (capabilities)"),
-            );
-        }
-        let class = if failures.iter().all(Failed::not_found) {
-            Class::NotFound
+    /// Every host's failure, as one error (none: no host may serve it).
+    fn failed(&self, what: String, failures: Vec<Failed>) -> PullError {
+        self.fail(if failures.is_empty() {
+            RegistryError::NoHost { what }
         } else {
-            Class::Unavailable
-        };
-        let all: Vec<String> = failures.iter().map(Failed::to_string).collect();
-        self.fail(class, format!("{what}: {}", all.join("; ")))
+            RegistryError::Failed { what, failures }
+        })
     }
 
     /// `GET …/manifests/<object>` from the first of the hosts with the capability that answers
@@ -159,51 +205,39 @@ impl Puller {
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
-            let why = match read_small(response).await {
+            let cause = match read_small(response).await {
                 Ok(b) => match want {
-                    Some(d) if Digest::of(&b) != *d => {
-                        format!(
-                            "served a manifest whose digest is {}, not {d}",
-                            Digest::of(&b)
-                        )
-                    }
+                    Some(d) if Digest::of(&b) != *d => RequestError::WrongDigest {
+                        actual: Digest::of(&b),
+                        wanted: d.clone(),
+                    },
                     _ => return Ok((url, media_type, b)),
                 },
-                Err(why) => why,
+                Err(cause) => cause,
             };
-            failures.push(Failed {
-                url,
-                why,
-                status: None,
-            });
+            failures.push(Failed { url, cause });
         }
         Err(failures)
     }
 
     /// The manifest (or index) the reference names, with its bytes.
-    async fn resolve(&self) -> Result<(Descriptor, Vec<u8>), ContainerdError> {
+    async fn resolve(&self) -> Result<(Descriptor, Vec<u8>), PullError> {
         let object = self.source.object();
         let want = match object.strip_prefix('@') {
-            Some(d) => Some(
-                d.parse::<Digest>()
-                    .map_err(|e| self.fail(Class::InvalidArgument, e.to_string()))?,
-            ),
+            Some(d) => Some(d.parse::<Digest>().map_err(|e| self.fail(e.into()))?),
             None => None,
         };
         let object = want.as_ref().map_or(object.clone(), Digest::to_string);
         let (url, header, body) = self
             .manifest(&object, want.as_ref(), want.is_none())
             .await
-            .map_err(|f| self.failed(&format!("resolving {}", self.source), f))?;
+            .map_err(|f| self.failed(format!("resolving {}", self.source), f))?;
         let media_type = match header {
-            Some(t) if spec::is_index(&t) || spec::is_manifest(&t) => t,
+            Some(t) if oci::is_index(&t) || oci::is_manifest(&t) => t,
             _ => media_type_of(&body).unwrap_or_default(),
         };
-        if !spec::is_index(&media_type) && !spec::is_manifest(&media_type) {
-            return Err(self.fail(
-                Class::InvalidArgument,
-                format!("{url}: not an image manifest or index (media type {media_type:?})"),
-            ));
+        if !oci::is_index(&media_type) && !oci::is_manifest(&media_type) {
+            return Err(self.fail(RegistryError::NotManifest { url, media_type }));
         }
         let size = body.len() as u64;
         Ok((Descriptor::new(&media_type, Digest::of(&body), size), body))
@@ -214,14 +248,15 @@ impl Puller {
         self: Arc<Self>,
         desc: Descriptor,
         body: Vec<u8>,
-    ) -> Result<(), ContainerdError> {
-        let bad = |e: serde_json::Error| {
-            self.fail(
-                Class::InvalidArgument,
-                format!("{} ({}): {e}", desc.digest, desc.media_type),
-            )
+    ) -> Result<(), PullError> {
+        let bad = |cause: serde_json::Error| {
+            self.fail(RegistryError::Json {
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+                cause,
+            })
         };
-        let children: Vec<Descriptor> = if spec::is_index(&desc.media_type) {
+        let children: Vec<Descriptor> = if oci::is_index(&desc.media_type) {
             let index: Index = serde_json::from_slice(&body).map_err(bad)?;
             let kept: Vec<Descriptor> = index
                 .manifests
@@ -234,20 +269,17 @@ impl Puller {
                 .cloned()
                 .collect();
             if kept.is_empty() && !index.manifests.is_empty() {
-                return Err(self.fail(
-                    Class::NotFound,
-                    format!(
-                        "{}: its index {} has no manifest for the platforms pulled",
-                        self.source, desc.digest
-                    ),
-                ));
+                return Err(self.fail(RegistryError::NoPlatform {
+                    image: self.source.to_string(),
+                    digest: desc.digest.clone(),
+                }));
             }
             for child in &kept {
-                if spec::is_index(&child.media_type) || spec::is_manifest(&child.media_type) {
+                if oci::is_index(&child.media_type) || oci::is_manifest(&child.media_type) {
                     let (_, _, bytes) = self
                         .manifest(&child.digest.to_string(), Some(&child.digest), false)
                         .await
-                        .map_err(|f| self.failed(&format!("fetching {}", child.digest), f))?;
+                        .map_err(|f| self.failed(format!("fetching {}", child.digest), f))?;
                     Box::pin(self.clone().store_manifest(child.clone(), bytes)).await?;
                 } else {
                     self.clone().store_blob(child.clone()).await?;
@@ -262,7 +294,7 @@ impl Puller {
                     manifest
                         .layers
                         .into_iter()
-                        .filter(|l| !spec::is_non_distributable(&l.media_type)),
+                        .filter(|l| !oci::is_non_distributable(&l.media_type)),
                 )
                 .collect();
             let mut pending = kept.iter();
@@ -274,14 +306,15 @@ impl Puller {
                 }
                 match running.join_next().await {
                     Some(Ok(r)) => r?,
-                    Some(Err(e)) => return Err(self.fail(Class::Internal, e.to_string())),
+                    Some(Err(e)) => return Err(self.fail(RegistryError::Task(e))),
                     None => break,
                 }
             }
             kept
         };
-        self.store_bytes(&desc, body, &spec::gc_labels(&children))
-            .await
+        Ok(self
+            .store_bytes(&desc, body, &oci::gc_labels(&children))
+            .await?)
     }
 
     /// Stores a manifest's bytes fetched already (unless present), with its labels.
@@ -319,7 +352,7 @@ impl Puller {
 
     /// Fetches a blob that is not a manifest (a config, a layer) into the content store,
     /// streamed from the first host that has it (unless the namespace has it), and labels it.
-    async fn store_blob(self: Arc<Self>, desc: Descriptor) -> Result<(), ContainerdError> {
+    async fn store_blob(self: Arc<Self>, desc: Descriptor) -> Result<(), PullError> {
         if exists_leased(self.client.as_ref(), &desc.digest)
             .await?
             .is_none()
@@ -345,21 +378,17 @@ impl Puller {
                         done = true;
                         break;
                     }
-                    Err(why) => failures.push(Failed {
-                        url,
-                        why,
-                        status: None,
-                    }),
+                    Err(cause) => failures.push(Failed { url, cause }),
                 }
             }
             if !done {
                 return Err(self.failed(
-                    &format!("fetching {} ({})", desc.digest, desc.media_type),
+                    format!("fetching {} ({})", desc.digest, desc.media_type),
                     failures,
                 ));
             }
         }
-        self.label(&desc, &Labels::new()).await
+        Ok(self.label(&desc, &Labels::new()).await?)
     }
 
     /// Streams one response body into the content store, committed against the descriptor.
@@ -367,7 +396,7 @@ impl Puller {
         &self,
         desc: &Descriptor,
         mut response: reqwest::Response,
-    ) -> Result<(), String> {
+    ) -> Result<(), RequestError> {
         let size = desc.size as u64;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let r#ref = ingest_ref(&desc.digest);
@@ -379,7 +408,7 @@ impl Puller {
                     Ok(Some(bytes)) => {
                         sent += bytes.len() as u64;
                         if sent > size {
-                            return Err(format!("more than the {size} bytes its descriptor says"));
+                            return Err(RequestError::TooLong { size });
                         }
                         buf.extend_from_slice(&bytes);
                         if buf.len() >= CHUNK {
@@ -390,11 +419,11 @@ impl Puller {
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => return Err(client::transport(&e)),
+                    Err(e) => return Err(RequestError::Transport(e)),
                 }
             }
             if sent != size {
-                return Err(format!("{sent} bytes where its descriptor says {size}"));
+                return Err(RequestError::Short { sent, size });
             }
             if !buf.is_empty() && tx.send(Chunk::Data(buf)).await.is_err() {
                 return Ok(());
@@ -406,7 +435,7 @@ impl Puller {
         let (fed, w) = tokio::join!(feed, write);
         let w = written(&self.client, &r#ref, w).await;
         fed?;
-        w.map_err(|e| e.to_string())
+        w.map_err(RequestError::Store)
     }
 }
 
@@ -465,7 +494,7 @@ async fn written(
 }
 
 /// A manifest body, at most [`MAX_MANIFEST`] bytes.
-async fn read_small(response: reqwest::Response) -> Result<Vec<u8>, String> {
+async fn read_small(response: reqwest::Response) -> Result<Vec<u8>, RequestError> {
     client::read_body(response, MAX_MANIFEST, "a manifest").await
 }
 
@@ -486,9 +515,9 @@ fn media_type_of(body: &[u8]) -> Option<String> {
     }
     // OCI allows leaving it out: what the document holds tells.
     if t.manifests.is_some() {
-        Some(spec::MEDIA_OCI_INDEX.into())
+        Some(oci::MEDIA_OCI_INDEX.into())
     } else if t.config.is_some() {
-        Some(spec::MEDIA_OCI_MANIFEST.into())
+        Some(oci::MEDIA_OCI_MANIFEST.into())
     } else {
         None
     }

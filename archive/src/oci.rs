@@ -1,5 +1,7 @@
-//! The image formats airlift reads: OCI and Docker descriptors, manifests and indexes, and the
-//! JSON encoding containerd uses when it synthesises them.
+//! The OCI and Docker image formats, shared by every station that reads or writes images (the
+//! archive's plan, ingest, unpacking, the registry endpoint, client pulls, the visibility walk):
+//! media types, descriptors, manifests, indexes and configs, containerd's GC labels of children,
+//! and the JSON encoding containerd uses when it synthesises them.
 
 use crate::digest::Digest;
 use crate::platform::Platform;
@@ -182,23 +184,39 @@ pub struct RootFs {
     pub diff_ids: Vec<String>,
 }
 
+/// Why an image config gives no layer chain airlift can unpack.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// The config is not a config (its parser's complaint).
+    #[error("image config {digest}: {cause}")]
+    Config {
+        /// The config.
+        digest: Digest,
+        /// What the JSON parser said.
+        cause: String,
+    },
+    /// `rootfs.type` is not `layers`.
+    #[error("rootfs type {0:?} is not a layer chain")]
+    NotLayers(String),
+    /// A diff ID that is not a digest.
+    #[error("diff ID {0:?} is not a sha256 digest")]
+    DiffId(String),
+}
+
 /// The diff IDs of a config's layer chain, or why it has none airlift can unpack.
-pub fn layer_chain(config: &ImageConfig) -> Result<Vec<Digest>, String> {
+pub fn layer_chain(config: &ImageConfig) -> Result<Vec<Digest>, ChainError> {
     let Some(rootfs) = &config.rootfs else {
         return Ok(Vec::new());
     };
     if !rootfs.kind.is_empty() && rootfs.kind != "layers" {
-        return Err(format!(
-            "rootfs type {:?} is not a layer chain",
-            rootfs.kind
-        ));
+        return Err(ChainError::NotLayers(rootfs.kind.clone()));
     }
     rootfs
         .diff_ids
         .iter()
         .map(|d| {
             d.parse::<Digest>()
-                .map_err(|_| format!("diff ID {d:?} is not a sha256 digest"))
+                .map_err(|_| ChainError::DiffId(d.clone()))
         })
         .collect()
 }

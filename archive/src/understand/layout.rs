@@ -5,9 +5,9 @@ use super::{
     fail, parse_json, Builder, Failure, FileRecord, Format, Inventory, ManifestPlan, Plan,
     PlanOptions, Problem, Resolved, UnderstandError,
 };
-use crate::archive::spec::{self, Descriptor, ImageConfig, Index, Manifest};
 use crate::digest::Digest;
-use crate::reference::Reference;
+use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest};
+use crate::reference::{InvalidReference, Reference};
 use std::collections::BTreeSet;
 
 /// The most indexes one path from `index.json` may pass through (real archives have one or two):
@@ -51,7 +51,7 @@ impl OciPlanner<'_> {
             b.add(&subject, entry.clone(), names, unnamed, outcome);
         }
         let index_desc = Descriptor::new(
-            spec::MEDIA_OCI_INDEX,
+            oci::MEDIA_OCI_INDEX,
             Digest::of(index_bytes),
             index_bytes.len() as u64,
         );
@@ -65,7 +65,7 @@ impl OciPlanner<'_> {
             return Ok(None);
         };
         match &rec.digest {
-            Err(why) => Err(fail(path, why.clone())),
+            Err(why) => Err(fail(path, why.to_string())),
             Ok(_) if rec.size as i64 != desc.size => Err(fail(
                 path,
                 format!(
@@ -98,7 +98,7 @@ impl OciPlanner<'_> {
         depth: usize,
     ) -> Result<(), Failure> {
         let path = blob_path(&desc.digest);
-        if spec::is_index(&desc.media_type) {
+        if oci::is_index(&desc.media_type) {
             if depth >= NESTING_LIMIT {
                 return Err(fail(
                     path,
@@ -128,7 +128,7 @@ impl OciPlanner<'_> {
             for child in &kept {
                 // A selected manifest absent from the archive was not exported (`ctr export
                 // --platform`): skip it. Present but broken is an error.
-                if spec::is_manifest(&child.media_type) && self.blob(child)?.is_none() {
+                if oci::is_manifest(&child.media_type) && self.blob(child)?.is_none() {
                     continue;
                 }
                 self.resolve(child, false, res, indexes, depth + 1)?;
@@ -137,9 +137,9 @@ impl OciPlanner<'_> {
             res.labels
                 .entry(desc.digest.clone())
                 .or_default()
-                .extend(spec::gc_labels(&kept));
+                .extend(oci::gc_labels(&kept));
             Ok(())
-        } else if spec::is_manifest(&desc.media_type) {
+        } else if oci::is_manifest(&desc.media_type) {
             if self.blob(desc)?.is_none() {
                 return Err(fail(path, "manifest blob is missing from the archive"));
             }
@@ -163,7 +163,7 @@ impl OciPlanner<'_> {
                     format!("layer {}", i - 1)
                 };
                 if self.blob(child)?.is_none() {
-                    if i > 0 && spec::is_non_distributable(&child.media_type) {
+                    if i > 0 && oci::is_non_distributable(&child.media_type) {
                         // Absent by design (containerd imports such images too): labelled as
                         // a child like any layer, neither stored nor held.
                         continue;
@@ -182,7 +182,7 @@ impl OciPlanner<'_> {
             res.labels
                 .entry(desc.digest.clone())
                 .or_default()
-                .extend(spec::gc_labels(&children));
+                .extend(oci::gc_labels(&children));
             res.manifests += 1;
             let config_json = self
                 .inv
@@ -203,12 +203,16 @@ impl OciPlanner<'_> {
     }
 }
 
-fn subject_of(names: &[Result<Reference, String>], i: usize, entry: &Descriptor) -> String {
+fn subject_of(
+    names: &[Result<Reference, InvalidReference>],
+    i: usize,
+    entry: &Descriptor,
+) -> String {
     match names.first() {
         Some(Ok(r)) => r.to_string(),
         _ => entry
             .annotations
-            .get(spec::ANNOTATION_REF_NAME)
+            .get(oci::ANNOTATION_REF_NAME)
             .map(|r| format!("{r} (index.json entry {i})"))
             .unwrap_or_else(|| format!("index.json entry {i} ({})", entry.digest)),
     }
@@ -218,8 +222,8 @@ fn subject_of(names: &[Result<Reference, String>], i: usize, entry: &Descriptor)
 mod tests {
     use super::super::{plan, FileRecord, Inventory, PlanOptions, Problem};
     use super::NESTING_LIMIT;
-    use crate::archive::spec;
     use crate::digest::Digest;
+    use crate::oci;
     use crate::platform::PlatformPolicy;
     use serde_json::{json, Value};
 
@@ -244,20 +248,20 @@ mod tests {
     fn nested(depth: usize, fanout: usize) -> Inventory {
         let mut inv = Inventory::default();
         let config = json!({"architecture": "amd64", "os": "linux"}).to_string();
-        let config = blob(&mut inv, spec::MEDIA_OCI_CONFIG, config.into_bytes());
+        let config = blob(&mut inv, oci::MEDIA_OCI_CONFIG, config.into_bytes());
         let layer = "application/vnd.oci.image.layer.v1.tar";
         let layer = blob(&mut inv, layer, b"layer".to_vec());
         let manifest = json!({"schemaVersion": 2, "config": config, "layers": [layer]});
         let mut child = blob(
             &mut inv,
-            spec::MEDIA_OCI_MANIFEST,
+            oci::MEDIA_OCI_MANIFEST,
             manifest.to_string().into(),
         );
         for _ in 0..depth {
             let index = json!({"schemaVersion": 2, "manifests": vec![child; fanout]});
-            child = blob(&mut inv, spec::MEDIA_OCI_INDEX, index.to_string().into());
+            child = blob(&mut inv, oci::MEDIA_OCI_INDEX, index.to_string().into());
         }
-        child["annotations"] = json!({spec::ANNOTATION_IMAGE_NAME: "example.com/nested:1"});
+        child["annotations"] = json!({oci::ANNOTATION_IMAGE_NAME: "example.com/nested:1"});
         inv.oci_layout = Some(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec());
         inv.index_json = Some(
             json!({"schemaVersion": 2, "manifests": [child]})

@@ -1,22 +1,12 @@
-//! Which hosts a pull of one registry's image goes to, in order, read from containerd's registry
-//! hosts directory (`certs.d`) as containerd's own resolver reads it
-//! (core/remotes/docker/config/hosts.go, 1.7 and 2.x):
-//!
-//! - the directory of `host:port` is `host_port_`, else `host:port`, else `_default`: the first
-//!   that exists;
-//! - its `hosts.toml` lists `[host."URL"]` entries, tried in file order, and the top-level entry
-//!   last; without a `server` (or with an empty one) that last entry is the registry itself
-//!   (`https://registry-1.docker.io` for docker.io, plain HTTP for localhost on a port other
-//!   than 443);
-//! - a URL without a path gets `/v2`, one with a path gets `/v2` appended unless it ends in `/v2`
-//!   or `override_path` is set; a URL without a scheme is HTTPS;
-//! - `capabilities` (default `pull`, `resolve`, `push`) say which hosts resolve tags and which
-//!   serve content; `ca`, `client`, `skip_verify`, `header` and `dial_timeout` apply per host,
-//!   and k3s's `rewrite` (regular expression → replacement on the repository) too;
-//! - a directory without `hosts.toml` is the older layout: its `*.crt` are CAs and its
-//!   `*.cert`/`*.key` pairs client certificates of the registry itself.
+//! What a pull of one registry's image tries, in order, read from the hosts directory as
+//! containerd's own resolver reads it (the rules are the module's, [`super`]): `capabilities`
+//! (default `pull`, `resolve`, `push`) say which hosts resolve tags and which serve content;
+//! `ca`, `client`, `skip_verify`, `header` and `dial_timeout` apply per host, and k3s's `rewrite`
+//! (regular expression → replacement on the repository) too. A directory without `hosts.toml`
+//! is the older layout: its `*.crt` are CAs and its `*.cert`/`*.key` pairs client certificates
+//! of the registry itself.
 
-use crate::mirrors::hosts::plain_http_by_default;
+use super::{Endpoint, EndpointError, Scheme};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -86,11 +76,79 @@ impl Host {
     }
 }
 
+/// Why the hosts directory could not be read for a registry; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum HostsError {
+    /// A file or directory could not be read.
+    #[error("{}: {cause}", path.display())]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// A `hosts.toml` is not TOML.
+    #[error("{}: {cause}", path.display())]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        cause: toml::de::Error,
+    },
+    /// A key has a value of the wrong kind.
+    #[error("{}: `{key}`: {expected}", path.display())]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// A host's URL is not one.
+    #[error("{}: host {url:?}: {cause}", path.display())]
+    Endpoint {
+        /// The file.
+        path: PathBuf,
+        /// The URL, as written.
+        url: String,
+        /// What is wrong with it.
+        cause: EndpointError,
+    },
+    /// A `[host."URL"]` entry that is not a table.
+    #[error("{}: host {url:?}: not a table", path.display())]
+    NotATable {
+        /// The file.
+        path: PathBuf,
+        /// The URL, as written.
+        url: String,
+    },
+    /// `dial_timeout` is not a Go duration.
+    #[error("{}: `dial_timeout`: {value:?}", path.display())]
+    Duration {
+        /// The file.
+        path: PathBuf,
+        /// As written.
+        value: String,
+    },
+    /// A `rewrite` pattern is not a regular expression.
+    #[error("{}: `rewrite` {pattern:?}: {cause}", path.display())]
+    Rewrite {
+        /// The file.
+        path: PathBuf,
+        /// The pattern.
+        pattern: String,
+        /// The regex crate's complaint.
+        cause: regex::Error,
+    },
+}
+
 /// The directories that may hold `registry`'s configuration, in the order looked at.
 fn candidates(dir: &Path, registry: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    if let Some((host, port)) = registry.rsplit_once(':') {
-        out.push(dir.join(format!("{host}_{port}_")));
+    let own = super::directory(registry);
+    if own != registry {
+        out.push(dir.join(own));
     }
     out.push(dir.join(registry));
     out.push(dir.join("_default"));
@@ -103,20 +161,15 @@ fn candidates(dir: &Path, registry: &str) -> Vec<PathBuf> {
 pub fn hosts(
     dir: Option<&Path>,
     registry: &str,
-    default_scheme: Option<&str>,
-) -> Result<Vec<Host>, String> {
+    default_scheme: Option<Scheme>,
+) -> Result<Vec<Host>, HostsError> {
     let upstream = || {
-        let authority = if registry == "docker.io" {
-            "registry-1.docker.io".to_string()
-        } else {
-            registry.to_string()
-        };
-        let scheme = match default_scheme {
-            Some(s) => s.to_string(),
-            None if plain_http_by_default(registry) => "http".to_string(),
-            None => "https".to_string(),
-        };
-        Host::new(scheme, authority, "/v2".into())
+        let (plain, authority) = super::upstream(registry);
+        Host::new(
+            default_scheme.unwrap_or(plain).as_str().into(),
+            authority.to_string(),
+            "/v2".into(),
+        )
     };
     let Some(dir) = dir else {
         return Ok(vec![upstream()]);
@@ -132,15 +185,21 @@ pub fn hosts(
             legacy_certificates(&found, &mut host)?;
             return Ok(vec![host]);
         }
-        Err(e) => return Err(format!("{}: {e}", file.display())),
+        Err(cause) => return Err(HostsError::Read { path: file, cause }),
     };
-    parse(&text, &found, registry, default_scheme, upstream())
-        .map_err(|e| format!("{}: {e}", file.display()))
+    File {
+        path: &file,
+        base: &found,
+    }
+    .parse(&text, upstream())
 }
 
 /// The older layout: `*.crt` CAs and `*.cert` + `*.key` client pairs in the directory.
-fn legacy_certificates(dir: &Path, host: &mut Host) -> Result<(), String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn legacy_certificates(dir: &Path, host: &mut Host) -> Result<(), HostsError> {
+    let entries = std::fs::read_dir(dir).map_err(|cause| HostsError::Read {
+        path: dir.to_path_buf(),
+        cause,
+    })?;
     let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     names.sort();
     for path in names {
@@ -156,156 +215,185 @@ fn legacy_certificates(dir: &Path, host: &mut Host) -> Result<(), String> {
     Ok(())
 }
 
-/// One `hosts.toml`: its `[host]` entries in file order, then the top-level entry.
-fn parse(
-    text: &str,
-    base: &Path,
-    registry: &str,
-    default_scheme: Option<&str>,
-    upstream: Host,
-) -> Result<Vec<Host>, String> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    if let Some(hosts) = table.get("host") {
-        let hosts = hosts
-            .as_table()
-            .ok_or("`host` must be a table of `[host.\"URL\"]` entries")?;
-        for (url, entry) in hosts {
-            let entry = entry
+/// One `hosts.toml` being read: the file (named in errors) and its directory (relative paths
+/// are relative to it).
+struct File<'a> {
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl File<'_> {
+    fn value(&self, key: &'static str, expected: &'static str) -> HostsError {
+        HostsError::Value {
+            path: self.path.to_path_buf(),
+            key,
+            expected,
+        }
+    }
+
+    /// Its `[host]` entries in file order, then the top-level entry.
+    fn parse(&self, text: &str, upstream: Host) -> Result<Vec<Host>, HostsError> {
+        let table: toml::Table = toml::from_str(text).map_err(|cause| HostsError::Toml {
+            path: self.path.to_path_buf(),
+            cause,
+        })?;
+        let mut out = Vec::new();
+        if let Some(hosts) = table.get("host") {
+            let hosts = hosts
                 .as_table()
-                .ok_or_else(|| format!("host {url:?}: not a table"))?;
-            out.push(entry_of(url, entry, base, None)?);
-        }
-    }
-    let server = table.get("server").and_then(|s| s.as_str()).unwrap_or("");
-    let mut last = if server.is_empty() {
-        entry_of("", &table, base, Some(upstream))?
-    } else {
-        entry_of(server, &table, base, None)?
-    };
-    if server.is_empty() && default_scheme.is_none() && plain_http_by_default(registry) {
-        last.scheme = "http".into();
-    }
-    out.push(last);
-    Ok(out)
-}
-
-/// A string, or an array of strings.
-fn strings(v: &toml::Value, key: &str) -> Result<Vec<String>, String> {
-    match v {
-        toml::Value::String(s) => Ok(vec![s.clone()]),
-        toml::Value::Array(a) => a
-            .iter()
-            .map(|x| {
-                x.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("`{key}`: expected strings"))
-            })
-            .collect(),
-        _ => Err(format!("`{key}`: expected a string or an array of strings")),
-    }
-}
-
-/// `p` relative to the file's directory unless absolute.
-fn file(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
-/// A host entry from its URL (empty with `upstream`: the registry itself) and keys.
-fn entry_of(
-    url: &str,
-    t: &toml::Table,
-    base: &Path,
-    upstream: Option<Host>,
-) -> Result<Host, String> {
-    let override_path = t
-        .get("override_path")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
-    let mut host = match upstream {
-        Some(h) => h,
-        None => {
-            let (scheme, rest) = match url.split_once("://") {
-                Some((s @ ("http" | "https"), rest)) => (s.to_string(), rest),
-                Some((s, _)) => return Err(format!("host {url:?}: unsupported scheme {s:?}")),
-                None => ("https".to_string(), url),
-            };
-            let (authority, path) = match rest.find('/') {
-                Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-                None => (rest, ""),
-            };
-            if authority.is_empty() {
-                return Err(format!("host {url:?}: no host"));
+                .ok_or_else(|| self.value("host", "must be a table of `[host.\"URL\"]` entries"))?;
+            for (url, entry) in hosts {
+                let entry = entry.as_table().ok_or_else(|| HostsError::NotATable {
+                    path: self.path.to_path_buf(),
+                    url: url.clone(),
+                })?;
+                out.push(self.entry(url, entry, None)?);
             }
-            let path = if path.is_empty() {
-                "/v2".to_string()
-            } else if override_path || path.ends_with("/v2") {
-                path.to_string()
-            } else {
-                format!("{path}/v2")
-            };
-            Host::new(scheme, authority.to_string(), path)
         }
-    };
-    if let Some(caps) = t.get("capabilities") {
-        let caps = strings(caps, "capabilities")?;
-        host.pull = caps.iter().any(|c| c == "pull");
-        host.resolve = caps.iter().any(|c| c == "resolve");
+        let server = table.get("server").and_then(|s| s.as_str()).unwrap_or("");
+        out.push(if server.is_empty() {
+            self.entry("", &table, Some(upstream))?
+        } else {
+            self.entry(server, &table, None)?
+        });
+        Ok(out)
     }
-    if let Some(ca) = t.get("ca") {
-        host.ca = strings(ca, "ca")?.iter().map(|p| file(base, p)).collect();
+
+    /// A string, or an array of strings.
+    fn strings(&self, v: &toml::Value, key: &'static str) -> Result<Vec<String>, HostsError> {
+        match v {
+            toml::Value::String(s) => Ok(vec![s.clone()]),
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.value(key, "expected strings"))
+                })
+                .collect(),
+            _ => Err(self.value(key, "expected a string or an array of strings")),
+        }
     }
-    if let Some(client) = t.get("client") {
-        host.client = match client {
-            toml::Value::String(s) => vec![(file(base, s), None)],
+
+    /// `p` relative to the file's directory unless absolute.
+    fn file(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// `client`: a path, or a list of paths and [certificate, key] pairs.
+    fn client(&self, v: &toml::Value) -> Result<Vec<(PathBuf, Option<PathBuf>)>, HostsError> {
+        match v {
+            toml::Value::String(s) => Ok(vec![(self.file(s), None)]),
             toml::Value::Array(a) => a
                 .iter()
                 .map(|x| match x {
-                    toml::Value::String(s) => Ok((file(base, s), None)),
+                    toml::Value::String(s) => Ok((self.file(s), None)),
                     toml::Value::Array(pair) => match pair.as_slice() {
                         [toml::Value::String(c), toml::Value::String(k)] => {
-                            Ok((file(base, c), Some(file(base, k))))
+                            Ok((self.file(c), Some(self.file(k))))
                         }
-                        _ => Err("`client`: a pair is [certificate, key]".to_string()),
+                        _ => Err(self.value("client", "a pair is [certificate, key]")),
                     },
-                    _ => Err("`client`: expected paths or [certificate, key] pairs".to_string()),
+                    _ => Err(self.value("client", "expected paths or [certificate, key] pairs")),
                 })
-                .collect::<Result<_, _>>()?,
-            _ => return Err("`client`: expected a path or a list".into()),
+                .collect(),
+            _ => Err(self.value("client", "expected a path or a list")),
+        }
+    }
+
+    /// A host entry from its URL (empty with `upstream`: the registry itself) and keys.
+    fn entry(
+        &self,
+        url: &str,
+        t: &toml::Table,
+        upstream: Option<Host>,
+    ) -> Result<Host, HostsError> {
+        let override_path = t
+            .get("override_path")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let mut host = match upstream {
+            Some(h) => h,
+            None => {
+                let e = Endpoint::read(url).map_err(|cause| HostsError::Endpoint {
+                    path: self.path.to_path_buf(),
+                    url: url.to_string(),
+                    cause,
+                })?;
+                let path = if e.path.is_empty() {
+                    "/v2".to_string()
+                } else if override_path || e.path.ends_with("/v2") {
+                    e.path.clone()
+                } else {
+                    format!("{}/v2", e.path)
+                };
+                let scheme = e.scheme.unwrap_or(Scheme::Https);
+                Host::new(scheme.as_str().into(), e.authority(), path)
+            }
         };
-    }
-    if let Some(v) = t.get("skip_verify") {
-        host.skip_verify = v.as_bool().ok_or("`skip_verify`: expected true or false")?;
-    }
-    if let Some(h) = t.get("header") {
-        let h = h.as_table().ok_or("`header`: expected a table")?;
-        for (k, v) in h {
-            for value in strings(v, "header")? {
-                host.headers.push((k.clone(), value));
+        if let Some(caps) = t.get("capabilities") {
+            let caps = self.strings(caps, "capabilities")?;
+            host.pull = caps.iter().any(|c| c == "pull");
+            host.resolve = caps.iter().any(|c| c == "resolve");
+        }
+        if let Some(ca) = t.get("ca") {
+            host.ca = self
+                .strings(ca, "ca")?
+                .iter()
+                .map(|p| self.file(p))
+                .collect();
+        }
+        if let Some(client) = t.get("client") {
+            host.client = self.client(client)?;
+        }
+        if let Some(v) = t.get("skip_verify") {
+            host.skip_verify = v
+                .as_bool()
+                .ok_or_else(|| self.value("skip_verify", "expected true or false"))?;
+        }
+        if let Some(h) = t.get("header") {
+            let h = h
+                .as_table()
+                .ok_or_else(|| self.value("header", "expected a table"))?;
+            for (k, v) in h {
+                for value in self.strings(v, "header")? {
+                    host.headers.push((k.clone(), value));
+                }
             }
         }
-    }
-    if let Some(d) = t.get("dial_timeout") {
-        let d = d
-            .as_str()
-            .ok_or("`dial_timeout`: expected a duration such as \"5s\"")?;
-        host.dial_timeout = go_duration(d).ok_or_else(|| format!("`dial_timeout`: {d:?}"))?;
-    }
-    if let Some(r) = t.get("rewrite") {
-        let r = r.as_table().ok_or("`rewrite`: expected a table")?;
-        for (k, v) in r {
-            let v = v.as_str().ok_or("`rewrite`: expected strings")?;
-            regex::Regex::new(k).map_err(|e| format!("`rewrite` {k:?}: {e}"))?;
-            // Go and the regex crate read `$1` and `${1}` alike.
-            host.rewrite.push((k.clone(), v.to_string()));
+        if let Some(d) = t.get("dial_timeout") {
+            let d = d
+                .as_str()
+                .ok_or_else(|| self.value("dial_timeout", "expected a duration such as \"5s\""))?;
+            host.dial_timeout = go_duration(d).ok_or_else(|| HostsError::Duration {
+                path: self.path.to_path_buf(),
+                value: d.to_string(),
+            })?;
         }
+        if let Some(r) = t.get("rewrite") {
+            let r = r
+                .as_table()
+                .ok_or_else(|| self.value("rewrite", "expected a table"))?;
+            for (k, v) in r {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| self.value("rewrite", "expected strings"))?;
+                regex::Regex::new(k).map_err(|cause| HostsError::Rewrite {
+                    path: self.path.to_path_buf(),
+                    pattern: k.clone(),
+                    cause,
+                })?;
+                // Go and the regex crate read `$1` and `${1}` alike.
+                host.rewrite.push((k.clone(), v.to_string()));
+            }
+        }
+        Ok(host)
     }
-    Ok(host)
 }
 
 /// A Go duration as hosts.toml writes it (`500ms`, `5s`, `1m30s`).
@@ -366,7 +454,7 @@ mod tests {
             ["https://localhost/v2"],
             "no port: HTTPS, as containerd"
         );
-        let h = hosts(None, "10.0.0.5:5050", Some("http")).unwrap();
+        let h = hosts(None, "10.0.0.5:5050", Some(Scheme::Http)).unwrap();
         assert_eq!(urls(&h), ["http://10.0.0.5:5050/v2"]);
         let h = hosts(None, "quay.io", None).unwrap();
         assert_eq!(urls(&h), ["https://quay.io/v2"]);
@@ -472,13 +560,17 @@ mod tests {
     fn bad_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "docker.io", "[host.\"ftp://x\"]\n");
-        let e = hosts(Some(dir.path()), "docker.io", None).unwrap_err();
+        let e = hosts(Some(dir.path()), "docker.io", None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("docker.io/hosts.toml") && e.contains("ftp"),
             "{e}"
         );
         write(dir.path(), "docker.io", "server = [\n");
-        let e = hosts(Some(dir.path()), "docker.io", None).unwrap_err();
+        let e = hosts(Some(dir.path()), "docker.io", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("docker.io/hosts.toml"), "{e}");
         assert_eq!(go_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(go_duration("250ms"), Some(Duration::from_millis(250)));

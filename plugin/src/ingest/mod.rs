@@ -7,14 +7,23 @@
 //!
 //! An [`Observer`] hears of each blob as it is stored and of each JSON document as it is read,
 //! while the walk goes on: what a later station can start on before the archive is read to its
-//! end (unpacking a layer as soon as its blob and its image's config are in).
+//! end (unpacking a layer as soon as its blob and its image's config are in); for an
+//! uncompressed tar on disk, [`prescan()`] tells it of the documents before the walk starts.
+//! What an entry's name declares (a layout file, a digest) is [`names`]'s.
 
-use crate::archive::understand::{FileRecord, Inventory};
+pub mod names;
+mod prescan;
+
+pub use names::declared_digest;
+pub use prescan::prescan;
+
+use crate::archive::understand::{BlobError, FileRecord, Inventory};
 use crate::archive::{decode, walk};
 use crate::digest::Digest;
 use crate::store::{read_full, ContentStore, StoreError};
+use names::{is_layout_file, is_legacy_metadata};
 use std::collections::HashMap;
-use std::io::{self, Cursor, Read, Seek};
+use std::io::{self, Cursor, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -134,62 +143,6 @@ pub trait Observer: Send + Sync {
     fn document(&self, digest: &Digest, json: &[u8]);
 }
 
-/// The largest entry [`prescan`] reads (image configs are a few KiB).
-const PRESCAN_ENTRY: u64 = 1 << 20;
-
-/// The most [`prescan`] reads in all.
-const PRESCAN_TOTAL: u64 = 64 << 20;
-
-/// For an uncompressed tar in a regular file: hands `observer` the archive's small JSON documents (the
-/// image configs among them) before the walk starts, reading only the headers and those
-/// entries (seeking past the rest). A docker-save archive puts its configs after its layers;
-/// known first, they let unpacking start with the first layer rather than after the last. A
-/// compressed archive, or anything that is not a tar, is left alone; so is any error (the walk
-/// reads everything anyway).
-pub fn prescan(path: &Path, observer: &dyn Observer) {
-    let scan = || -> std::io::Result<()> {
-        // A FIFO or a device is read once, by the walk.
-        if !std::fs::metadata(path)?.is_file() {
-            return Ok(());
-        }
-        let mut f = std::fs::File::open(path)?;
-        let mut head = [0u8; 512];
-        f.read_exact(&mut head)?;
-        if &head[257..262] != b"ustar" {
-            return Ok(());
-        }
-        f.seek(std::io::SeekFrom::Start(0))?;
-        let mut archive = tar::Archive::new(f);
-        let mut read = 0u64;
-        for entry in archive.entries_with_seek()? {
-            let mut entry = entry?;
-            let size = entry.header().size()?;
-            if !entry.header().entry_type().is_file() || !(2..=PRESCAN_ENTRY).contains(&size) {
-                continue;
-            }
-            // A document starts with `{`; anything else (a small layer) is passed by after
-            // one byte.
-            let mut first = [0u8; 1];
-            entry.read_exact(&mut first)?;
-            if first[0] != b'{' {
-                continue;
-            }
-            read += size;
-            if read > PRESCAN_TOTAL {
-                break;
-            }
-            let mut json = Vec::with_capacity(size as usize);
-            json.push(first[0]);
-            entry.read_to_end(&mut json)?;
-            observer.document(&Digest::of(&json), &json);
-        }
-        Ok(())
-    };
-    if let Err(e) = scan() {
-        tracing::debug!(archive = %crate::escape::shown(&path), error = %e, "no prescan");
-    }
-}
-
 /// Hears nothing.
 pub struct Unobserved;
 
@@ -237,48 +190,9 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-fn is_layout_file(name: &str) -> bool {
-    matches!(
-        name,
-        "oci-layout" | "index.json" | "manifest.json" | "repositories"
-    )
-}
-
-/// docker save's legacy per-layer metadata (`<id>/json`, `<id>/VERSION`): never content.
-fn is_legacy_metadata(name: &str) -> bool {
-    match name.split_once('/') {
-        Some((dir, file)) => Digest::from_hex(dir).is_some() && matches!(file, "json" | "VERSION"),
-        None => false,
-    }
-}
-
-/// The digest an entry's path declares: `blobs/sha256/<hex>` (OCI), or `<hex>.json` / `<hex>.tar`
-/// (docker save names configs and layers by digest). `Err` for an OCI blob path that is not a
-/// usable digest.
-pub fn declared_digest(name: &str) -> Result<Option<Digest>, String> {
-    if let Some(rest) = name.strip_prefix("blobs/") {
-        return match rest.split_once('/') {
-            Some(("sha256", hex)) => Digest::from_hex(hex)
-                .map(Some)
-                .ok_or_else(|| format!("blob path does not end in a sha256 digest: {name:?}")),
-            Some((alg, _)) => Err(format!("unsupported digest algorithm {alg:?}")),
-            None => Ok(None),
-        };
-    }
-    if !name.contains('/') {
-        if let Some(hex) = name
-            .strip_suffix(".json")
-            .or_else(|| name.strip_suffix(".tar"))
-        {
-            return Ok(Digest::from_hex(hex));
-        }
-    }
-    Ok(None)
-}
-
 /// Notes the digest and size of every descriptor a manifest or index document declares.
 fn note_descriptors(doc: &[u8], sizes: &mut HashMap<Digest, u64>) {
-    use crate::archive::spec::{Descriptor, Index, Manifest};
+    use crate::oci::{Descriptor, Index, Manifest};
     let mut note = |d: &Descriptor| {
         if let Ok(size) = u64::try_from(d.size) {
             sizes.entry(d.digest.clone()).or_insert(size);
@@ -296,7 +210,7 @@ fn note_descriptors(doc: &[u8], sizes: &mut HashMap<Digest, u64>) {
 fn remember(
     inv: &mut Inventory,
     name: String,
-    digest: Result<Digest, String>,
+    digest: Result<Digest, BlobError>,
     size: u64,
     mut head: Vec<u8>,
 ) {
@@ -436,9 +350,10 @@ pub fn ingest_observed(
                     note_descriptors(&head, &mut declared_sizes);
                     let digest = Digest::of(&head);
                     let record = match &declared {
-                        Some(d) if *d != digest => Err(format!(
-                            "content hashes to {digest}, not to {d} as its name declares"
-                        )),
+                        Some(d) if *d != digest => Err(BlobError::Mismatch {
+                            actual: digest.clone(),
+                            declared: d.clone(),
+                        }),
                         _ => Ok(digest.clone()),
                     };
                     if record.is_ok() {
@@ -459,9 +374,10 @@ pub fn ingest_observed(
                     }
                     Err(StoreError::DigestMismatch { expected, actual }) => {
                         tracing::warn!(entry = %name, %expected, %actual, "blob does not match its digest");
-                        Err(format!(
-                            "content hashes to {actual}, not to {expected} as its name declares"
-                        ))
+                        Err(BlobError::Mismatch {
+                            actual,
+                            declared: expected,
+                        })
                     }
                     Err(e) => return Err(fail(e)),
                 };
@@ -474,149 +390,4 @@ pub fn ingest_observed(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::tar;
-
-    /// Records the documents it hears of.
-    #[derive(Default)]
-    struct Heard(std::sync::Mutex<Vec<Digest>>);
-
-    impl Observer for Heard {
-        fn stored(&self, _: &Digest, _: u64) {}
-        fn document(&self, d: &Digest, _: &[u8]) {
-            self.0.lock().unwrap().push(d.clone());
-        }
-    }
-
-    #[test]
-    fn prescan_finds_the_configs_of_a_tar_on_disk_and_leaves_the_rest_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let config =
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-        let layer = vec![7u8; 3 << 20];
-        let mut b = tar::Builder::new(Vec::new());
-        let small = [0u8; 1000];
-        for (name, data) in [
-            ("layer/layer.tar", &layer[..]),
-            ("small/layer.tar", &small[..]),
-            ("config.json", &config[..]),
-        ] {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, data).unwrap();
-        }
-        let bytes = b.into_inner().unwrap();
-        let plain = dir.path().join("a.tar");
-        std::fs::write(&plain, &bytes).unwrap();
-        let heard = Heard::default();
-        prescan(&plain, &heard);
-        assert_eq!(*heard.0.lock().unwrap(), [Digest::of(config)]);
-
-        // Compressed: nothing (it would take a second decompression).
-        let gz = dir.path().join("a.tar.gz");
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut e, &bytes).unwrap();
-        std::fs::write(&gz, e.finish().unwrap()).unwrap();
-        let heard = Heard::default();
-        prescan(&gz, &heard);
-        assert!(heard.0.lock().unwrap().is_empty());
-
-        // A FIFO is not opened: its bytes are the walk's.
-        let fifo = dir.path().join("f.tar");
-        rustix::fs::mkfifoat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-        )
-        .unwrap();
-        let heard = Heard::default();
-        prescan(&fifo, &heard);
-        assert!(heard.0.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn declared_digests() {
-        let hex = "3c63c9c166711109a348b05fd7860edf5355b932eac5e2835313507de144cf40";
-        assert_eq!(
-            declared_digest(&format!("blobs/sha256/{hex}"))
-                .unwrap()
-                .unwrap()
-                .hex(),
-            hex
-        );
-        assert_eq!(
-            declared_digest(&format!("{hex}.json"))
-                .unwrap()
-                .unwrap()
-                .hex(),
-            hex
-        );
-        assert_eq!(
-            declared_digest(&format!("{hex}.tar"))
-                .unwrap()
-                .unwrap()
-                .hex(),
-            hex
-        );
-        assert_eq!(declared_digest(&format!("{hex}/layer.tar")).unwrap(), None);
-        assert!(declared_digest("blobs/sha512/abc").is_err());
-        assert!(declared_digest("blobs/sha256/XYZ").is_err());
-        assert!(is_legacy_metadata(&format!("{hex}/json")));
-        assert!(!is_legacy_metadata(&format!("{hex}/layer.tar")));
-    }
-
-    #[test]
-    fn an_oversized_layout_document_names_its_entry_and_the_limit() {
-        let big = vec![b' '; JSON_LIMIT as usize + 1];
-        let store = crate::store::memory::MemoryStore::default();
-        let e = ingest(
-            io::Cursor::new(tar(&[("index.json", big)])),
-            &store,
-            &std::env::temp_dir(),
-            &mut Counters::default(),
-        )
-        .unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            msg.contains("\"index.json\"") && msg.contains(&JSON_LIMIT.to_string()),
-            "{msg}"
-        );
-        assert!(e.is_archive_fault());
-    }
-
-    #[test]
-    fn blobs_are_stored_once_and_json_is_kept_for_the_plan() {
-        let layer = vec![7u8; 200_000];
-        let d = Digest::of(&layer);
-        let name = format!("blobs/sha256/{}", d.hex());
-        let doc = b"{\"schemaVersion\":2}".to_vec();
-        let doc_name = format!("blobs/sha256/{}", Digest::of(&doc).hex());
-        let archive = tar(&[(&name, layer.clone()), (&doc_name, doc.clone())]);
-        let store = crate::store::memory::MemoryStore::default();
-        let mut c = Counters::default();
-        let inv = ingest(
-            io::Cursor::new(archive.clone()),
-            &store,
-            &std::env::temp_dir(),
-            &mut c,
-        )
-        .unwrap();
-        assert_eq!((c.blobs_written, c.bytes_written), (1, 200_000));
-        // The JSON document waits in memory for the plan: not stored yet.
-        assert!(inv.deferred.contains(&Digest::of(&doc)));
-        assert_eq!(store.len(), 1);
-        // Again: present, nothing written.
-        let mut c = Counters::default();
-        ingest(
-            io::Cursor::new(archive),
-            &store,
-            &std::env::temp_dir(),
-            &mut c,
-        )
-        .unwrap();
-        assert_eq!((c.blobs_written, c.blobs_present), (0, 1));
-    }
-}
+mod tests;

@@ -3,8 +3,8 @@
 //! else a tag-only ref name under `--base-name`).
 
 use super::Builder;
-use crate::archive::spec;
-use crate::reference::{is_full_reference, Reference};
+use crate::oci;
+use crate::reference::{is_full_reference, InvalidReference, Reference};
 use std::collections::BTreeMap;
 
 impl Builder<'_> {
@@ -12,22 +12,15 @@ impl Builder<'_> {
     pub(super) fn names_from_annotations(
         &self,
         annotations: &BTreeMap<String, String>,
-    ) -> (Vec<Result<Reference, String>>, Option<String>) {
-        if let Some(name) = annotations.get(spec::ANNOTATION_IMAGE_NAME) {
-            return (
-                vec![Reference::parse_normalized(name).map_err(|e| e.to_string())],
-                None,
-            );
+    ) -> (Vec<Result<Reference, InvalidReference>>, Option<String>) {
+        if let Some(name) = annotations.get(oci::ANNOTATION_IMAGE_NAME) {
+            return (vec![Reference::parse_normalized(name)], None);
         }
-        match annotations.get(spec::ANNOTATION_REF_NAME) {
-            Some(r) if is_full_reference(r) => (
-                vec![Reference::parse_normalized(r).map_err(|e| e.to_string())],
-                None,
-            ),
+        match annotations.get(oci::ANNOTATION_REF_NAME) {
+            Some(r) if is_full_reference(r) => (vec![Reference::parse_normalized(r)], None),
             Some(tag) => match &self.opts.base_name {
                 Some(base) => (
-                    vec![Reference::parse_normalized(&format!("{base}:{tag}"))
-                        .map_err(|e| e.to_string())],
+                    vec![Reference::parse_normalized(&format!("{base}:{tag}"))],
                     None,
                 ),
                 None => (
@@ -45,13 +38,14 @@ impl Builder<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::{Builder, Format, PlanOptions};
-    use crate::archive::spec;
+    use crate::oci;
+    use crate::reference::InvalidReference;
     use std::collections::BTreeMap;
 
     fn names(
         base: Option<&str>,
         pairs: &[(&str, &str)],
-    ) -> (Vec<Result<String, String>>, Option<String>) {
+    ) -> (Vec<Result<String, InvalidReference>>, Option<String>) {
         let opts = PlanOptions {
             base_name: base.map(str::to_string),
             ..PlanOptions::default()
@@ -74,25 +68,25 @@ mod tests {
         let (n, _) = names(
             None,
             &[
-                (spec::ANNOTATION_IMAGE_NAME, "busybox:1"),
-                (spec::ANNOTATION_REF_NAME, "other:2"),
+                (oci::ANNOTATION_IMAGE_NAME, "busybox:1"),
+                (oci::ANNOTATION_REF_NAME, "other:2"),
             ],
         );
         assert_eq!(n, [Ok("docker.io/library/busybox:1".to_string())]);
         // A full reference in the ref name is normalised.
-        let (n, _) = names(None, &[(spec::ANNOTATION_REF_NAME, "quay.io/org/app:v1")]);
+        let (n, _) = names(None, &[(oci::ANNOTATION_REF_NAME, "quay.io/org/app:v1")]);
         assert_eq!(n, [Ok("quay.io/org/app:v1".to_string())]);
         // A tag-only ref name needs --base-name.
-        let (n, unnamed) = names(None, &[(spec::ANNOTATION_REF_NAME, "1.35")]);
+        let (n, unnamed) = names(None, &[(oci::ANNOTATION_REF_NAME, "1.35")]);
         assert!(n.is_empty());
         assert!(unnamed.unwrap().contains("--base-name"));
         let (n, _) = names(
             Some("example.com/base"),
-            &[(spec::ANNOTATION_REF_NAME, "1.35")],
+            &[(oci::ANNOTATION_REF_NAME, "1.35")],
         );
         assert_eq!(n, [Ok("example.com/base:1.35".to_string())]);
         // An invalid reference never becomes a name.
-        let (n, _) = names(None, &[(spec::ANNOTATION_IMAGE_NAME, "Busybox:1")]);
+        let (n, _) = names(None, &[(oci::ANNOTATION_IMAGE_NAME, "Busybox:1")]);
         assert!(n[0].is_err());
         let (n, unnamed) = names(None, &[]);
         assert!(n.is_empty() && unnamed.unwrap().contains("no image name"));

@@ -5,8 +5,8 @@ use super::{
     fail, parse_json, Builder, Failure, FileRecord, Format, Inventory, ManifestPlan, Plan,
     PlanOptions, Resolved, UnderstandError,
 };
-use crate::archive::spec::{self, Descriptor, DockerSaveImage, ImageConfig};
 use crate::digest::Digest;
+use crate::oci::{self, Descriptor, DockerSaveImage, ImageConfig};
 use crate::platform::Platform;
 use crate::reference::Reference;
 
@@ -18,7 +18,7 @@ pub(super) struct DockerPlanner<'a> {
 impl DockerPlanner<'_> {
     /// Follows links to the regular file a name refers to.
     fn file(&self, name: &str) -> Option<(&str, &FileRecord)> {
-        let mut name = crate::archive::walk::normalize(name).ok()?;
+        let mut name = crate::walk::normalize(name).ok()?;
         for _ in 0..16 {
             if let Some(rec) = self.inv.files.get(&name) {
                 return Some((self.inv.files.get_key_value(&name)?.0.as_str(), rec));
@@ -59,12 +59,12 @@ impl DockerPlanner<'_> {
                         match Reference::parse_normalized(tag) {
                             Ok(r) => {
                                 e.annotations
-                                    .insert(spec::ANNOTATION_IMAGE_NAME.into(), r.to_string());
+                                    .insert(oci::ANNOTATION_IMAGE_NAME.into(), r.to_string());
                                 e.annotations
-                                    .insert(spec::ANNOTATION_REF_NAME.into(), r.object());
+                                    .insert(oci::ANNOTATION_REF_NAME.into(), r.object());
                                 names.push(Ok(r));
                             }
-                            Err(err) => names.push(Err(err.to_string())),
+                            Err(err) => names.push(Err(err)),
                         }
                         index_entries.push(e);
                     }
@@ -93,12 +93,12 @@ impl DockerPlanner<'_> {
             })
             .cloned()
             .collect();
-        let index_bytes = spec::go_json(&spec::SynthesizedIndex {
+        let index_bytes = oci::go_json(&oci::SynthesizedIndex {
             schema_version: 2,
             manifests: &index_entries,
         });
         let index = Descriptor::new(
-            spec::MEDIA_OCI_INDEX,
+            oci::MEDIA_OCI_INDEX,
             Digest::of(&index_bytes),
             index_bytes.len() as u64,
         );
@@ -119,7 +119,7 @@ impl DockerPlanner<'_> {
         let config_digest = config_rec
             .digest
             .clone()
-            .map_err(|why| fail(config_name.to_string(), why))?;
+            .map_err(|why| fail(config_name.to_string(), why.to_string()))?;
         let config_bytes = self.inv.json.get(&config_digest).ok_or_else(|| {
             fail(
                 config_name.to_string(),
@@ -133,8 +133,7 @@ impl DockerPlanner<'_> {
             .as_ref()
             .map(|r| r.diff_ids.clone())
             .unwrap_or_default();
-        let config_desc =
-            Descriptor::new(spec::MEDIA_DOCKER_CONFIG, config_digest, config_rec.size);
+        let config_desc = Descriptor::new(oci::MEDIA_DOCKER_CONFIG, config_digest, config_rec.size);
         let mut layers = Vec::new();
         for (i, layer) in image.layers.iter().enumerate() {
             let (name, rec) = self
@@ -143,8 +142,8 @@ impl DockerPlanner<'_> {
             let digest = rec
                 .digest
                 .clone()
-                .map_err(|why| fail(name.to_string(), why))?;
-            let compressed = crate::archive::decode::layer_is_compressed(&rec.head);
+                .map_err(|why| fail(name.to_string(), why.to_string()))?;
+            let compressed = crate::decode::layer_is_compressed(&rec.head);
             if !compressed {
                 // An uncompressed layer's digest is its diff ID: the config vouches for it.
                 if let Some(want) = diff_ids.get(i) {
@@ -157,20 +156,20 @@ impl DockerPlanner<'_> {
                 }
             }
             let media = if compressed {
-                spec::MEDIA_DOCKER_LAYER_GZIP
+                oci::MEDIA_DOCKER_LAYER_GZIP
             } else {
-                spec::MEDIA_DOCKER_LAYER
+                oci::MEDIA_DOCKER_LAYER
             };
             layers.push(Descriptor::new(media, digest, rec.size));
         }
-        let bytes = spec::go_json(&spec::SynthesizedManifest {
+        let bytes = oci::go_json(&oci::SynthesizedManifest {
             schema_version: 2,
-            media_type: spec::MEDIA_DOCKER_MANIFEST,
+            media_type: oci::MEDIA_DOCKER_MANIFEST,
             config: &config_desc,
             layers: &layers,
         });
         let desc = Descriptor::new(
-            spec::MEDIA_DOCKER_MANIFEST,
+            oci::MEDIA_DOCKER_MANIFEST,
             Digest::of(&bytes),
             bytes.len() as u64,
         );
@@ -184,7 +183,7 @@ impl DockerPlanner<'_> {
         }
         res.blobs.insert(desc.digest.clone());
         res.labels
-            .insert(desc.digest.clone(), spec::gc_labels(&children));
+            .insert(desc.digest.clone(), oci::gc_labels(&children));
         res.manifests = 1;
         res.layered.push((
             desc.digest.clone(),

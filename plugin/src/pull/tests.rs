@@ -136,12 +136,12 @@ fn image() -> Image {
         let layer = (Digest::of(&layer_bytes), layer_bytes);
         let manifest = json(serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": spec::MEDIA_OCI_MANIFEST,
-            "config": {"mediaType": spec::MEDIA_OCI_CONFIG, "digest": config.0.to_string(), "size": config.1.len()},
+            "mediaType": oci::MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": oci::MEDIA_OCI_CONFIG, "digest": config.0.to_string(), "size": config.1.len()},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.0.to_string(), "size": layer.1.len()}],
         }));
         entries.push(serde_json::json!({
-            "mediaType": spec::MEDIA_OCI_MANIFEST,
+            "mediaType": oci::MEDIA_OCI_MANIFEST,
             "digest": manifest.0.to_string(),
             "size": manifest.1.len(),
             "platform": {"architecture": arch, "os": "linux"},
@@ -150,7 +150,7 @@ fn image() -> Image {
     }
     let index = json(serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": spec::MEDIA_OCI_INDEX,
+        "mediaType": oci::MEDIA_OCI_INDEX,
         "manifests": entries,
     }));
     Image {
@@ -163,13 +163,13 @@ fn image() -> Image {
 fn files(image: &Image, repo: &str, tag: &str) -> HashMap<String, (String, Vec<u8>)> {
     let mut f = HashMap::new();
     let m = |d: &Digest| format!("/v2/{repo}/manifests/{d}");
-    let index = (spec::MEDIA_OCI_INDEX.to_string(), image.index.1.clone());
+    let index = (oci::MEDIA_OCI_INDEX.to_string(), image.index.1.clone());
     f.insert(format!("/v2/{repo}/manifests/{tag}"), index.clone());
     f.insert(m(&image.index.0), index);
     for [manifest, config, layer] in &image.per_platform {
         f.insert(
             m(&manifest.0),
-            (spec::MEDIA_OCI_MANIFEST.to_string(), manifest.1.clone()),
+            (oci::MEDIA_OCI_MANIFEST.to_string(), manifest.1.clone()),
         );
         for (d, b) in [config, layer] {
             f.insert(
@@ -254,7 +254,7 @@ async fn pulls_the_wanted_platform_through_a_mirror_with_a_token() {
 
     let record = fake.image("docker.io/library/app:1.0").expect("the image");
     assert_eq!(record.digest, img.index.0.to_string());
-    assert_eq!(record.media_type, spec::MEDIA_OCI_INDEX);
+    assert_eq!(record.media_type, oci::MEDIA_OCI_INDEX);
     assert_eq!(record.labels["airlift.io/pinned"], "true");
     let [manifest, config, layer] = &img.per_platform[0];
     let source = "containerd.io/distribution.source.docker.io";

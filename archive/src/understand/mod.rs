@@ -6,20 +6,40 @@
 //! and skips are per image, so one broken image never hides the intact ones beside it.
 
 mod docker;
+mod layout;
 mod names;
-mod oci;
 
-use super::spec::{self, Descriptor, OciLayout};
 use crate::digest::Digest;
+use crate::oci::{self, ChainError, Descriptor, OciLayout};
 use crate::platform::PlatformPolicy;
-use crate::reference::Reference;
+use crate::reference::{InvalidReference, Reference};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Why a file of the archive is no usable blob.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    /// Under `blobs/` but not named by a sha256 digest.
+    #[error("blob path does not end in a sha256 digest: {0:?}")]
+    Path(String),
+    /// Under `blobs/<algorithm>/` for an algorithm other than sha256.
+    #[error("unsupported digest algorithm {0:?}")]
+    Algorithm(String),
+    /// Its bytes hash to another digest than its name declares.
+    #[error("content hashes to {actual}, not to {declared} as its name declares")]
+    Mismatch {
+        /// What the bytes hash to.
+        actual: Digest,
+        /// What the name declares.
+        declared: Digest,
+    },
+}
 
 /// What the walk learned about one regular file.
 #[derive(Debug, Clone)]
 pub struct FileRecord {
-    /// The digest of its bytes, or why it is unusable (a hash or size mismatch, a failed write).
-    pub digest: Result<Digest, String>,
+    /// The digest of its bytes, or why it is unusable (a hash mismatch, a name that is no
+    /// digest).
+    pub digest: Result<Digest, BlobError>,
     /// Its size.
     pub size: u64,
     /// Its first bytes (for layer media type detection).
@@ -105,20 +125,23 @@ pub struct ManifestPlan {
     pub platform: Option<crate::platform::Platform>,
     /// The config's `rootfs.diff_ids`, or why they cannot be used (not a layer chain, not
     /// digests).
-    pub diff_ids: Result<Vec<Digest>, String>,
+    pub diff_ids: Result<Vec<Digest>, ChainError>,
 }
 
 impl ManifestPlan {
     /// The manifest of `config` (whose JSON is `config_json`) and `layers`.
     pub fn new(config: Descriptor, layers: Vec<Descriptor>, config_json: &[u8]) -> ManifestPlan {
-        let parsed = serde_json::from_slice::<spec::ImageConfig>(config_json);
+        let parsed = serde_json::from_slice::<oci::ImageConfig>(config_json);
         let platform = parsed.as_ref().ok().and_then(|c| {
             (!c.platform.os.is_empty() || !c.platform.architecture.is_empty())
                 .then(|| c.platform.clone().normalized())
         });
         let diff_ids = match parsed {
-            Err(e) => Err(format!("image config {}: {e}", config.digest)),
-            Ok(c) => spec::layer_chain(&c),
+            Err(e) => Err(ChainError::Config {
+                digest: config.digest.clone(),
+                cause: e.to_string(),
+            }),
+            Ok(c) => oci::layer_chain(&c),
         };
         ManifestPlan {
             config,
@@ -238,7 +261,7 @@ pub fn plan(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, UnderstandError
             .index_json
             .as_ref()
             .ok_or(UnderstandError::MissingIndex)?;
-        return oci::OciPlanner { inv, opts }.plan(index);
+        return layout::OciPlanner { inv, opts }.plan(index);
     }
     if let Some(manifest) = &inv.manifest_json {
         return docker::DockerPlanner { inv, opts }.plan(manifest);
@@ -273,7 +296,7 @@ impl<'a> Builder<'a> {
         &mut self,
         subject: &str,
         target: Descriptor,
-        names: Vec<Result<Reference, String>>,
+        names: Vec<Result<Reference, InvalidReference>>,
         unnamed: Option<String>,
         res: Result<Resolved, Failure>,
     ) {
@@ -315,7 +338,7 @@ impl<'a> Builder<'a> {
                     self.plan.problems.push(Problem::Failed {
                         image: subject.to_string(),
                         entry: None,
-                        cause,
+                        cause: cause.to_string(),
                     });
                 }
             }
@@ -405,7 +428,7 @@ impl<'a> Builder<'a> {
                         .labels
                         .entry(index.digest.clone())
                         .or_default()
-                        .extend(spec::gc_labels(index_children));
+                        .extend(oci::gc_labels(index_children));
                     if let Some(bytes) = index_bytes {
                         self.plan.synthesized.insert(index.digest.clone(), bytes);
                     }
