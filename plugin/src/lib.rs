@@ -25,21 +25,25 @@
 //! - [`unpack`] — the images of the selected platforms unpacked into a snapshotter through
 //!   containerd's snapshot and diff services, each chain as soon as its layer is stored, while
 //!   the archive is still read ([`unpack::scheduler`]); also, later, from containerd's content;
-//! - [`import`] — one import start to finish: leases, plan, then the record step
-//!   ([`import::record`]: labels, the archive's pinned lease, image records), unpacking beside
-//!   it when asked, and its report;
-//!   a `.txt` pull list takes the other road there ([`import::pull`]: containerd pulls, airlift
-//!   pins, leases and records; on containerd 1.7 the pull is airlift's own, [`pull`]);
-//! - [`pull`] — the pull side: airlift's own client pull for containerd 1.7 (hosts resolved
-//!   from the hosts directory as containerd does, [`hosts::read`]; content fetched over
-//!   HTTP(S) with registry tokens by its registry client, [`pull::client`], straight into the
-//!   content store), and `airlift serve --follow URL` ([`pull::follow`]: a peer's registry
-//!   endpoint listed and kept as a pull list of the daemon's own, which [`import::pull`] pulls
-//!   from that peer);
+//! - [`import`] — one source's import and its vocabulary (source, options, report, errors, the
+//!   precedence question): an archive read into the store and planned ([`import::archive`]),
+//!   then the record step ([`import::record`]: labels, the archive's pinned lease, image
+//!   records, last), unpacking beside it when asked;
+//! - [`pull`] — the pull side: `.txt` pull lists ([`pull::list`]: containerd pulls, then the
+//!   archive's record step pins, leases and records), airlift's own client pull for containerd
+//!   1.7 (hosts resolved from the hosts directory as containerd does, [`hosts::read`]; content
+//!   fetched over HTTP(S) with registry tokens by its registry client, [`pull::client`],
+//!   straight into the content store), and `airlift serve --follow URL` ([`pull::follow`]: a
+//!   peer's registry endpoint listed and kept as a pull list of the daemon's own);
 //! - [`state`] — what airlift remembers of each archive, and whether (and how) a record still
 //!   stands in containerd ([`state::verify`]);
-//! - [`service`] — the one entry point every import goes through (`airlift import`, the daemon,
-//!   the API): where blobs may be written, recall of unchanged archives, the record kept;
+//! - [`service`] — the one import flow, for archives and pull lists, whoever asks (`airlift
+//!   import`, the daemon, through it the API): containerd reached or waited for
+//!   ([`service::connection`]), where blobs may be written and what dead processes left there
+//!   ([`service::placement`]), an unchanged source answered from its record
+//!   ([`service::recall`]), the import or pull tried again while containerd fails and the
+//!   record it leaves ([`service::job`]), the options built from flags or the configuration
+//!   ([`service::options`]);
 //! - [`pins`] — what containerd must show of a name airlift provides (its winner's target and
 //!   labels), and the one place that writes it or takes the pins off;
 //! - [`leftovers`] — what dead airlift processes left behind, removed ([`liveness`] tells who
@@ -66,7 +70,9 @@
 //!   blob present with its distribution source) and CRI's view (`airlift verify`);
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
 //!   containerd's content proxy plugin;
-//! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`];
+//! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`]; the
+//!   daemon is one too, between its own parts (import slots, the rule for shared names,
+//!   repairs);
 //! - [`fuzzing`] — what each `cargo fuzz` target (`fuzz/`) runs on one input, shared with the
 //!   test that replays every saved reproducer;
 //! - the edges every station uses: [`containerd`] (the operations airlift asks of containerd,
@@ -74,8 +80,8 @@
 //!   [`error`] (containerd's error classes and their one mapping to gRPC codes), [`labels`] (the
 //!   names airlift writes into containerd), [`escape`] (paths as text, escaped and
 //!   reversible), [`sys`] (system calls, through safe wrappers);
-//! - value types: [`digest`], [`reference`](mod@reference), [`platform`], and [`filters`] (containerd's filter
-//!   syntax, for the Content API's `List` and the fake).
+//! - value types: [`digest`], [`reference`](mod@reference), [`platform`], and [`filters`]
+//!   (containerd's filter syntax, for the Content API's `List` and the fake).
 //!
 //! Two seams carry the tests: [`containerd::Containerd`], whose fake lets everything above it
 //! be unit-tested (ordering, pins, repair, recall, claims), and [`store::ContentStore`], whose

@@ -4,9 +4,10 @@
 //!
 //! Every change to one archive — startup reconciliation, a file event, an API call — goes
 //! through [`Daemon::reconcile`] ([`reconcile`]), serialised per path, and every import, every
-//! recall of a record and every connection to containerd through the one [`Importer`]; imports run concurrently up to the configured limit. Pins move only for
-//! archives that are gone or no longer provide an image ([`crate::pins`]): no image of a present
-//! archive is ever unpinned, not even for a moment.
+//! recall of a record and every connection to containerd through the one [`Importer`]; imports
+//! run concurrently up to the configured limit. Pins move only for archives that are gone or no
+//! longer provide an image ([`crate::pins`]): no image of a present archive is ever unpinned,
+//! not even for a moment.
 //!
 //! The parts: [`status`] (what the daemon knows of each archive), [`reconcile`] (one archive's
 //! import or release), [`names`] (which archive a name several provide comes from, and making

@@ -136,7 +136,7 @@ impl Daemon {
         self.set_state(path, State::Pending, None);
         // A pull list waits on registries, not on the disk: it takes no import slot, so an
         // unreachable registry never holds up an archive.
-        let list = crate::import::pull::is_list(path);
+        let list = crate::pull::list::is_list(path);
         let _slot = if list {
             None
         } else {

@@ -2,11 +2,10 @@
 //! the errors, the precedence question) and the two stations that do it for an archive:
 //! [`archive`] reads it into the content store and plans its images, [`record`] labels and
 //! leases the content and writes the image records, last. A `.txt` pull list is imported by
-//! [`pull`], which ends in the same record step; [`crate::service`] decides which runs, and where
-//! blobs may be written.
+//! [`crate::pull::list`], which ends in the same record step; [`crate::service`] decides which
+//! runs, and where blobs may be written.
 
 pub mod archive;
-pub mod pull;
 pub mod record;
 
 pub use archive::{run, store_planned};

@@ -1,8 +1,7 @@
 //! The pull side: images that come from a registry rather than an archive. Pull lists
-//! ([`crate::import::pull`]) have containerd pull them, or, on containerd 1.7 (whose transfer
-//! service takes no hosts directory and no plain-HTTP default), this module's own client pull
-//! ([`pull`]); a followed peer's images are listed into a pull list of the daemon's own
-//! ([`follow`]).
+//! ([`list`]) have containerd pull them, or, on containerd 1.7 (whose transfer service takes no
+//! hosts directory and no plain-HTTP default), this module's own client pull ([`pull`]); a
+//! followed peer's images are listed into a pull list of the daemon's own ([`follow`]).
 //!
 //! The client pull is what containerd's Go client does in `Pull`, with airlift's rules. The
 //! reference is resolved through the hosts directory ([`crate::hosts::read`]), the manifests of
@@ -15,6 +14,7 @@
 
 pub mod client;
 pub mod follow;
+pub mod list;
 
 use crate::containerd::{
     exists_leased, Chunk, Client, ContainerdError, ImageTarget, Labels, Pull, Written,

@@ -1,5 +1,5 @@
 //! One source read and imported — an archive by [`crate::import`], a pull list by
-//! [`crate::import::pull`] — tried again while containerd fails (when the connection waits for
+//! [`crate::pull::list`] — tried again while containerd fails (when the connection waits for
 //! it), and the record it leaves, kept once the caller has done what depends on the old one.
 
 use super::connection::Patience;
@@ -49,9 +49,9 @@ pub struct Imported {
 
 impl Importer {
     /// Reads and imports `job`'s source through `client`. With a connection that waits for
-    /// containerd, an import that containerd fails is tried again once it answers (up to
-    /// [`CONTAINERD_RETRIES`] times); `None` when the work was abandoned meanwhile. Returns the
-    /// connection the last attempt used.
+    /// containerd, an import that containerd fails is tried again once it answers (up to 30
+    /// times); `None` when the work was abandoned meanwhile. Returns the connection the last
+    /// attempt used.
     pub async fn import(&self, client: Client, job: &Job<'_>) -> Option<(Client, Imported)> {
         let connection = &self.connection;
         let patient = connection.patience() == Patience::Wait;
@@ -98,8 +98,8 @@ impl Importer {
     async fn read(&self, client: &Client, job: &Job<'_>) -> Result<Report, ImportError> {
         let progress = job.progress.clone();
         if let (Source::File(file), Some(path)) = (job.source, job.source.path()) {
-            if import::pull::is_list(file) {
-                return import::pull::run(client, &path, &self.options, job.precedence).await;
+            if crate::pull::list::is_list(file) {
+                return crate::pull::list::run(client, &path, &self.options, job.precedence).await;
             }
         }
         let placement = self.placement(client).await;

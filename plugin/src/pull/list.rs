@@ -1,20 +1,20 @@
 //! Pull lists: a `.txt` file in an images directory (k3s's and rke2's convention: one image
 //! reference per line, `#` comments, blank lines) is a source like an archive, except that its
 //! images are pulled (by containerd's transfer service with the registry hosts directory airlift
-//! is given; on containerd 1.7 by airlift itself, [`crate::pull`]). They then go through the
-//! archive's record step ([`super::record`]): the list's lease holds what was pulled, the image
+//! is given; on containerd 1.7 by airlift itself, [`super::pull`]). They then go through the
+//! archive's record step ([`crate::import::record`]): the list's lease holds what was pulled, the image
 //! records are written with airlift's labels and pins under the same precedence rule, the record
 //! names each image's target, and when a line or the file goes its images are unpinned like a
 //! removed archive's.
 
-use super::record::{self, Recorded};
-use super::{ImportError, ImportOptions, Precedence, Report};
+use super::PullError;
 use crate::containerd::{Client, ContainerdError, ImageTarget, Pull};
 use crate::error::Class;
+use crate::import::record::{self, Recorded};
+use crate::import::{ImportError, ImportOptions, Precedence, Report};
 use crate::ingest::Counters;
 use crate::labels;
 use crate::platform::{Platform, PlatformPolicy};
-use crate::pull::PullError;
 use crate::reference::Reference;
 use crate::store::StoreKind;
 use std::io::Read;
@@ -96,7 +96,7 @@ pub async fn run(
     }
     let (refs, mut failed) = parse(&archive, &text);
     // A followed peer's list ([`crate::pull::follow`]): its images come from the peer.
-    let peer = crate::pull::follow::followed(&text);
+    let peer = super::follow::followed(&text);
 
     // The list's lease holds what its pulls bring, as an archive's holds its blobs.
     let lease = record::source_lease(client, path).await.map_err(cd_err)?;
