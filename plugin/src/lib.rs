@@ -66,6 +66,10 @@
 //!   applies to it, its reading as containerd resolves a registry's hosts ([`hosts::read`]),
 //!   the text of the `hosts.toml` files airlift writes ([`hosts::write`]), and the one reader of
 //!   endpoint URLs ([`hosts::endpoint`], on the `url` crate);
+//! - [`verify`] — whether policy allows an image, decided offline at import: a
+//!   containers-policy.json(5) file ([`verify::policy`]) evaluated against the cosign
+//!   signatures found for the image's digest ([`verify::signature`]: simple signing and
+//!   Sigstore bundles), and the digest lock ([`verify::lock`]);
 //! - [`visibility`] — what others see of an image: a Spegel-style walk of its content (every
 //!   blob present with its distribution source) and CRI's view (`airlift verify`);
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
@@ -114,6 +118,7 @@ pub mod state;
 pub mod store;
 pub mod sys;
 pub mod unpack;
+pub mod verify;
 pub mod visibility;
 
 #[cfg(test)]
