@@ -69,7 +69,8 @@
 //! - [`verify`] — whether policy allows an image, decided offline at import: a
 //!   containers-policy.json(5) file ([`verify::policy`]) evaluated against the cosign
 //!   signatures found for the image's digest ([`verify::signature`]: simple signing and
-//!   Sigstore bundles), and the digest lock ([`verify::lock`]);
+//!   Sigstore bundles), the digest lock ([`verify::lock`]), and containerd's image verifier
+//!   plugins run as containerd runs them on a pull ([`verify::bindir`]);
 //! - [`visibility`] — what others see of an image: a Spegel-style walk of its content (every
 //!   blob present with its distribution source) and CRI's view (`airlift verify`);
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as

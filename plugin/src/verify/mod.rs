@@ -10,8 +10,9 @@
 //!   each requirement was met) or refused (which scope and requirement, and why).
 //! - [`lock`]: the digest lock, `NAME@sha256:…` lines; [`Lock::check`] says whether a name
 //!   imports with the digest it is locked to.
+//! - [`bindir`]: containerd's image verifier plugins, run as containerd runs them on a pull.
 //!
-//! The two are independent: the import flow asks each in turn, and an image either of them
+//! The three are independent: the import flow asks each in turn, and an image any of them
 //! refuses is not imported.
 //!
 //! # Signatures
@@ -79,6 +80,7 @@
 //! themselves (policy.json, payloads, bundles, SETs) are small JSON read with serde_json,
 //! RFC 8785 canonical JSON for SETs from `serde_json_canonicalizer`.
 
+pub mod bindir;
 mod bundle;
 pub mod crypto;
 mod evaluate;
@@ -90,6 +92,7 @@ mod rekor;
 pub mod signature;
 mod simple;
 
+pub use bindir::{Judgement, VerifierError, Verifiers};
 pub use crypto::CryptoError;
 pub use evaluate::{Candidate, Verdict};
 pub use identity::{IdentityError, SignedIdentity};
