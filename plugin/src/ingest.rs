@@ -237,15 +237,27 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-fn is_layout_file(name: &str) -> bool {
+/// Whether an entry is one of the layout's own documents (kept by [`keep_layout_file`]).
+pub(crate) fn is_layout_file(name: &str) -> bool {
     matches!(
         name,
         "oci-layout" | "index.json" | "manifest.json" | "repositories"
     )
 }
 
+/// Keeps a layout document in the inventory (`repositories`, docker save's legacy list, is not
+/// kept).
+pub(crate) fn keep_layout_file(inv: &mut Inventory, name: &str, doc: Vec<u8>) {
+    match name {
+        "oci-layout" => inv.oci_layout = Some(doc),
+        "index.json" => inv.index_json = Some(doc),
+        "manifest.json" => inv.manifest_json = Some(doc),
+        _ => {}
+    }
+}
+
 /// docker save's legacy per-layer metadata (`<id>/json`, `<id>/VERSION`): never content.
-fn is_legacy_metadata(name: &str) -> bool {
+pub(crate) fn is_legacy_metadata(name: &str) -> bool {
     match name.split_once('/') {
         Some((dir, file)) => Digest::from_hex(dir).is_some() && matches!(file, "json" | "VERSION"),
         None => false,
@@ -293,7 +305,7 @@ fn note_descriptors(doc: &[u8], sizes: &mut HashMap<Digest, u64>) {
 }
 
 /// Records what the walk learned about a regular file, keeping only its first bytes.
-fn remember(
+pub(crate) fn remember(
     inv: &mut Inventory,
     name: String,
     digest: Result<Digest, String>,
@@ -304,7 +316,9 @@ fn remember(
     inv.files.insert(name, FileRecord { digest, size, head });
 }
 
-fn looks_like_json(head: &[u8]) -> bool {
+/// Whether a file's first bytes look like a JSON document (kept in memory for the plan) rather
+/// than a layer.
+pub fn looks_like_json(head: &[u8]) -> bool {
     head.iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'{' || *b == b'[')
@@ -374,12 +388,7 @@ pub fn ingest_observed(
                         }));
                     }
                     note_descriptors(&buf, &mut declared_sizes);
-                    match name.as_str() {
-                        "oci-layout" => inv.oci_layout = Some(buf),
-                        "index.json" => inv.index_json = Some(buf),
-                        "manifest.json" => inv.manifest_json = Some(buf),
-                        _ => {}
-                    }
+                    keep_layout_file(&mut inv, &name, buf);
                     return Ok(());
                 }
                 if is_legacy_metadata(&name) {
@@ -571,7 +580,7 @@ mod tests {
     #[test]
     fn an_oversized_layout_document_names_its_entry_and_the_limit() {
         let big = vec![b' '; JSON_LIMIT as usize + 1];
-        let store = crate::store::memory::MemoryStore::default();
+        let store = crate::testkit::memory::MemoryStore::default();
         let e = ingest(
             io::Cursor::new(tar(&[("index.json", big)])),
             &store,
@@ -595,7 +604,7 @@ mod tests {
         let doc = b"{\"schemaVersion\":2}".to_vec();
         let doc_name = format!("blobs/sha256/{}", Digest::of(&doc).hex());
         let archive = tar(&[(&name, layer.clone()), (&doc_name, doc.clone())]);
-        let store = crate::store::memory::MemoryStore::default();
+        let store = crate::testkit::memory::MemoryStore::default();
         let mut c = Counters::default();
         let inv = ingest(
             io::Cursor::new(archive.clone()),

@@ -13,8 +13,8 @@
 //!   [`archive::understand`] (OCI layout / docker save → a plan of images and labels), with the
 //!   formats themselves in [`archive::spec`];
 //! - [`store`] — the one content-store trait and its homes (direct into containerd's content
-//!   root, streamed over the Content API, airlift's own store for the content proxy, in memory),
-//!   the content root's layout ([`store::layout`]) and the conformance suite every home passes;
+//!   root, streamed over the Content API, airlift's own store for the content proxy) and the
+//!   content root's layout ([`store::layout`]);
 //! - [`ingest`] — drives an archive through decode and walk into the store, producing the
 //!   inventory the plan is made from (and telling an observer of each blob as it is stored);
 //! - [`unpack`] — the images of the selected platforms unpacked into a snapshotter through
@@ -56,10 +56,14 @@
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as
 //!   containerd's content proxy plugin;
 //! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`];
-//! - [`fuzzing`] — what each `cargo fuzz` target (`fuzz/`) runs on one input, shared with the
-//!   test that replays every saved reproducer;
+//! - `testkit` (compiled for the crate's tests and with the `testkit` feature, which
+//!   `integration/` and `fuzz/` turn on; never shipped) — what the tests share: the in-memory
+//!   containerd fake, the content-store conformance suite every home passes, an in-memory
+//!   store, and what each `cargo fuzz` target (`fuzz/`) runs on one input;
 //! - the edges every station uses: [`containerd`] (the operations airlift asks of containerd,
-//!   as a trait with a gRPC client and an in-memory fake), [`api`] (airlift's own gRPC API),
+//!   one trait per containerd service — content, leases, images, snapshots and diff, events,
+//!   introspection, transfer — summed in [`containerd::Containerd`], each with its gRPC client
+//!   in [`containerd::grpc`] and its fake in the test kit), [`api`] (airlift's own gRPC API),
 //!   [`error`] (containerd's error classes and their one mapping to gRPC codes), [`labels`] (the
 //!   names airlift writes into containerd), [`escape`] (paths as text, escaped and
 //!   reversible), [`sys`] (system calls, through safe wrappers);
@@ -81,7 +85,6 @@ pub mod error;
 pub mod escape;
 pub mod filters;
 pub mod follow;
-pub mod fuzzing;
 pub mod import;
 pub mod ingest;
 pub mod labels;
@@ -98,6 +101,8 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod sys;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod unpack;
 pub mod visibility;
 

@@ -2,9 +2,9 @@
 //! stopped providing an image), and a restart repairs from the records without reading them.
 
 use super::*;
-use crate::containerd::fake::Fake;
 use crate::labels;
 use crate::testing::fixture;
+use crate::testkit::fake::Fake;
 
 #[async_trait::async_trait]
 impl Connector for Fake {

@@ -2,10 +2,10 @@
 //! leaves behind (nothing half-done).
 
 use super::*;
-use crate::containerd::fake::{Call, Fake};
 use crate::error::Class;
 use crate::store::layout::ContentRoot;
 use crate::testing::{all_platforms, fixture};
+use crate::testkit::fake::{Call, Fake};
 
 fn import(fake: &Fake, placement: &Placement, name: &str) -> Result<Report, ImportError> {
     let rt = crate::testing::runtime();

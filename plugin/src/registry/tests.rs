@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::archive::spec::{MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST};
-use crate::containerd::fake::Fake;
 use crate::containerd::ImageTarget;
 use crate::digest::Digest;
+use crate::testkit::fake::Fake;
 use std::collections::BTreeMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -2,9 +2,9 @@
 //! re-read, and what is remembered after each outcome.
 
 use super::*;
-use crate::containerd::fake::Fake;
 use crate::labels;
 use crate::testing::{all_platforms, fixture};
+use crate::testkit::fake::Fake;
 
 struct Setup {
     fake: Fake,

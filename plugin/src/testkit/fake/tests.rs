@@ -1,5 +1,7 @@
 //! The fake's own semantics: leases, garbage collection, verified writes, claims, faults.
 use super::*;
+use crate::containerd::{Chunk, Written};
+use std::collections::BTreeMap;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
