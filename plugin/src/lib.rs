@@ -58,8 +58,9 @@
 //! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`];
 //! - `testkit` (compiled for the crate's tests and with the `testkit` feature, which
 //!   `integration/` and `fuzz/` turn on; never shipped) — what the tests share: the in-memory
-//!   containerd fake, the content-store conformance suite every home passes, an in-memory
-//!   store, and what each `cargo fuzz` target (`fuzz/`) runs on one input;
+//!   containerd fake, the behaviour suite that holds it to real containerd 2.x and 1.7, the
+//!   content-store conformance suite every home passes, an in-memory store, and what each
+//!   `cargo fuzz` target (`fuzz/`) runs on one input;
 //! - the edges every station uses: [`containerd`] (the operations airlift asks of containerd,
 //!   one trait per containerd service — content, leases, images, snapshots and diff, events,
 //!   introspection, transfer — summed in [`containerd::Containerd`], each with its gRPC client
@@ -71,8 +72,9 @@
 //!   syntax, for the Content API's `List` and the fake).
 //!
 //! Two seams carry the tests: [`containerd::Containerd`], whose fake lets everything above it
-//! be unit-tested (ordering, pins, repair, recall, claims), and [`store::ContentStore`], whose
-//! conformance suite runs against every home.
+//! be unit-tested (ordering, pins, repair, recall, claims) and one behaviour suite holds to what
+//! real containerd does, and [`store::ContentStore`], whose conformance suite runs against every
+//! home.
 
 pub mod api;
 pub mod archive;

@@ -54,7 +54,8 @@ pub trait Content: Send + Sync {
     /// Streams a blob into the namespace under the ingest ref `r#ref`: the chunks as they
     /// arrive, then a commit verified against `total` and the digest the commit names. `want`,
     /// the digest when known up front, lets containerd answer `AlreadyExists` before any byte
-    /// is sent.
+    /// is sent (the present blob then joins the handle's lease; one found present only at the
+    /// commit does not).
     async fn write(
         &self,
         r#ref: &str,
@@ -66,7 +67,8 @@ pub trait Content: Send + Sync {
     /// Claims a blob that is on disk in the content root already into the namespace, by digest
     /// alone (containerd's shared content policy): STAT and COMMIT with `digest`, `size` and the
     /// blob's labels, no data. Under a lease the blob joins it in the same transaction. `false`
-    /// when the namespace had it (its labels are then unchanged).
+    /// when the namespace had it (its labels are then unchanged; it joins the lease all the
+    /// same). A blob that is not on disk is `OutOfRange` (the commit finds an empty ingest).
     async fn claim(&self, r#ref: &str, digest: &Digest, size: u64, labels: &Labels)
         -> Result<bool>;
 

@@ -4,7 +4,8 @@
 //! [`Introspection`] (version, content root) and [`Transfer`] (pulls) — and [`Containerd`], their
 //! sum, the handle everything above holds ([`Client`]). Each trait has two implementations:
 //! [`grpc::Grpc`], the client of containerd's API socket (one file per service in [`grpc`]),
-//! and the in-memory fake of the test kit (`testkit::fake`, behind the `testkit` feature).
+//! and the in-memory fake of the test kit (`testkit::fake`, behind the `testkit` feature), which
+//! one behaviour suite (`testkit::behaviour`) holds to what real containerd 2.x and 1.7 do.
 //!
 //! Every call is made in one namespace and, when the handle carries one, under one lease (what
 //! containerd's clients send as `containerd-namespace` and `containerd-lease`):

@@ -73,8 +73,9 @@ pub trait Snapshots: Send + Sync {
         labels: &Labels,
     ) -> Result<Vec<Mount>>;
 
-    /// Commits the active snapshot `key` as `name`, with `labels`; under a lease `name` joins
-    /// it. `AlreadyExists` when `name` is committed already (it joins the lease all the same).
+    /// Commits the active snapshot `key` as `name`, with `labels` (those `key` was prepared with
+    /// are not kept); under a lease `name` joins it. `AlreadyExists` when `name` is committed
+    /// already (it joins the lease all the same).
     async fn commit_snapshot(
         &self,
         snapshotter: &str,
@@ -86,7 +87,8 @@ pub trait Snapshots: Send + Sync {
     /// A snapshot's metadata, or `None` when `snapshotter` has no snapshot `key`.
     async fn stat_snapshot(&self, snapshotter: &str, key: &str) -> Result<Option<SnapshotInfo>>;
 
-    /// Removes a snapshot (one that is not there is fine).
+    /// Removes a snapshot (one that is not there is fine; one that is a parent is
+    /// `FailedPrecondition`).
     async fn remove_snapshot(&self, snapshotter: &str, key: &str) -> Result<()>;
 
     /// Has containerd's differ apply the layer `layer` (a blob of the namespace) onto `mounts`;

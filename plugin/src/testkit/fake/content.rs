@@ -1,7 +1,7 @@
 //! The fake's content service: blobs in memory, commits verified, claims of blobs on disk in
 //! the content root it reports.
 
-use super::{Blob, Fake};
+use super::{set_labels, stored_labels, Blob, Fake};
 use crate::containerd::{
     BlobInfo, Chunk, Chunks, ContainerdError, Content, Labels, Result, Written,
 };
@@ -25,8 +25,7 @@ impl Content for Fake {
         let b = s.blobs.get_mut(digest).ok_or_else(|| {
             ContainerdError::call(format!("label blob {digest}"), Class::NotFound, "not found")
         })?;
-        b.labels
-            .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        set_labels(&mut b.labels, labels);
         Ok(())
     }
 
@@ -55,7 +54,10 @@ impl Content for Fake {
         let subject = expected.map_or(reference.to_string(), |d| d.to_string());
         self.enter("write", subject.clone())?;
         if let Some(d) = expected {
-            if self.state().blobs.contains_key(d) {
+            let mut s = self.state();
+            if s.blobs.contains_key(d) {
+                // Declared up front, a present blob joins the lease all the same.
+                self.hold(&mut s, d);
                 return Ok(Written::AlreadyExists);
             }
         }
@@ -111,6 +113,7 @@ impl Content for Fake {
         self.enter("claim", digest.to_string())?;
         let mut s = self.state();
         if s.blobs.contains_key(digest) {
+            self.hold(&mut s, digest);
             return Ok(false);
         }
         let on_disk = s
@@ -120,17 +123,18 @@ impl Content for Fake {
             .and_then(|p| std::fs::read(p).ok())
             .filter(|data| data.len() as u64 == size && Digest::of(data) == *digest);
         let Some(data) = on_disk else {
+            // Not shared: the commit at the blob's size finds an empty ingest.
             return Err(ContainerdError::call(
                 format!("claim blob {digest}"),
-                Class::FailedPrecondition,
-                format!("unexpected commit size 0, expected {size}"),
+                Class::OutOfRange,
+                format!("write @{size} must occur at current offset 0"),
             ));
         };
         s.blobs.insert(
             digest.clone(),
             Blob {
                 data,
-                labels: labels.clone().into_iter().collect(),
+                labels: stored_labels(labels),
             },
         );
         self.hold(&mut s, digest);

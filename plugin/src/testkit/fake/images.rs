@@ -1,6 +1,6 @@
 //! The fake's images service: records by name, each change published as containerd publishes it.
 
-use super::{invalid_filter, Fake};
+use super::{invalid_filter, set_labels, Fake};
 use crate::containerd::{
     ContainerdError, Event, ImageRecord, ImageTarget, Images, LabelChanges, Labels, Result,
 };
@@ -59,9 +59,7 @@ impl Images for Fake {
         record.media_type = image.media_type.clone();
         record.digest = image.digest.clone();
         record.size = image.size;
-        record
-            .labels
-            .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        set_labels(&mut record.labels, labels);
         let (name, labels) = (image.name.clone(), record.labels.clone());
         s.publish(if created {
             Event::ImageCreated { name, labels }
@@ -83,8 +81,8 @@ impl Images for Fake {
         })?;
         for (k, v) in labels {
             match v {
-                Some(v) => record.labels.insert(k.clone(), v.clone()),
-                None => record.labels.remove(k),
+                Some(v) if !v.is_empty() => record.labels.insert(k.clone(), v.clone()),
+                _ => record.labels.remove(k),
             };
         }
         let event = Event::ImageUpdated {

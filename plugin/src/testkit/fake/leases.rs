@@ -1,10 +1,9 @@
 //! The fake's leases service: leases holding blobs and snapshots, listed by containerd's filters.
 
-use super::{invalid_filter, Fake, Lease};
+use super::{invalid_filter, stored_labels, Fake, Lease};
 use crate::containerd::{rfc3339, ContainerdError, Labels, Leases, Result};
 use crate::error::Class;
 use crate::filters::{map_field, Adaptor, Filter};
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 struct LeaseView<'a>(&'a str, &'a Lease);
@@ -22,7 +21,7 @@ impl Adaptor for LeaseView<'_> {
 #[async_trait::async_trait]
 impl Leases for Fake {
     async fn create_lease(&self, id: &str, labels: Labels, expire: Option<Duration>) -> Result<()> {
-        let mut labels: HashMap<String, String> = labels.into_iter().collect();
+        let mut labels = stored_labels(&labels);
         self.enter("create_lease", id)?;
         if let Some(after) = expire {
             labels.insert(

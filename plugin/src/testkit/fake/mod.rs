@@ -9,7 +9,8 @@
 //!
 //! Each service trait is implemented in a file of its own (`content.rs`, `leases.rs`,
 //! `images.rs`, `snapshots.rs`, `events.rs`, `introspection.rs`, `transfer.rs`); the collector
-//! is `gc.rs`.
+//! is `gc.rs`. The semantics are those [`super::behaviour`] checks, against this fake and against
+//! real containerd 2.x and 1.7 alike.
 
 use crate::containerd::{
     Client, Containerd, ContainerdError, Event, ImageRecord, ImageTarget, Result, Scope,
@@ -133,6 +134,27 @@ impl Default for Fake {
     fn default() -> Self {
         Fake::new()
     }
+}
+
+/// Sets `labels` in `into` as containerd stores labels: an empty value removes the label.
+fn set_labels<'a>(
+    into: &mut HashMap<String, String>,
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) {
+    for (k, v) in labels {
+        if v.is_empty() {
+            into.remove(k);
+        } else {
+            into.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Labels as containerd stores them (none with an empty value).
+fn stored_labels(labels: &crate::containerd::Labels) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    set_labels(&mut out, labels);
+    out
 }
 
 fn invalid_filter(e: crate::filters::FilterError) -> ContainerdError {
@@ -372,6 +394,12 @@ impl Fake {
                 }
             }
         }
+    }
+}
+
+impl crate::testkit::behaviour::OtherClient for Fake {
+    fn delete_image(&self, name: &str) {
+        Fake::delete_image(self, name);
     }
 }
 

@@ -1,7 +1,7 @@
 //! The fake's snapshotters and differ: snapshots prepared on committed parents and committed
 //! under their names, and a differ that answers the digest of a layer's uncompressed bytes.
 
-use super::{Fake, Snapshot, State};
+use super::{stored_labels, Fake, Snapshot, State};
 use crate::containerd::{
     ContainerdError, Descriptor, Labels, Mount, Result, SnapshotInfo, SnapshotKind, Snapshots,
 };
@@ -70,7 +70,7 @@ impl Snapshots for Fake {
             Snapshot {
                 kind: SnapshotKind::Active,
                 parent: parent.to_string(),
-                labels: labels.clone().into_iter().collect(),
+                labels: stored_labels(labels),
                 applied: Vec::new(),
             },
         );
@@ -112,14 +112,13 @@ impl Snapshots for Fake {
             ));
         };
         s.snapshots.remove(&k);
-        let mut all = active.labels;
-        all.extend(labels.clone());
+        // The committed snapshot has the commit's labels only: the active one's go with it.
         s.snapshots.insert(
             n,
             Snapshot {
                 kind: SnapshotKind::Committed,
                 parent: active.parent,
-                labels: all,
+                labels: stored_labels(labels),
                 applied: active.applied,
             },
         );
@@ -143,8 +142,19 @@ impl Snapshots for Fake {
 
     async fn remove_snapshot(&self, snapshotter: &str, key: &str) -> Result<()> {
         self.enter("remove_snapshot", key)?;
-        self.state()
+        let mut s = self.state();
+        let parent = s
             .snapshots
+            .iter()
+            .any(|((sn, _), x)| sn == snapshotter && x.parent == key);
+        if parent {
+            return Err(snapshot_error(
+                format!("remove snapshot {key:?} in {snapshotter}"),
+                Class::FailedPrecondition,
+                "cannot remove snapshot with child",
+            ));
+        }
+        s.snapshots
             .remove(&(snapshotter.to_string(), key.to_string()));
         Ok(())
     }
