@@ -91,7 +91,7 @@ pub struct State {
     pub snapshots: BTreeMap<(String, String), Snapshot>,
     /// Every call, in order.
     pub calls: Vec<Call>,
-    /// What [`Containerd::version`] answers (a 2.x by default).
+    /// What [`Introspection::version`](crate::containerd::Introspection::version) answers (a 2.x by default).
     pub version: String,
     /// Run the garbage collector before every call (the strictest schedule containerd could
     /// choose), so content left unprotected between two calls is lost.
@@ -179,7 +179,7 @@ impl Fake {
         }
     }
 
-    /// Reports `root` as the content root, where [`Containerd::claim`] finds blobs on disk.
+    /// Reports `root` as the content root, where [`Content::claim`](crate::containerd::Content::claim) finds blobs on disk.
     pub fn with_content_root(self, root: &Path) -> Fake {
         self.state().content_root = Some(root.to_path_buf());
         self

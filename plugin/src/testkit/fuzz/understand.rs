@@ -68,7 +68,7 @@ fn trusted_inventory(data: &[u8]) -> Option<Inventory> {
     Some(inv)
 }
 
-/// A list of named files (see [`FILE_MARK`]) whose declared digests are trusted, through
+/// A list of named files (`== <name>` lines, see `FILE_MARK`) whose declared digests are trusted, through
 /// planning.
 pub fn understand(data: &[u8]) {
     let Some(inv) = trusted_inventory(data) else {
