@@ -1,4 +1,4 @@
-//! Fuzz target `archive`: runs [`airlift::fuzzing::archive`] on each input.
+//! Fuzz target `archive`: runs [`airlift::testkit::fuzz::archive`] on each input.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::fuzzing::archive(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::testkit::fuzz::archive(data));

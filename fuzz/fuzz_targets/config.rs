@@ -1,4 +1,4 @@
-//! Fuzz target `config`: runs [`airlift::fuzzing::config`] on each input.
+//! Fuzz target `config`: runs [`airlift::testkit::fuzz::config`] on each input.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::fuzzing::config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::testkit::fuzz::config(data));

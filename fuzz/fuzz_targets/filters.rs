@@ -1,4 +1,4 @@
-//! Fuzz target `filters`: runs [`airlift::fuzzing::filters`] on each input.
+//! Fuzz target `filters`: runs [`airlift::testkit::fuzz::filters`] on each input.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::fuzzing::filters(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::testkit::fuzz::filters(data));

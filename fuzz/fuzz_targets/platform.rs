@@ -1,4 +1,4 @@
-//! Fuzz target `platform`: runs [`airlift::fuzzing::platform`] on each input.
+//! Fuzz target `platform`: runs [`airlift::testkit::fuzz::platform`] on each input.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::fuzzing::platform(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::testkit::fuzz::platform(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `reference`: runs [`airlift::fuzzing::reference`] on each input.
+//! Fuzz target `reference`: runs [`airlift::testkit::fuzz::reference`] on each input.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::fuzzing::reference(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::testkit::fuzz::reference(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `understand`: runs [`airlift::fuzzing::understand`] on each input.
+//! Fuzz target `understand`: runs [`airlift::testkit::fuzz::understand`] on each input.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::fuzzing::understand(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| airlift::testkit::fuzz::understand(data));

@@ -7,8 +7,8 @@
 use airlift::archive::understand::{plan, Plan, PlanOptions, Problem};
 use airlift::ingest::{ingest, Counters};
 use airlift::platform::{Platform, PlatformPolicy};
-use airlift::store::memory::MemoryStore;
 use airlift::store::ContentStore;
+use airlift::testkit::memory::MemoryStore;
 use airlift_integration::{fixtures_dir, golden};
 use std::path::PathBuf;
 

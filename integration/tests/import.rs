@@ -3,7 +3,8 @@
 mod common;
 
 use airlift::store::layout::ContentRoot;
-use airlift::store::{conformance, direct::DirectStore, stream::StreamStore, Staging};
+use airlift::store::{direct::DirectStore, stream::StreamStore, Staging};
+use airlift::testkit::conformance;
 use airlift_integration::archives::{self, write_entries, Entry, MIB};
 use airlift_integration::{fixtures_dir, Containerd, Version};
 use common::*;

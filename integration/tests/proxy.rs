@@ -6,7 +6,8 @@ mod common;
 
 use airlift::digest::Digest;
 use airlift::store::layout::ContentRoot;
-use airlift::store::{conformance, direct::DirectStore, stream::StreamStore, ContentStore};
+use airlift::store::{direct::DirectStore, stream::StreamStore, ContentStore};
+use airlift::testkit::conformance;
 use airlift_integration::archives::{one_image, MIB};
 use airlift_integration::{fixtures_dir, Containerd, Options, Version};
 use common::daemon::Daemon;

@@ -66,7 +66,7 @@ pub async fn clean(client: &dyn Containerd, root: &ContentRoot) -> Cleaned {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::containerd::fake::Fake;
+    use crate::testkit::fake::Fake;
 
     #[tokio::test]
     async fn only_dead_processes_leftovers_go() {

@@ -18,8 +18,8 @@
 //!   configs, containerd's GC labels), shared by the archive side, ingest, unpacking, the
 //!   registry endpoint, client pulls and the visibility walk;
 //! - [`store`] — the one content-store trait and its homes (direct into containerd's content
-//!   root, streamed over the Content API, airlift's own store for the content proxy, in memory),
-//!   the content root's layout ([`store::layout`]) and the conformance suite every home passes;
+//!   root, streamed over the Content API, airlift's own store for the content proxy) and the
+//!   content root's layout ([`store::layout`]);
 //! - [`ingest`] — drives an archive through decode and walk into the store, producing the
 //!   inventory the plan is made from (and telling an observer of each blob as it is stored);
 //! - [`unpack`] — the images of the selected platforms unpacked into a snapshotter through
@@ -78,10 +78,15 @@
 //! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`]; the
 //!   daemon is one too, between its own parts (import slots, the rule for shared names,
 //!   repairs);
-//! - [`fuzzing`] — what each `cargo fuzz` target (`fuzz/`) runs on one input, shared with the
-//!   test that replays every saved reproducer;
+//! - `testkit` (compiled for the crate's tests and with the `testkit` feature, which
+//!   `integration/` and `fuzz/` turn on; never shipped) — what the tests share: the in-memory
+//!   containerd fake, the behaviour suite that holds it to real containerd 2.x and 1.7, the
+//!   content-store conformance suite every home passes, an in-memory store, and what each
+//!   `cargo fuzz` target (`fuzz/`) runs on one input;
 //! - the edges every station uses: [`containerd`] (the operations airlift asks of containerd,
-//!   as a trait with a gRPC client and an in-memory fake), [`api`] (airlift's own gRPC API),
+//!   one trait per containerd service — content, leases, images, snapshots and diff, events,
+//!   introspection, transfer — summed in [`containerd::Containerd`], each with its gRPC client
+//!   in [`containerd::grpc`] and its fake in the test kit), [`api`] (airlift's own gRPC API),
 //!   [`error`] (containerd's error classes and their one mapping to gRPC codes), [`labels`] (the
 //!   names airlift writes into containerd), [`escape`] (paths as text, escaped and
 //!   reversible), [`sys`] (system calls, through safe wrappers);
@@ -89,8 +94,9 @@
 //!   (containerd's filter syntax, for the Content API's `List` and the fake).
 //!
 //! Two seams carry the tests: [`containerd::Containerd`], whose fake lets everything above it
-//! be unit-tested (ordering, pins, repair, recall, claims), and [`store::ContentStore`], whose
-//! conformance suite runs against every home.
+//! be unit-tested (ordering, pins, repair, recall, claims) and one behaviour suite holds to what
+//! real containerd does, and [`store::ContentStore`], whose conformance suite runs against every
+//! home.
 
 pub use airlift_archive::{digest, escape, oci, platform, reference};
 
@@ -102,7 +108,6 @@ pub mod containerd;
 pub mod daemon;
 pub mod error;
 pub mod filters;
-pub mod fuzzing;
 pub mod hosts;
 pub mod import;
 pub mod ingest;
@@ -118,6 +123,8 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod sys;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod unpack;
 pub mod verify;
 pub mod visibility;

@@ -202,7 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn applying_writes_the_winner_or_takes_the_pins_off() {
-        let fake = crate::containerd::fake::Fake::new();
+        let fake = crate::testkit::fake::Fake::new();
         let c = fake.client();
         let want = desired("/a.tar", "sha256:aa");
         apply(

@@ -422,7 +422,8 @@ impl Content for ContentService {
 mod tests {
     use super::*;
     use crate::containerd::Grpc;
-    use crate::store::{conformance, stream::StreamStore};
+    use crate::store::stream::StreamStore;
+    use crate::testkit::conformance;
     use std::sync::Arc;
 
     /// The service over a real socket, checked by the Content API suite (the one containerd's

@@ -42,7 +42,7 @@ pub fn tar<N: AsRef<std::path::Path>>(entries: &[(N, Vec<u8>)]) -> Vec<u8> {
 
 /// The fake reached as the daemon reaches containerd.
 #[async_trait::async_trait]
-impl crate::service::Connector for crate::containerd::fake::Fake {
+impl crate::service::Connector for crate::testkit::fake::Fake {
     async fn connect(
         &self,
     ) -> Result<crate::containerd::Client, crate::containerd::ContainerdError> {

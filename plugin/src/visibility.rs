@@ -102,7 +102,7 @@ pub async fn walk(client: &dyn Containerd, image: &ImageRecord) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::containerd::fake::Fake;
+    use crate::testkit::fake::Fake;
     use std::collections::HashMap;
 
     fn record(name: &str, digest: &Digest, media_type: &str) -> ImageRecord {

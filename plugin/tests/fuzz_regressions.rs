@@ -1,7 +1,10 @@
 //! Replays every saved fuzz reproducer (`fuzz/regressions/<target>/`) and every seed
 //! (`fuzz/seeds/<target>/`) through the very function its fuzz target runs
-//! ([`airlift::fuzzing`]), so that a crash the fuzzer found stays a failing test until it is
-//! fixed, and stays fixed after. Every known target must have both directories, not empty.
+//! ([`airlift::testkit::fuzz`]), so that a crash the fuzzer found stays a failing test until it is
+//! fixed, and stays fixed after. Every known target must have both directories, not empty. The
+//! harnesses are in airlift's test kit, which the crate's own tests build with (`Cargo.toml`:
+//! the crate is its own dev-dependency with the `testkit` feature), so `cargo test -p airlift`
+//! runs this replay as surely as `cargo test --workspace` does.
 //!
 //! The archive seeds are the project's fixtures made small (every layer replaced by a tiny one,
 //! every digest and size that refers to it rewritten); `cargo test -p airlift --test
@@ -19,13 +22,13 @@ type Target = fn(&[u8]);
 
 /// The fuzz targets, by name.
 const TARGETS: [(&str, Target); 7] = [
-    ("archive", airlift::fuzzing::archive),
-    ("understand", airlift::fuzzing::understand),
-    ("reference", airlift::fuzzing::reference),
-    ("platform", airlift::fuzzing::platform),
-    ("filters", airlift::fuzzing::filters),
-    ("config", airlift::fuzzing::config),
-    ("proxy_write", airlift::fuzzing::proxy_write),
+    ("archive", airlift::testkit::fuzz::archive),
+    ("understand", airlift::testkit::fuzz::understand),
+    ("reference", airlift::testkit::fuzz::reference),
+    ("platform", airlift::testkit::fuzz::platform),
+    ("filters", airlift::testkit::fuzz::filters),
+    ("config", airlift::testkit::fuzz::config),
+    ("proxy_write", airlift::testkit::fuzz::proxy_write),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -136,12 +139,6 @@ fn read_entries(tar_bytes: &[u8]) -> Vec<Entry> {
     out
 }
 
-fn looks_like_json(data: &[u8]) -> bool {
-    data.iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'{' || *b == b'[')
-}
-
 fn gunzip(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(data)
@@ -221,7 +218,9 @@ fn shrink(tar_bytes: &[u8]) -> Vec<Entry> {
     let mut sizes = BTreeMap::new();
     let mut layers = BTreeMap::new();
     for e in entries.iter_mut() {
-        if e.header.entry_type() != tar::EntryType::Regular || looks_like_json(&e.data) {
+        if e.header.entry_type() != tar::EntryType::Regular
+            || airlift::ingest::looks_like_json(&e.data)
+        {
             continue;
         }
         let Some(hex) = name_hex(&e.name) else {
@@ -249,7 +248,9 @@ fn shrink(tar_bytes: &[u8]) -> Vec<Entry> {
     loop {
         let before = map.len();
         for (e, original) in entries.iter_mut().zip(&originals) {
-            if e.header.entry_type() != tar::EntryType::Regular || !looks_like_json(original) {
+            if e.header.entry_type() != tar::EntryType::Regular
+                || !airlift::ingest::looks_like_json(original)
+            {
                 continue;
             }
             let mut v: serde_json::Value = serde_json::from_slice(original).expect("JSON");
@@ -331,7 +332,7 @@ fn as_listing(entries: &[Entry]) -> Vec<u8> {
 
 fn images(tar_bytes: &[u8]) -> usize {
     use airlift::archive::understand::{plan, PlanOptions};
-    let store = airlift::store::memory::MemoryStore::default();
+    let store = airlift::testkit::memory::MemoryStore::default();
     let inv = airlift::ingest::ingest(
         std::io::Cursor::new(tar_bytes.to_vec()),
         &store,

@@ -4,8 +4,13 @@
 
 #![allow(dead_code)]
 
-pub use airlift::containerd::Containerd as _;
+// The service traits, for calls on a `Grpc` handle (each test uses some of them).
 use airlift::containerd::{BlobInfo, Client, Grpc, ImageRecord};
+#[allow(unused_imports)]
+pub use airlift::containerd::{
+    Containerd as _, Content as _, Images as _, Introspection as _, Leases as _, Snapshots as _,
+    Subscriber as _, Transfer as _,
+};
 use airlift::digest::Digest;
 use airlift_integration::{fixtures_dir, repo_root, Containerd};
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! `airlift verify`: what kubelet (CRI) and a peer such as Spegel see of airlift's images.
 
 use super::args::VerifyArgs;
-use crate::containerd::{Containerd, Grpc, ImageRecord};
+use crate::containerd::{Grpc, ImageRecord, Images};
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -2,11 +2,11 @@
 //! leaves behind (nothing half-done).
 
 use super::*;
-use crate::containerd::fake::{Call, Fake};
 use crate::digest::Digest;
 use crate::error::Class;
 use crate::store::layout::ContentRoot;
 use crate::testing::{all_platforms, fixture};
+use crate::testkit::fake::{Call, Fake};
 use std::sync::atomic::AtomicU64;
 
 fn import(fake: &Fake, placement: &Placement, name: &str) -> Result<Report, ImportError> {

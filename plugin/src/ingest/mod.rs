@@ -21,7 +21,7 @@ use crate::archive::understand::{BlobError, FileRecord, Inventory};
 use crate::archive::{decode, walk};
 use crate::digest::Digest;
 use crate::store::{read_full, ContentStore, StoreError};
-use names::{is_layout_file, is_legacy_metadata};
+pub(crate) use names::{is_layout_file, is_legacy_metadata, keep_layout_file};
 use std::collections::HashMap;
 use std::io::{self, Cursor, Read};
 use std::path::Path;
@@ -207,7 +207,7 @@ fn note_descriptors(doc: &[u8], sizes: &mut HashMap<Digest, u64>) {
 }
 
 /// Records what the walk learned about a regular file, keeping only its first bytes.
-fn remember(
+pub(crate) fn remember(
     inv: &mut Inventory,
     name: String,
     digest: Result<Digest, BlobError>,
@@ -218,7 +218,9 @@ fn remember(
     inv.files.insert(name, FileRecord { digest, size, head });
 }
 
-fn looks_like_json(head: &[u8]) -> bool {
+/// Whether a file's first bytes look like a JSON document (kept in memory for the plan) rather
+/// than a layer.
+pub fn looks_like_json(head: &[u8]) -> bool {
     head.iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'{' || *b == b'[')
@@ -288,12 +290,7 @@ pub fn ingest_observed(
                         }));
                     }
                     note_descriptors(&buf, &mut declared_sizes);
-                    match name.as_str() {
-                        "oci-layout" => inv.oci_layout = Some(buf),
-                        "index.json" => inv.index_json = Some(buf),
-                        "manifest.json" => inv.manifest_json = Some(buf),
-                        _ => {}
-                    }
+                    keep_layout_file(&mut inv, &name, buf);
                     return Ok(());
                 }
                 if is_legacy_metadata(&name) {

@@ -1,19 +1,31 @@
 //! What an entry's name says: the layout files, docker save's legacy metadata (never
 //! content), and the digest a blob's path or name declares.
 
-use crate::archive::understand::BlobError;
+use crate::archive::understand::{BlobError, Inventory};
 use crate::digest::Digest;
 
-/// Whether `name` is a layout file: kept in memory for the plan, never stored.
-pub(super) fn is_layout_file(name: &str) -> bool {
+/// Whether `name` is a layout file: kept in memory for the plan ([`keep_layout_file`]), never
+/// stored.
+pub(crate) fn is_layout_file(name: &str) -> bool {
     matches!(
         name,
         "oci-layout" | "index.json" | "manifest.json" | "repositories"
     )
 }
 
+/// Keeps a layout document in the inventory (`repositories`, docker save's legacy list, is not
+/// kept).
+pub(crate) fn keep_layout_file(inv: &mut Inventory, name: &str, doc: Vec<u8>) {
+    match name {
+        "oci-layout" => inv.oci_layout = Some(doc),
+        "index.json" => inv.index_json = Some(doc),
+        "manifest.json" => inv.manifest_json = Some(doc),
+        _ => {}
+    }
+}
+
 /// docker save's legacy per-layer metadata (`<id>/json`, `<id>/VERSION`): never content.
-pub(super) fn is_legacy_metadata(name: &str) -> bool {
+pub(crate) fn is_legacy_metadata(name: &str) -> bool {
     match name.split_once('/') {
         Some((dir, file)) => Digest::from_hex(dir).is_some() && matches!(file, "json" | "VERSION"),
         None => false,

@@ -7,7 +7,7 @@ use crate::testing::tar;
 #[test]
 fn an_oversized_layout_document_names_its_entry_and_the_limit() {
     let big = vec![b' '; JSON_LIMIT as usize + 1];
-    let store = crate::store::memory::MemoryStore::default();
+    let store = crate::testkit::memory::MemoryStore::default();
     let e = ingest(
         io::Cursor::new(tar(&[("index.json", big)])),
         &store,
@@ -31,7 +31,7 @@ fn blobs_are_stored_once_and_json_is_kept_for_the_plan() {
     let doc = b"{\"schemaVersion\":2}".to_vec();
     let doc_name = format!("blobs/sha256/{}", Digest::of(&doc).hex());
     let archive = tar(&[(&name, layer.clone()), (&doc_name, doc.clone())]);
-    let store = crate::store::memory::MemoryStore::default();
+    let store = crate::testkit::memory::MemoryStore::default();
     let mut c = Counters::default();
     let inv = ingest(
         io::Cursor::new(archive.clone()),

@@ -3,8 +3,8 @@
 //! hosts tried in order, and that a pull that fails leaves no image and no ingest.
 
 use super::*;
-use crate::containerd::fake::Fake;
 use crate::platform::Platform;
+use crate::testkit::fake::Fake;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use std::collections::HashMap;

@@ -355,7 +355,7 @@ async fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::containerd::fake::Fake;
+    use crate::testkit::fake::Fake;
 
     fn record(name: &str, digest: &Digest, airlift: bool) -> ImageRecord {
         let mut labels = HashMap::new();

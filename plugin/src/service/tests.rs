@@ -2,11 +2,11 @@
 //! re-read, and what is remembered after each outcome.
 
 use super::*;
-use crate::containerd::fake::Fake;
 use crate::import::Outcome;
 use crate::labels;
 use crate::state::{Identity, Outcome as RecordOutcome};
 use crate::testing::{all_platforms, fixture};
+use crate::testkit::fake::Fake;
 
 struct Setup {
     fake: Fake,

@@ -185,9 +185,9 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::containerd::fake::Fake;
     use crate::containerd::ImageTarget;
     use crate::state::{Identity, Record};
+    use crate::testkit::fake::Fake;
     use std::path::Path;
 
     fn setup() -> (Fake, Record, BTreeMap<String, String>) {

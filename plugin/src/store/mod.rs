@@ -9,22 +9,20 @@
 //!   *staged* (verified and durable on disk, not yet in the namespace) until the import claims
 //!   the ones an image uses — the [`Staging`] side, which only the direct store has;
 //! - [`stream::StreamStore`] streams data through containerd's Content API;
-//! - [`memory::MemoryStore`], an in-memory store for unit tests;
 //! - [`local::LocalStore`], containerd's on-disk layout owned by airlift, which [`crate::proxy`]
 //!   serves to containerd as its content store.
 //!
-//! [`layout`] is the content root's layout, known nowhere else. [`conformance`] is the behaviour
-//! every home must show, run against all four (the containerd-backed ones against real containerd
-//! in the end-to-end tests, against the containerd fake in unit tests).
+//! [`layout`] is the content root's layout, known nowhere else. The behaviour every home must show
+//! is the test kit's conformance suite (`testkit::conformance`), run against each (the
+//! containerd-backed ones against real containerd in the end-to-end tests, against the
+//! containerd fake in unit tests), and against the test kit's in-memory store.
 //!
 //! The trait is synchronous: the archive is read on a blocking thread, and the containerd-backed
 //! stores bridge to async gRPC with a runtime handle.
 
-pub mod conformance;
 pub mod direct;
 pub mod layout;
 pub mod local;
-pub mod memory;
 pub mod stream;
 
 use crate::containerd::{Containerd, ContainerdError};

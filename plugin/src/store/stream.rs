@@ -118,7 +118,7 @@ impl ContentStore for StreamStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::containerd::fake::Fake;
+    use crate::testkit::fake::Fake;
 
     #[test]
     fn conforms_on_the_fake() {
@@ -126,7 +126,7 @@ mod tests {
         let fake = Fake::new();
         let store = StreamStore::new(fake.client(), rt.handle().clone(), "airlift-t".into());
         rt.block_on(async {
-            tokio::task::spawn_blocking(move || super::super::conformance::run(&store))
+            tokio::task::spawn_blocking(move || crate::testkit::conformance::run(&store))
                 .await
                 .unwrap()
         });

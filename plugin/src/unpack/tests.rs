@@ -4,7 +4,6 @@
 //! snapshot once the images and leases go, and the retry from containerd's content.
 
 use super::*;
-use crate::containerd::fake::Fake;
 use crate::containerd::SnapshotKind;
 use crate::error::Class;
 use crate::import::{self, Alone, ImportOptions, Placement, Source};
@@ -12,6 +11,7 @@ use crate::labels;
 use crate::oci;
 use crate::platform::Platform;
 use crate::testing::tar;
+use crate::testkit::fake::Fake;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -119,7 +119,7 @@ fn import_entries(
 }
 
 /// The committed snapshots, and every snapshot that is not.
-fn snapshots(fake: &Fake) -> (BTreeMap<String, crate::containerd::fake::Snapshot>, usize) {
+fn snapshots(fake: &Fake) -> (BTreeMap<String, crate::testkit::fake::Snapshot>, usize) {
     let active = fake
         .state()
         .snapshots
@@ -178,7 +178,7 @@ fn shared_chains_are_applied_once_labelled_and_held() {
     assert_eq!(s.labels[apply::SNAPSHOT_PARENT], mid.to_string());
     // Each config names its top chain; uncompressed layers get no `uncompressed` label.
     let state = fake.state();
-    let configs: Vec<&crate::containerd::fake::Blob> = state
+    let configs: Vec<&crate::testkit::fake::Blob> = state
         .blobs
         .values()
         .filter(|b| b.labels.contains_key(&gc_label(SN)))

@@ -10,9 +10,9 @@ mod repair;
 mod startup;
 
 use super::*;
-use crate::containerd::fake::Fake;
 use crate::labels;
 use crate::testing::fixture;
+use crate::testkit::fake::Fake;
 
 const BUSYBOX: &str = "docker.io/library/busybox:1.35";
 const TOOLS: &str = "registry.example.com/tools/busybox:latest";

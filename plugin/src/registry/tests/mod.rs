@@ -3,10 +3,10 @@
 //! kept and refused ([`connections`]).
 
 use super::*;
-use crate::containerd::fake::Fake;
 use crate::containerd::ImageTarget;
 use crate::digest::Digest;
 use crate::oci::{MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST};
+use crate::testkit::fake::Fake;
 use std::collections::BTreeMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

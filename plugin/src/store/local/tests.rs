@@ -162,7 +162,7 @@ fn labels_update_and_filters() {
 fn conforms() {
     let dir = tempfile::tempdir().unwrap();
     let s = LocalStore::open(dir.path()).unwrap();
-    crate::store::conformance::run(&s);
+    crate::testkit::conformance::run(&s);
     // Failed writes left no ingest behind.
     assert!(s.list_statuses(&all()).unwrap().is_empty());
 }

@@ -172,7 +172,8 @@ pub(super) fn parse_time(text: &str) -> Option<SystemTime> {
     }
 }
 
-pub(super) fn read_status(dir: &Path) -> io::Result<IngestStatus> {
+/// The status of the ingest in `dir`, from its files.
+pub(crate) fn read_status(dir: &Path) -> io::Result<IngestStatus> {
     let reference = fs::read_to_string(dir.join("ref"))?;
     let data = fs::metadata(dir.join("data"))?;
     let total = fs::read_to_string(dir.join("total"))
@@ -195,6 +196,12 @@ pub(super) fn read_status(dir: &Path) -> io::Result<IngestStatus> {
     })
 }
 
+/// Whether a writer on `reference` expecting `total` bytes (0: not said) resumes the ingest of
+/// `status`: it must be this ref's, and its total, when both are known, the same.
+pub(crate) fn resumes(status: &IngestStatus, reference: &str, total: u64) -> bool {
+    status.reference == reference && (total == 0 || status.total == 0 || total == status.total)
+}
+
 /// Reopens an existing ingest, re-hashing its data. `Ok(None)` when it is not this ref's
 /// resumable ingest (another ref's leftovers, missing files, a different total): it is then
 /// started over. Any other failure is an error, and the bytes stay for a later attempt.
@@ -215,7 +222,7 @@ fn resume(
         }
         Err(e) => return Err(e),
     };
-    if status.reference != reference || (total > 0 && status.total > 0 && total != status.total) {
+    if !resumes(&status, reference, total) {
         return Ok(None);
     }
     let mut file = OpenOptions::new()

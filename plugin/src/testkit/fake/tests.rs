@@ -1,5 +1,7 @@
 //! The fake's own semantics: leases, garbage collection, verified writes, claims, faults.
 use super::*;
+use crate::containerd::{Chunk, Written};
+use std::collections::BTreeMap;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -45,7 +47,7 @@ fn writes_verify_and_claims_need_the_blob_on_disk() {
         assert_eq!(e.class(), Class::FailedPrecondition);
         // Not on disk: nothing to claim.
         let e = c.claim("r", &d, 10, &BTreeMap::new()).await.unwrap_err();
-        assert_eq!(e.class(), Class::FailedPrecondition);
+        assert_eq!(e.class(), Class::OutOfRange);
         std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
         std::fs::write(dir.path().join("blobs/sha256").join(d.hex()), &data).unwrap();
         assert!(c.claim("r", &d, 10, &BTreeMap::new()).await.unwrap());
@@ -82,4 +84,13 @@ fn faults_and_filters() {
         assert_eq!(c.list_leases("id==other").await.unwrap(), vec!["other"]);
     });
     assert_eq!(fake.count("create_lease"), 3);
+}
+
+#[test]
+fn behaves_as_containerd() {
+    use crate::testkit::behaviour::{run, Subject};
+    let root = tempfile::tempdir().unwrap();
+    let fake = Fake::new().with_content_root(root.path());
+    let subject = Subject::new(fake.client(), &fake, "overlayfs", "the fake");
+    crate::testing::runtime().block_on(run(&subject));
 }

@@ -5,8 +5,8 @@
 //! the proxy's own socket. [`content_api`] is the Content API's wire semantics, checked against
 //! containerd's built-in store and airlift's proxy alike.
 
-use super::{ContentStore, StoreError};
 use crate::digest::Digest;
+use crate::store::{ContentStore, StoreError, CHUNK};
 use std::io::Read;
 
 /// Deterministic pseudo-random bytes (so each run stores fresh blobs when `seed` differs).
@@ -81,7 +81,7 @@ pub fn run(store: &dyn ContentStore) {
     assert_eq!(again.written, 0, "{kind}: present blob written again");
 
     // Without a declared digest, the digest is computed; a large blob spans many chunks.
-    let large = bytes(3 * super::CHUNK + 12345, seed ^ 1);
+    let large = bytes(3 * CHUNK + 12345, seed ^ 1);
     let put = store
         .put(&mut &large[..], large.len() as u64, None)
         .unwrap();
@@ -130,8 +130,8 @@ pub fn run(store: &dyn ContentStore) {
     assert_eq!(store.exists(&Digest::of(&short)).unwrap(), None, "{kind}");
 
     // A failing source is reported as the archive's fault, nothing committed.
-    let broken = bytes(2 * super::CHUNK, seed ^ 4);
-    let mut r = FailingReader(broken[..super::CHUNK + 7].to_vec());
+    let broken = bytes(2 * CHUNK, seed ^ 4);
+    let mut r = FailingReader(broken[..CHUNK + 7].to_vec());
     let err = store.put(&mut r, broken.len() as u64, None).unwrap_err();
     assert!(matches!(err, StoreError::Source(_)), "{kind}: {err}");
     assert_eq!(store.exists(&Digest::of(&broken)).unwrap(), None, "{kind}");

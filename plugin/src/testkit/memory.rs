@@ -1,7 +1,8 @@
-//! An in-memory content store: the fake for unit tests.
+//! An in-memory content store, for tests of the archive side (and the fuzz harnesses) that
+//! need no containerd.
 
-use super::{copy_verified, ContentStore, Put, Result, StoreError, StoreKind};
 use crate::digest::Digest;
+use crate::store::{copy_verified, ContentStore, Put, Result, StoreError, StoreKind};
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Mutex;
