@@ -152,7 +152,7 @@ pub struct Index {
     pub manifests: Vec<Descriptor>,
 }
 
-/// An image manifest.
+/// An image manifest (or an OCI 1.1 artifact manifest in the same shape).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Manifest {
     /// The image config.
@@ -160,6 +160,15 @@ pub struct Manifest {
     /// The layers, base first.
     #[serde(default)]
     pub layers: Vec<Descriptor>,
+    /// The manifest this one refers to (an OCI 1.1 referrer: a signature, an attestation).
+    #[serde(default)]
+    pub subject: Option<Descriptor>,
+    /// The artifact type of a referrer (else its config's media type says it).
+    #[serde(rename = "artifactType", default)]
+    pub artifact_type: String,
+    /// The manifest's annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The parts of an image config airlift reads.

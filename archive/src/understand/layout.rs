@@ -2,8 +2,8 @@
 //! reaches, nested indexes included, resolved per platform.
 
 use super::{
-    fail, parse_json, Builder, Failure, FileRecord, Format, Inventory, ManifestPlan, Plan,
-    PlanOptions, Problem, Resolved, UnderstandError,
+    attached, fail, parse_json, Builder, Failure, FileRecord, Format, Inventory, ManifestPlan,
+    Plan, PlanOptions, Problem, Resolved, UnderstandError,
 };
 use crate::digest::Digest;
 use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest};
@@ -29,6 +29,9 @@ impl OciPlanner<'_> {
         let mut b = Builder::new(self.opts, Format::OciLayout);
         let mut top_children = Vec::new();
         for (i, entry) in index.manifests.iter().enumerate() {
+            if b.take_attachment(self.inv, entry) {
+                continue;
+            }
             if let Some(p) = &entry.platform {
                 if !self.opts.platforms.matches(p) {
                     let (names, _) = b.names_from_annotations(&entry.annotations);
@@ -42,7 +45,17 @@ impl OciPlanner<'_> {
                 }
             }
             top_children.push(entry.clone());
-            let (names, unnamed) = b.names_from_annotations(&entry.annotations);
+            let (mut names, mut unnamed) = b.names_from_annotations(&entry.annotations);
+            if names.is_empty() {
+                if let Some(locked) = self.opts.named.get(&entry.digest) {
+                    names = locked
+                        .iter()
+                        .map(|n| Reference::parse_normalized(n))
+                        .collect();
+                } else if cosign_image(entry) {
+                    unnamed = Some(COSIGN_UNNAMED.to_string());
+                }
+            }
             let subject = subject_of(&names, i, entry);
             let mut res = Resolved::default();
             let outcome = self
@@ -55,7 +68,10 @@ impl OciPlanner<'_> {
             Digest::of(index_bytes),
             index_bytes.len() as u64,
         );
-        Ok(b.finish(index_desc, &top_children, Some(index_bytes.to_vec())))
+        b.take_unlisted_referrers(self.inv);
+        let mut plan = b.finish(index_desc, &top_children, Some(index_bytes.to_vec()));
+        attached::attach(&mut plan);
+        Ok(plan)
     }
 
     /// Looks a blob up by digest, checking the size the descriptor declares.
@@ -201,6 +217,18 @@ impl OciPlanner<'_> {
             ))
         }
     }
+}
+
+/// Why a `cosign save` layout's image is not imported without a name.
+const COSIGN_UNNAMED: &str = "a cosign save layout names no image: a line of the digest lock \
+    (--lock, NAME@DIGEST) for its digest names it";
+
+/// Whether an index.json entry is the image of a `cosign save` layout.
+fn cosign_image(entry: &Descriptor) -> bool {
+    entry
+        .annotations
+        .get(attached::COSIGN_KIND)
+        .is_some_and(|k| k.starts_with(attached::KIND_IMAGE_PREFIX))
 }
 
 fn subject_of(

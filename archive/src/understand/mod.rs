@@ -5,6 +5,7 @@
 //! JSON documents and the layout files. Output is a [`Plan`]. Nothing here performs I/O; failures
 //! and skips are per image, so one broken image never hides the intact ones beside it.
 
+pub mod attached;
 mod docker;
 mod layout;
 mod names;
@@ -77,6 +78,9 @@ pub struct PlanOptions {
     pub index_name: Option<String>,
     /// Also create `<repository>@<digest>` names (`--digest-refs`).
     pub digest_refs: bool,
+    /// Names for images the archive leaves unnamed (`cosign save` layouts), by target digest:
+    /// the digest lock's lines.
+    pub named: BTreeMap<Digest, Vec<String>>,
 }
 
 impl Default for PlanOptions {
@@ -86,6 +90,7 @@ impl Default for PlanOptions {
             base_name: None,
             index_name: None,
             digest_refs: false,
+            named: BTreeMap::new(),
         }
     }
 }
@@ -111,6 +116,12 @@ pub struct ImagePlan {
     /// The image manifests it reaches (one, or an index's selected ones): keys of
     /// [`Plan::manifests`].
     pub manifests: Vec<Digest>,
+    /// For an attachment's record (`sha256-<hex>.sig`, a referrers-tag index), the target
+    /// digest of the image it belongs to: recorded, pinned and leased with that image, never
+    /// unpacked, and left out when that image is.
+    pub subject: Option<Digest>,
+    /// Labels of this image record alone (beside those every image of the import gets).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One image manifest the plan keeps, as unpacking needs it: the config, the layers in order
@@ -190,6 +201,8 @@ pub struct Plan {
     pub synthesized: BTreeMap<Digest, Vec<u8>>,
     /// The image manifests the images reach, by digest.
     pub manifests: BTreeMap<Digest, ManifestPlan>,
+    /// The signatures, attestations and referrers the archive carries for its images.
+    pub attachments: Vec<attached::Attachment>,
 }
 
 /// Why the archive as a whole cannot be understood.
@@ -398,6 +411,8 @@ impl<'a> Builder<'a> {
                 target: target.clone(),
                 blobs: res.blobs.clone(),
                 manifests: manifests.clone(),
+                subject: None,
+                labels: BTreeMap::new(),
             });
         }
     }
@@ -438,6 +453,8 @@ impl<'a> Builder<'a> {
                         target: index,
                         blobs,
                         manifests,
+                        subject: None,
+                        labels: BTreeMap::new(),
                     });
                 }
             }

@@ -184,6 +184,8 @@ pub struct ServeArgs {
     pub hosts_dir: Option<PathBuf>,
     #[command(flatten)]
     pub unpack: UnpackArg,
+    #[command(flatten)]
+    pub verify: VerifyArg,
     /// Another node's registry endpoint (http://HOST:PORT or https://HOST:PORT, its CA and
     /// client certificate from the hosts directory) whose images are pulled and pinned here
     /// while it serves them (repeatable; replaces the configured list).
@@ -303,6 +305,8 @@ pub struct ImportArgs {
     pub hosts_dir: Option<PathBuf>,
     #[command(flatten)]
     pub unpack: UnpackArg,
+    #[command(flatten)]
+    pub verify: VerifyArg,
 }
 
 impl ImportArgs {
@@ -330,6 +334,7 @@ impl ImportArgs {
             content_root: None,
             scratch_dir: Some(self.state_dir.clone()),
             pipes: true,
+            verify: self.verify.over(crate::verify::Settings::default()),
         })
     }
 
@@ -369,6 +374,7 @@ impl ServeArgs {
         if let Some(v) = &self.unpack.snapshotter {
             cfg.unpack = Some(v.clone());
         }
+        cfg.verify = self.verify.over(cfg.verify);
         if !self.follow.is_empty() {
             cfg.follow = self.follow.clone();
         }
@@ -482,6 +488,38 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.registry.address, "127.0.0.1:5050");
         assert_eq!(c.registry.serve, crate::registry::Policy::All);
+    }
+}
+
+/// Verification at import, for `import` and `serve` (over `[verify]`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct VerifyArg {
+    /// A containers-policy.json(5) file (e.g. /etc/containers/policy.json): images it does not
+    /// allow, by the cosign signatures the archive carries, are not imported.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// A digest lock: lines NAME@sha256:…; a listed name imports with exactly that digest.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// containerd's image verifier plugins (its bin_dir): each runs for every image, as
+    /// containerd runs it on a pull.
+    #[arg(long, value_name = "DIR")]
+    pub verifier_bin_dir: Option<PathBuf>,
+}
+
+impl VerifyArg {
+    /// `settings` with what the flags set.
+    pub fn over(&self, mut settings: crate::verify::Settings) -> crate::verify::Settings {
+        if let Some(p) = &self.policy {
+            settings.policy = Some(p.clone());
+        }
+        if let Some(p) = &self.lock {
+            settings.lock = Some(p.clone());
+        }
+        if let Some(p) = &self.verifier_bin_dir {
+            settings.verifier_bin_dir = Some(p.clone());
+        }
+        settings
     }
 }
 

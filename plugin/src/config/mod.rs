@@ -99,6 +99,8 @@ pub struct Config {
     pub registry: Registry,
     /// `[mirrors]`: containerd's hosts.toml files written at start (`airlift mirrors`).
     pub mirrors: Mirrors,
+    /// `[verify]`: signatures and policy checked at import (`airlift import --policy`).
+    pub verify: crate::verify::Settings,
 }
 
 /// The `[mirrors]` table: at start the daemon writes containerd's `hosts.toml` files, as
@@ -226,6 +228,7 @@ impl Default for Config {
             content_proxy: ContentProxy::default(),
             registry: Registry::default(),
             mirrors: Mirrors::default(),
+            verify: crate::verify::Settings::default(),
         }
     }
 }

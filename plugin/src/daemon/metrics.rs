@@ -35,6 +35,7 @@ pub struct Metrics {
     blobs_written: Counter,
     blobs_skipped: Counter,
     repairs: Family<WhatLabel, Counter>,
+    verifications: Family<ResultLabel, Counter>,
     /// The registry endpoint's counters.
     pub registry_endpoint: crate::registry::Counters,
 }
@@ -87,11 +88,18 @@ impl Metrics {
             "Images restored from the records after someone else changed them, by what was wrong",
             repairs.clone(),
         );
+        let verifications = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "verifications",
+            "Images verified at import, by result (allowed, refused)",
+            verifications.clone(),
+        );
         let registry_counters = crate::registry::Counters::default();
         registry_counters.register(&mut registry);
         Metrics {
             registry_endpoint: registry_counters,
             repairs,
+            verifications,
             registry,
             imports,
             bytes,
@@ -114,6 +122,15 @@ impl Metrics {
         self.duration.observe(r.seconds);
         self.blobs_written.inc_by(r.blobs_written);
         self.blobs_skipped.inc_by(r.blobs_present);
+        for (result, n) in [("allowed", r.verified.len()), ("refused", r.refused.len())] {
+            if n > 0 {
+                self.verifications
+                    .get_or_create(&ResultLabel {
+                        result: result.into(),
+                    })
+                    .inc_by(n as u64);
+            }
+        }
     }
 
     /// Counts a failed import.

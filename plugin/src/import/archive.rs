@@ -122,6 +122,8 @@ pub async fn run(
         .map_err(cd_err)?;
     let leased = client.with_lease(Some(&lease));
     let mut session = None;
+    let mut decided = Vec::new();
+    let decisions = &mut decided;
     let result = async {
         let store = open_store(
             &leased,
@@ -145,7 +147,7 @@ pub async fn run(
             let path = path.clone();
             let _ = tokio::task::spawn_blocking(move || ingest::prescan(&path, o.as_ref())).await;
         }
-        let (plan, counters) = ingest_and_plan(
+        let (mut plan, counters) = ingest_and_plan(
             store.clone(),
             scratch,
             input,
@@ -156,6 +158,9 @@ pub async fn run(
             observer,
         )
         .await?;
+        if let Some(gate) = &opts.verify {
+            *decisions = verified(gate, &mut plan, &leased, &archive).await;
+        }
         if let Some(s) = session.as_mut() {
             s.planned(&plan).await;
         }
@@ -193,7 +198,7 @@ pub async fn run(
         tracing::warn!(%lease, error = %e, "could not release the import lease; it expires by itself");
     }
     let (mode, counters, recorded, unpack) = result?;
-    Ok(Report::new(
+    let mut report = Report::new(
         archive,
         mode,
         recorded,
@@ -201,7 +206,36 @@ pub async fn run(
         progress.load(Ordering::Relaxed),
         started,
         unpack,
-    ))
+    );
+    report.verifications(decided);
+    Ok(report)
+}
+
+/// Verification at import: the images `gate` refuses leave `plan` (each a failure saying why,
+/// logged once here), those it allows carry what they met in their record's labels.
+async fn verified(
+    gate: &crate::verify::Gate,
+    plan: &mut Plan,
+    client: &Client,
+    archive: &str,
+) -> Vec<crate::verify::Decision> {
+    let decisions = gate.apply(plan, client.as_ref()).await;
+    for d in &decisions {
+        match &d.outcome {
+            Ok(met) => {
+                tracing::info!(archive, image = %d.image, "verified: {}", met.join("; "));
+                let summary = crate::verify::gate::summary(met);
+                for i in plan.images.iter_mut().filter(|i| i.name == d.image) {
+                    i.labels.insert(
+                        crate::verify::gate::VERIFIED_LABEL.to_string(),
+                        summary.clone(),
+                    );
+                }
+            }
+            Err(why) => tracing::warn!(archive, image = %d.image, "{why}"),
+        }
+    }
+    decisions
 }
 
 /// What an import stores once its plan is made: the synthesised blobs and the documents kept back

@@ -117,6 +117,8 @@ pub struct ImportOptions {
     /// Unpack the images into this snapshotter (the platforms: [`crate::unpack::plan::policy`]
     /// of the import's).
     pub unpack: Option<String>,
+    /// Verification at import: images it refuses are not imported.
+    pub verify: Option<Arc<crate::verify::Gate>>,
 }
 
 impl Default for ImportOptions {
@@ -133,6 +135,7 @@ impl Default for ImportOptions {
             pipes: false,
             hosts_dir: None,
             unpack: None,
+            verify: None,
         }
     }
 }
@@ -214,6 +217,12 @@ pub struct Report {
     /// What unpacking did, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unpack: Option<crate::unpack::Report>,
+    /// Images verification allowed, with what each met.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub verified: BTreeMap<String, Vec<String>>,
+    /// Images verification refused, with why (each also in `failed`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, String>,
 }
 
 impl Report {
@@ -261,6 +270,22 @@ impl Report {
             lease,
             blobs,
             unpack,
+            verified: BTreeMap::new(),
+            refused: BTreeMap::new(),
+        }
+    }
+
+    /// Takes in what verification decided.
+    pub fn verifications(&mut self, decisions: Vec<crate::verify::Decision>) {
+        for d in decisions {
+            match d.outcome {
+                Ok(met) => {
+                    self.verified.insert(d.image, met);
+                }
+                Err(why) => {
+                    self.refused.insert(d.image, why);
+                }
+            }
         }
     }
 

@@ -144,9 +144,17 @@ pub async fn record(
             annotations: i.target.annotations.clone(),
         })
         .collect();
-    let shadowed = write_images(leased, &images, &labels, precedence, archive, "imported")
-        .await
-        .map_err(cd_err)?;
+    let own: BTreeMap<String, Labels> = plan
+        .images
+        .iter()
+        .filter(|i| !i.labels.is_empty())
+        .map(|i| (i.name.clone(), i.labels.clone()))
+        .collect();
+    let shadowed = write_images(
+        leased, &images, &labels, &own, precedence, archive, "imported",
+    )
+    .await
+    .map_err(cd_err)?;
     let mut recorded = Recorded {
         images,
         shadowed,
@@ -198,13 +206,14 @@ pub async fn source_lease(client: &Client, path: &Path) -> Result<String, Contai
     Ok(id)
 }
 
-/// Writes the image records of `images` with `labels`, a few at a time — but those `precedence`
-/// leaves to other archives, whose names are returned. Each is logged as `done` (`imported`,
-/// `pulled`).
+/// Writes the image records of `images` with `labels` (and, for an image named in `own`, its
+/// labels too), a few at a time — but those `precedence` leaves to other archives, whose names
+/// are returned. Each is logged as `done` (`imported`, `pulled`).
 pub async fn write_images(
     client: &Client,
     images: &[ImageTarget],
     labels: &Labels,
+    own: &BTreeMap<String, Labels>,
     precedence: &dyn super::Precedence,
     archive: &str,
     done: &'static str,
@@ -213,8 +222,11 @@ pub async fn write_images(
     let mut tasks = tokio::task::JoinSet::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(IMAGES_IN_FLIGHT));
     for image in images.iter().filter(|i| !shadowed.contains(&i.name)) {
-        let (client, labels, image, limit) =
-            (client.clone(), labels.clone(), image.clone(), limit.clone());
+        let mut labels = labels.clone();
+        if let Some(extra) = own.get(&image.name) {
+            labels.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let (client, image, limit) = (client.clone(), image.clone(), limit.clone());
         tasks.spawn(async move {
             let _slot = limit.acquire_owned().await;
             fail::fail_point!("image", |_| crate::sys::crash());

@@ -187,6 +187,7 @@ pub async fn run(
         client,
         &images,
         &image_labels,
+        &Default::default(),
         precedence,
         &archive,
         "pulled",

@@ -38,6 +38,8 @@ pub struct Asked {
     pub scratch_dir: Option<PathBuf>,
     /// Named pipes may be read as archives.
     pub pipes: bool,
+    /// Verification at import (`[verify]`, `--policy`, `--lock`, `--verifier-bin-dir`).
+    pub verify: crate::verify::Settings,
 }
 
 impl Default for Asked {
@@ -55,6 +57,7 @@ impl Default for Asked {
             content_root: None,
             scratch_dir: None,
             pipes: false,
+            verify: crate::verify::Settings::default(),
         }
     }
 }
@@ -76,6 +79,9 @@ pub enum OptionsError {
     /// The snapshotter's name cannot be one.
     #[error(transparent)]
     Snapshotter(#[from] crate::unpack::UnpackError),
+    /// The policy, the lock or the verifier directory cannot be used.
+    #[error(transparent)]
+    Verify(#[from] crate::verify::GateError),
 }
 
 /// A `--label KEY=VALUE`, split.
@@ -112,6 +118,7 @@ impl Asked {
             content_root: cfg.content_proxy.root.clone(),
             scratch_dir: Some(cfg.state_dir.clone()),
             pipes: false,
+            verify: cfg.verify.clone(),
         }
     }
 
@@ -125,12 +132,17 @@ impl Asked {
         if let Some(sn) = &self.unpack {
             crate::unpack::valid_snapshotter(sn)?;
         }
+        let gate = crate::verify::Gate::load(&self.verify)?;
         Ok(ImportOptions {
             plan: PlanOptions {
                 platforms: self.platform_policy()?,
                 base_name: self.base_name.clone(),
                 index_name: self.index_name.clone(),
                 digest_refs: self.digest_refs,
+                named: gate
+                    .as_ref()
+                    .map(|g| g.names_by_digest())
+                    .unwrap_or_default(),
             },
             labels: self.labels.clone(),
             pin: self.pin,
@@ -140,6 +152,7 @@ impl Asked {
             pipes: self.pipes,
             hosts_dir: self.hosts_dir.clone(),
             unpack: self.unpack.clone(),
+            verify: gate.map(std::sync::Arc::new),
             ..ImportOptions::default()
         })
     }

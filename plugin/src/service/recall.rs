@@ -148,5 +148,7 @@ pub fn recalled(
         lease: record.lease.clone(),
         blobs: record.blobs.clone(),
         unpack: None,
+        verified: Default::default(),
+        refused: Default::default(),
     }
 }

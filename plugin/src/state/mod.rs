@@ -358,6 +358,8 @@ mod tests {
             lease: None,
             blobs: vec![],
             unpack: None,
+            verified: Default::default(),
+            refused: Default::default(),
         }
     }
 

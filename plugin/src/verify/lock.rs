@@ -61,6 +61,17 @@ pub enum LockError {
 }
 
 impl Lock {
+    /// The names locked to each digest (what names an image an archive leaves unnamed).
+    pub fn by_digest(&self) -> std::collections::BTreeMap<Digest, Vec<String>> {
+        let mut out: std::collections::BTreeMap<Digest, Vec<String>> = Default::default();
+        for (name, (digest, _)) in &self.entries {
+            out.entry(digest.clone())
+                .or_default()
+                .push(name.to_string());
+        }
+        out
+    }
+
     /// Reads the lock file at `path`.
     pub fn load(path: &Path) -> Result<Lock, LockError> {
         let file = path.display().to_string();

@@ -146,6 +146,7 @@ pub(super) fn plan_options() -> [PlanOptions; 3] {
             base_name: Some("example.com/base".into()),
             index_name: Some("example.com/fuzz/index:all".into()),
             digest_refs: true,
+            named: Default::default(),
         },
         PlanOptions {
             platforms: PlatformPolicy::Only(vec![
@@ -155,6 +156,7 @@ pub(super) fn plan_options() -> [PlanOptions; 3] {
             base_name: Some("Not A Base".into()),
             index_name: None,
             digest_refs: false,
+            named: Default::default(),
         },
     ]
 }
