@@ -164,6 +164,17 @@ impl Gate {
         decisions
     }
 
+    /// One image already in containerd (a pull list's): its signatures those containerd holds
+    /// under its repository's `.sig` and referrers tags.
+    pub async fn decide_stored(
+        &self,
+        name: &str,
+        target: &crate::oci::Descriptor,
+        containerd: &dyn Containerd,
+    ) -> Result<Vec<String>, String> {
+        self.decide(name, target, &[], containerd).await
+    }
+
     /// One image: the lock, then the policy, then the verifier plugins.
     async fn decide(
         &self,
