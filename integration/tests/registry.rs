@@ -1037,14 +1037,19 @@ impl<'a> Recorder<'a> {
     }
 }
 
-/// A simple-signing `.sig` manifest of `subject` as cosign writes it: its payload and manifest.
-fn sig_manifest(rec: &Recorder, reference: &str, subject: &str) -> (String, Vec<u8>) {
-    let payload = serde_json::json!({"critical": {
+/// cosign's simple-signing payload for `subject` named `reference`.
+fn sig_payload(reference: &str, subject: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"critical": {
         "identity": {"docker-reference": reference},
         "image": {"docker-manifest-digest": subject},
-        "type": "cosign container image signature"}, "optional": null});
-    let payload = serde_json::to_vec(&payload).unwrap();
-    let (payload_digest, payload_size) = rec.put(&payload);
+        "type": "cosign container image signature"}, "optional": null}))
+    .unwrap()
+}
+
+/// A `.sig` manifest as cosign writes it, of `payload` signed `signature` (base64): its
+/// payload's digest and the manifest.
+fn sig_manifest(rec: &Recorder, payload: &[u8], signature: &str) -> (String, Vec<u8>) {
+    let (payload_digest, payload_size) = rec.put(payload);
     let config = serde_json::json!({"architecture": "", "created": "0001-01-01T00:00:00Z",
         "os": "", "rootfs": {"type": "layers", "diff_ids": [payload_digest]}, "config": {}});
     let config = serde_json::to_vec(&config).unwrap();
@@ -1054,7 +1059,7 @@ fn sig_manifest(rec: &Recorder, reference: &str, subject: &str) -> (String, Vec<
                    "size": config_size, "digest": config_digest},
         "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
                     "size": payload_size, "digest": payload_digest,
-                    "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="}}]});
+                    "annotations": {"dev.cosignproject.cosign/signature": signature}}]});
     (payload_digest, serde_json::to_vec(&manifest).unwrap())
 }
 
@@ -1070,7 +1075,8 @@ fn signatures_are_served_as_tags_and_referrers() {
     let rec = Recorder::new(&rt, &ctd, "signatures-test");
 
     // A `.sig` manifest, under cosign's tag.
-    let (payload, sig) = sig_manifest(&rec, "docker.io/library/busybox", INDEX_2D8E);
+    let payload = sig_payload("docker.io/library/busybox", INDEX_2D8E);
+    let (payload, sig) = sig_manifest(&rec, &payload, "MEUCIQ==");
     let sig_tag = format!("sha256-{hex}.sig");
     let sig_digest = rec.record(
         &format!("docker.io/library/busybox:{sig_tag}"),
@@ -1170,4 +1176,124 @@ fn signatures_are_served_as_tags_and_referrers() {
     );
     let r = get(addr, "/v2/library/busybox/referrers/sha256:123");
     assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+}
+
+/// cosign, when installed: on `PATH`, or unpacked from Debian's package under `/tmp/vr`.
+fn cosign() -> Option<std::path::PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("cosign"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        ["/tmp/vr/usr/bin/cosign", "/tmp/vr/cosign/usr/bin/cosign"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+    })
+}
+
+/// Runs openssl in `dir`; its stdout.
+fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    out.stdout
+}
+
+#[test]
+fn cosign_verifies_a_signature_served_by_the_endpoint() {
+    let Some(cosign) = cosign() else {
+        eprintln!(
+            "skipped: cosign is neither on PATH nor at /tmp/vr/usr/bin/cosign or \
+             /tmp/vr/cosign/usr/bin/cosign"
+        );
+        return;
+    };
+    let ctd = Containerd::start(Version::V2).unwrap();
+    let rt = rt();
+    let (d, addr) = serving(&ctd, "");
+    let hex = INDEX_2D8E.strip_prefix("sha256:").unwrap();
+    // A key pair of openssl's, the payload signed as cosign signs it (ECDSA P-256, SHA-256,
+    // DER, base64), the `.sig` manifest recorded beside the image.
+    let keys = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "k.pem",
+        ][..],
+        &["ec", "-in", "k.pem", "-pubout", "-out", "k.pub"],
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "other.pem",
+        ],
+        &["ec", "-in", "other.pem", "-pubout", "-out", "other.pub"],
+    ] {
+        openssl(keys.path(), args);
+    }
+    let reference = format!("{addr}/library/busybox");
+    let payload = sig_payload(&reference, INDEX_2D8E);
+    std::fs::write(keys.path().join("payload"), &payload).unwrap();
+    openssl(
+        keys.path(),
+        &[
+            "dgst", "-sha256", "-sign", "k.pem", "-out", "sig", "payload",
+        ],
+    );
+    let signature = openssl(keys.path(), &["base64", "-A", "-in", "sig"]);
+    let signature = String::from_utf8(signature).unwrap();
+    let rec = Recorder::new(&rt, &ctd, "cosign-test");
+    let (_, sig) = sig_manifest(&rec, &payload, &signature);
+    rec.record(
+        &format!("docker.io/library/busybox:sha256-{hex}.sig"),
+        OCI_MANIFEST,
+        &sig,
+        INDEX_2D8E,
+    );
+
+    let verify = |key: &str| {
+        Command::new(&cosign)
+            .env("HOME", keys.path())
+            .args(["verify", "--key", key, "--insecure-ignore-tlog"])
+            .args(["--allow-http-registry", "--allow-insecure-registry"])
+            .arg(format!("{reference}@{INDEX_2D8E}"))
+            .output()
+            .unwrap()
+    };
+    let out = verify(&keys.path().join("k.pub").display().to_string());
+    assert!(
+        out.status.success(),
+        "cosign verify: {}\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+        d.log()
+    );
+    let claims: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        claims[0]["critical"]["image"]["docker-manifest-digest"], INDEX_2D8E,
+        "{claims}"
+    );
+    // cosign asked the referrers API for bundles first (an empty list), then read the tag.
+    let log = d.log();
+    assert!(
+        log.contains(&format!("/v2/library/busybox/referrers/{INDEX_2D8E}"))
+            && log.contains(&format!("/v2/library/busybox/manifests/sha256-{hex}.sig")),
+        "{log}"
+    );
+    // Another key does not verify it: cosign checked the signature it fetched.
+    let out = verify(&keys.path().join("other.pub").display().to_string());
+    assert!(!out.status.success(), "{out:?}");
 }
