@@ -9,7 +9,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// What the test registry serves, and what it was asked.
@@ -468,10 +468,19 @@ async fn from_a_peer_by_digest_over_plain_http() {
     );
 }
 
-/// A pull list under a policy: the signed image is pulled, verified by the `.sig` fetched from
-/// the same registry, pinned with its signature; the unsigned one is refused, unpinned and gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pull_list_pins_only_what_the_policy_allows() {
+/// What a registry serving a signed and an unsigned image holds: the signed index's digest,
+/// its `.sig` tag and manifest digest, the unsigned index's digest.
+struct SignedRegistry {
+    registry: TestRegistry,
+    signed: Digest,
+    tag: String,
+    signature: Digest,
+    unsigned: Digest,
+}
+
+/// A registry serving `signed` (with cosign's `.sig`, signed by the site key for `identity`)
+/// and `unsigned`, repositories as their paths on it.
+async fn signed_registry(signed_repo: &str, unsigned_repo: &str, identity: &str) -> SignedRegistry {
     use crate::verify::signature::{testkit, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE};
     use base64::Engine;
     let (signed, unsigned) = (image(), {
@@ -482,10 +491,9 @@ async fn a_pull_list_pins_only_what_the_policy_allows() {
         );
         i
     });
-    let mut served = files(&signed, "team/app", "1");
-    served.extend(files(&unsigned, "team/other", "1"));
-    // cosign's `.sig` for the signed image's index.
-    let p = testkit::payload(&signed.index.0, "registry.example.com/team/app");
+    let mut served = files(&signed, signed_repo, "1");
+    served.extend(files(&unsigned, unsigned_repo, "1"));
+    let p = testkit::payload(&signed.index.0, identity);
     let sig = base64::engine::general_purpose::STANDARD.encode(testkit::sign("site.p8", &p));
     let config = json(serde_json::json!({}));
     let manifest = json(
@@ -497,40 +505,70 @@ async fn a_pull_list_pins_only_what_the_policy_allows() {
     let tag = format!("sha256-{}.sig", signed.index.0.hex());
     let blob = |d: &Digest, b: &[u8]| {
         (
-            format!("/v2/team/app/blobs/{d}"),
+            format!("/v2/{signed_repo}/blobs/{d}"),
             ("application/octet-stream".to_string(), b.to_vec()),
         )
     };
-    served.insert(
-        format!("/v2/team/app/manifests/{tag}"),
-        (oci::MEDIA_OCI_MANIFEST.to_string(), manifest.1.clone()),
-    );
-    served.insert(
-        format!("/v2/team/app/manifests/{}", manifest.0),
-        (oci::MEDIA_OCI_MANIFEST.to_string(), manifest.1.clone()),
-    );
+    for object in [tag.clone(), manifest.0.to_string()] {
+        served.insert(
+            format!("/v2/{signed_repo}/manifests/{object}"),
+            (oci::MEDIA_OCI_MANIFEST.to_string(), manifest.1.clone()),
+        );
+    }
     served.extend([blob(&config.0, &config.1), blob(&Digest::of(&p), &p)]);
     let registry = start(Content {
         files: served,
         ..Default::default()
     })
     .await;
+    SignedRegistry {
+        registry,
+        signed: signed.index.0,
+        tag,
+        signature: manifest.0,
+        unsigned: unsigned.index.0,
+    }
+}
+
+/// Import options verifying against a policy that wants the site key for `scope` and rejects
+/// the rest; pulls through `hosts`.
+fn verifying(dir: &Path, scope: &str, hosts: Option<PathBuf>) -> crate::import::ImportOptions {
+    use crate::verify::signature::testkit;
+    let policy = dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::json!({"default": [{"type": "reject"}], "transports": {"docker": {
+            scope: [{"type": "sigstoreSigned", "keyPath": testkit::path("site.pub"),
+                "signedIdentity": {"type": "matchRepository"}}]}}})
+        .to_string(),
+    )
+    .unwrap();
+    crate::service::options::Asked {
+        platforms: vec!["all".into()],
+        hosts_dir: hosts,
+        verify: crate::verify::Settings {
+            policy: Some(policy),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .options()
+    .unwrap()
+}
+
+/// A pull list under a policy: the signed image is pulled, verified by the `.sig` fetched from
+/// the same registry, pinned with its signature; the unsigned one is refused, unpinned and gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_list_pins_only_what_the_policy_allows() {
+    let sr = signed_registry("team/app", "team/other", "registry.example.com/team/app").await;
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("certs.d");
     only(
         &hosts,
         "registry.example.com",
-        &format!("http://{}", registry.addr),
+        &format!("http://{}", sr.registry.addr),
     );
-    let policy = dir.path().join("policy.json");
-    std::fs::write(
-        &policy,
-        serde_json::json!({"default": [{"type": "reject"}], "transports": {"docker": {
-            "registry.example.com": [{"type": "sigstoreSigned", "keyPath": testkit::path("site.pub"),
-                "signedIdentity": {"type": "matchRepository"}}]}}})
-        .to_string(),
-    )
-    .unwrap();
+    let opts = verifying(dir.path(), "registry.example.com", Some(hosts));
     let list = dir.path().join("images.txt");
     std::fs::write(
         &list,
@@ -540,16 +578,6 @@ async fn a_pull_list_pins_only_what_the_policy_allows() {
     let fake = Fake::new();
     // containerd 1.7: airlift's own client pulls, so the test registry serves the images too.
     fake.state().version = "1.7.24".into();
-    let asked = crate::service::options::Asked {
-        platforms: vec!["all".into()],
-        hosts_dir: Some(hosts),
-        verify: crate::verify::Settings {
-            policy: Some(policy),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let opts = asked.options().unwrap();
     let r = list::run(&fake.client(), &list, &opts, &crate::import::Alone)
         .await
         .unwrap();
@@ -557,10 +585,11 @@ async fn a_pull_list_pins_only_what_the_policy_allows() {
     assert_eq!(app.labels[crate::labels::CRI_PINNED], "pinned");
     assert!(app.labels[crate::verify::gate::VERIFIED_LABEL].contains("signed by"));
     let sig = fake
-        .image(&format!("registry.example.com/team/app:{tag}"))
+        .image(&format!("registry.example.com/team/app:{}", sr.tag))
         .unwrap();
-    assert_eq!(sig.digest, manifest.0.to_string());
+    assert_eq!(sig.digest, sr.signature.to_string());
     assert_eq!(sig.labels[crate::labels::CRI_PINNED], "pinned");
+    assert_eq!(sig.labels[crate::labels::SUBJECT], sr.signed.to_string());
     // The unsigned one was pulled, refused, and taken back: no record, a failure saying why.
     assert!(fake.image("registry.example.com/team/other:1").is_none());
     let why = &r.refused["registry.example.com/team/other:1"];
@@ -572,8 +601,42 @@ async fn a_pull_list_pins_only_what_the_policy_allows() {
         "{:?}",
         r.failed
     );
-    assert!(registry.asked().iter().any(|a| a.contains(&format!(
+    assert!(sr.registry.asked().iter().any(|a| a.contains(&format!(
         "team/other/manifests/sha256-{}",
-        unsigned.index.0.hex()
+        sr.unsigned.hex()
     ))));
+}
+
+/// A follower verifies what it pulls from a peer's endpoint: the signature comes from the peer
+/// too, under the image's path there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_verifies_what_it_pulls_from_the_peer() {
+    let sr = signed_registry("library/app", "library/other", "docker.io/library/app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = verifying(dir.path(), "docker.io", None);
+    let list = dir.path().join("peer.txt");
+    let text = follow::render(
+        &format!("http://{}", sr.registry.addr),
+        &[
+            "docker.io/library/app:1".into(),
+            "docker.io/library/other:1".into(),
+        ],
+    );
+    std::fs::write(&list, text).unwrap();
+    let fake = Fake::new();
+    fake.state().version = "1.7.24".into();
+    let r = list::run(&fake.client(), &list, &opts, &crate::import::Alone)
+        .await
+        .unwrap();
+    assert!(r.verified.contains_key("docker.io/library/app:1"), "{r:?}");
+    assert!(fake
+        .image(&format!("docker.io/library/app:{}", sr.tag))
+        .is_some());
+    assert!(r.refused.contains_key("docker.io/library/other:1"), "{r:?}");
+    assert!(fake.image("docker.io/library/other:1").is_none());
+    assert!(sr
+        .registry
+        .asked()
+        .iter()
+        .any(|a| a.starts_with(&format!("/v2/library/app/manifests/{}", sr.tag))));
 }
