@@ -1,7 +1,9 @@
 //! `airlift verify`: what kubelet (CRI) and a peer such as Spegel see of airlift's images.
 
 use super::args::VerifyArgs;
+use crate::archive::understand::attached::SUBJECT_LABEL;
 use crate::containerd::{Grpc, ImageRecord, Images};
+use crate::verify::gate::VERIFIED_LABEL;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -54,26 +56,34 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
             problems.push(format!("containerd has no image {}", image.name));
         } else {
             problems.extend(crate::visibility::walk(&grpc, image).await);
-            if cri {
+            // A signature's record (`sha256-<hex>.sig`, a referrers index) is for registries and
+            // peers, not for kubelet: its content is checked, not CRI's view of it.
+            let attachment = image.labels.contains_key(SUBJECT_LABEL);
+            if cri && !attachment {
                 problems.extend(cri_problems(&grpc, image).await);
             }
         }
-        findings.push((image.name.clone(), problems));
+        findings.push((image.name.clone(), problems, verified(image)));
     }
-    let bad = findings.iter().filter(|(_, p)| !p.is_empty()).count();
+    let bad = findings.iter().filter(|(_, p, _)| !p.is_empty()).count();
     if args.json {
         let out: Vec<_> = findings
             .iter()
-            .map(|(name, problems)| serde_json::json!({"image": name, "problems": problems}))
+            .map(|(name, problems, verified)| {
+                serde_json::json!({"image": name, "problems": problems, "verified": verified})
+            })
             .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&out).expect("findings serialise")
         );
     } else {
-        for (name, problems) in &findings {
+        for (name, problems, verified) in &findings {
             if problems.is_empty() {
                 println!("ok       {name}");
+            }
+            if let Some(v) = verified {
+                println!("verified {name}: {v}");
             }
             for p in problems {
                 println!("MISSING  {name}: {p}");
@@ -94,6 +104,11 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// What verification at import found `image` to meet, when it was verified.
+fn verified(image: &ImageRecord) -> Option<String> {
+    image.labels.get(VERIFIED_LABEL).cloned()
 }
 
 /// What CRI's view of `image` lacks: the image itself, its pin, a repo digest naming its

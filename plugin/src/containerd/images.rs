@@ -74,4 +74,8 @@ pub trait Images: Send + Sync {
 
     /// Sets or (with `None`) removes labels of an existing image, keeping its target.
     async fn set_image_labels(&self, image: &ImageRecord, changes: &LabelChanges) -> Result<()>;
+
+    /// Deletes the record `name` if it still targets `digest` (containerd's `target` check; 1.7
+    /// ignores it, so callers read the record just before). An absent name is no error.
+    async fn delete_image(&self, name: &str, digest: &str) -> Result<()>;
 }

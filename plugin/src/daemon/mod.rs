@@ -100,10 +100,11 @@ fn setup(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError 
     move |cause| DaemonError::Setup { what, cause }
 }
 
-/// Names of files the daemon never imports: dotfiles (rsync's `.name.XXXXXX`) and partial
-/// downloads.
+/// Names of files the daemon never imports: dotfiles (rsync's `.name.XXXXXX`), partial
+/// downloads, and a docker-save archive's signatures (`<archive>.sigs`, read with it).
 pub fn ignored(name: &str) -> bool {
     name.starts_with('.')
+        || name.ends_with(crate::import::sidecar::SUFFIX)
         || name.ends_with(".tmp")
         || name.ends_with(".part")
         || name.ends_with(".partial")

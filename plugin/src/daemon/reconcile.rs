@@ -238,7 +238,13 @@ impl Daemon {
         self.set_state(path, State::of(&record), None);
         self.importing(-1);
         if list {
-            self.retry_pulls(path, ok);
+            // Refusals are not retried: the list's next change (or a restart) judges again, so a
+            // refusal is logged once per change rather than at every retry.
+            let only_refused = imported
+                .result
+                .as_ref()
+                .is_ok_and(|r| r.failed.len() == r.refused.len());
+            self.retry_pulls(path, ok || only_refused);
         }
         // Kept last: a crash before this imports the archive again, and brings it in line again.
         self.importer.keep(&imported);

@@ -132,10 +132,7 @@ pub async fn run(
             &archive,
             format!("airlift-{suffix}"),
         )?;
-        let scratch = store
-            .scratch_dir()
-            .or_else(|| opts.scratch_dir.clone())
-            .unwrap_or_else(std::env::temp_dir);
+        let scratch = scratch_dir(&store, opts);
         let unpack = opts
             .unpack_options()
             .map(|u| crate::unpack::Session::start(leased.clone(), &u, Some(store.clone())));
@@ -159,7 +156,28 @@ pub async fn run(
         )
         .await?;
         if let Some(gate) = &opts.verify {
-            *decisions = verified(gate, &mut plan, &leased, &archive).await;
+            let signed_as = match (source, plan.format) {
+                (Source::File(p), Some(understand::Format::DockerSave)) => {
+                    match super::sidecar::path_of(p) {
+                        Some(side) => {
+                            let (store, scratch) = (store.clone(), scratch_dir(&store, opts));
+                            tokio::task::spawn_blocking(move || {
+                                super::sidecar::read(&side, store.as_ref(), &scratch)
+                            })
+                            .await
+                            .expect("sidecar thread panicked")
+                            .and_then(|inv| super::sidecar::matched(&inv, &plan))
+                            .unwrap_or_else(|why| {
+                                tracing::warn!(archive, "signatures file unreadable: {why}");
+                                BTreeMap::new()
+                            })
+                        }
+                        None => BTreeMap::new(),
+                    }
+                }
+                _ => BTreeMap::new(),
+            };
+            *decisions = verified(gate, &mut plan, &signed_as, &leased, &archive).await;
         }
         if let Some(s) = session.as_mut() {
             s.planned(&plan).await;
@@ -211,15 +229,24 @@ pub async fn run(
     Ok(report)
 }
 
+/// Where a decoder's scratch files go: the store's own, else the configured, else the system's.
+fn scratch_dir(store: &Arc<dyn ContentStore>, opts: &ImportOptions) -> PathBuf {
+    store
+        .scratch_dir()
+        .or_else(|| opts.scratch_dir.clone())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
 /// Verification at import: the images `gate` refuses leave `plan` (each a failure saying why,
 /// logged once here), those it allows carry what they met in their record's labels.
 async fn verified(
     gate: &crate::verify::Gate,
     plan: &mut Plan,
+    signed_as: &BTreeMap<Digest, crate::verify::gate::SignedAs>,
     client: &Client,
     archive: &str,
 ) -> Vec<crate::verify::Decision> {
-    let decisions = gate.apply(plan, client.as_ref()).await;
+    let decisions = gate.apply(plan, signed_as, client.as_ref()).await;
     for d in &decisions {
         match &d.outcome {
             Ok(met) => {

@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod record;
+pub mod sidecar;
 
 pub use archive::{run, store_planned};
 

@@ -17,6 +17,7 @@ use crate::labels;
 use crate::platform::{Platform, PlatformPolicy};
 use crate::reference::Reference;
 use crate::store::StoreKind;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
@@ -102,6 +103,19 @@ pub async fn run(
     let lease = record::source_lease(client, path).await.map_err(cd_err)?;
     let leased = client.with_lease(Some(&lease));
     let image_labels = opts.image_labels(Some(path));
+    // Under verification, nothing is pinned before it is allowed: the pull labels its images
+    // without the pins, which the record step adds to the allowed ones.
+    let pull_labels: crate::containerd::Labels = match &opts.verify {
+        Some(_) => image_labels
+            .iter()
+            .filter(|(k, _)| ![labels::CRI_PINNED, labels::PINNED].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        None => image_labels.clone(),
+    };
+    let mut own: BTreeMap<String, crate::containerd::Labels> = BTreeMap::new();
+    let mut refused: BTreeMap<String, String> = BTreeMap::new();
+    let mut verified: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let wanted = platforms(&opts.plan.platforms);
     // containerd 2 pulls through its transfer service; 1.7's takes no hosts directory, so
     // airlift pulls there itself (asked once per list, and only when there is a line).
@@ -123,10 +137,14 @@ pub async fn run(
             yielded.push(name);
             continue;
         }
+        let before = match &opts.verify {
+            Some(_) => client.get_image(&name).await.map_err(cd_err)?,
+            None => None,
+        };
         let pull = Pull {
             reference: name.clone(),
             hosts_dir: opts.hosts_dir.clone(),
-            labels: image_labels.clone(),
+            labels: pull_labels.clone(),
             platforms: wanted.clone(),
             from: peer.as_ref().map(|p| on_peer(&p.host, reference)),
             plain_http: peer.as_ref().is_some_and(|p| !p.https),
@@ -175,6 +193,39 @@ pub async fn run(
             }
         }
         match client.get_image(&name).await.map_err(cd_err)? {
+            Some(r) if opts.verify.is_some() => {
+                let gate = opts.verify.as_deref().expect("checked");
+                let from = |r: &Reference| peer.as_ref().map(|p| on_peer(&p.host, r));
+                let checked =
+                    super::verified::check(gate, &leased, &pull, reference, &r, from).await;
+                match checked.outcome {
+                    Ok(met) => {
+                        tracing::info!(%archive, image = %name, "verified: {}", met.join("; "));
+                        own.insert(
+                            name.clone(),
+                            BTreeMap::from([(
+                                crate::verify::gate::VERIFIED_LABEL.to_string(),
+                                crate::verify::gate::summary(&met),
+                            )]),
+                        );
+                        verified.insert(name.clone(), met);
+                        images.push(ImageTarget::of(r));
+                        for a in checked.attachments {
+                            let subject = crate::archive::understand::attached::SUBJECT_LABEL;
+                            let of = images.last().map(|i| i.digest.clone()).unwrap_or_default();
+                            own.insert(a.name.clone(), BTreeMap::from([(subject.to_string(), of)]));
+                            images.push(a);
+                        }
+                    }
+                    Err(why) => {
+                        tracing::warn!(%archive, image = %name, "{why}");
+                        super::verified::undo(client, &r, before.as_ref(), &checked.attachments)
+                            .await;
+                        failed.push(format!("{archive}: line {line}: {name}: {why}"));
+                        refused.insert(name.clone(), why);
+                    }
+                }
+            }
             Some(r) => images.push(ImageTarget::of(r)),
             None => failed.push(format!(
                 "{archive}: line {line}: {name}: pulled, but its image record is gone (removed by someone meanwhile)"
@@ -187,7 +238,7 @@ pub async fn run(
         client,
         &images,
         &image_labels,
-        &Default::default(),
+        &own,
         precedence,
         &archive,
         "pulled",
@@ -205,7 +256,7 @@ pub async fn run(
         skipped,
         not_selected: Vec::new(),
     };
-    Ok(Report::new(
+    let mut report = Report::new(
         archive,
         StoreKind::Pulled,
         recorded,
@@ -213,7 +264,10 @@ pub async fn run(
         text.len() as u64,
         started,
         None,
-    ))
+    );
+    report.verified = verified;
+    report.refused = refused;
+    Ok(report)
 }
 
 /// `reference` as a reference on the registry endpoint at `host`, whose first path component

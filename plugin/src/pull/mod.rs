@@ -15,6 +15,7 @@
 pub mod client;
 pub mod follow;
 pub mod list;
+pub mod verified;
 
 use crate::containerd::{
     exists_leased, Chunk, Client, ContainerdError, ImageTarget, Labels, Pull, Written,

@@ -467,3 +467,113 @@ async fn from_a_peer_by_digest_over_plain_http() {
         "org/app"
     );
 }
+
+/// A pull list under a policy: the signed image is pulled, verified by the `.sig` fetched from
+/// the same registry, pinned with its signature; the unsigned one is refused, unpinned and gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_list_pins_only_what_the_policy_allows() {
+    use crate::verify::signature::{testkit, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE};
+    use base64::Engine;
+    let (signed, unsigned) = (image(), {
+        let mut i = image();
+        i.index = json(
+            serde_json::json!({"schemaVersion": 2, "mediaType": oci::MEDIA_OCI_INDEX,
+            "manifests": [], "annotations": {"other": "yes"}}),
+        );
+        i
+    });
+    let mut served = files(&signed, "team/app", "1");
+    served.extend(files(&unsigned, "team/other", "1"));
+    // cosign's `.sig` for the signed image's index.
+    let p = testkit::payload(&signed.index.0, "registry.example.com/team/app");
+    let sig = base64::engine::general_purpose::STANDARD.encode(testkit::sign("site.p8", &p));
+    let config = json(serde_json::json!({}));
+    let manifest = json(
+        serde_json::json!({"schemaVersion": 2, "mediaType": oci::MEDIA_OCI_MANIFEST,
+        "config": {"mediaType": oci::MEDIA_OCI_CONFIG, "digest": config.0.to_string(), "size": config.1.len()},
+        "layers": [{"mediaType": SIMPLE_SIGNING_MEDIA_TYPE, "digest": Digest::of(&p).to_string(),
+            "size": p.len(), "annotations": {SIGNATURE_ANNOTATION: sig}}]}),
+    );
+    let tag = format!("sha256-{}.sig", signed.index.0.hex());
+    let blob = |d: &Digest, b: &[u8]| {
+        (
+            format!("/v2/team/app/blobs/{d}"),
+            ("application/octet-stream".to_string(), b.to_vec()),
+        )
+    };
+    served.insert(
+        format!("/v2/team/app/manifests/{tag}"),
+        (oci::MEDIA_OCI_MANIFEST.to_string(), manifest.1.clone()),
+    );
+    served.insert(
+        format!("/v2/team/app/manifests/{}", manifest.0),
+        (oci::MEDIA_OCI_MANIFEST.to_string(), manifest.1.clone()),
+    );
+    served.extend([blob(&config.0, &config.1), blob(&Digest::of(&p), &p)]);
+    let registry = start(Content {
+        files: served,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("certs.d");
+    only(
+        &hosts,
+        "registry.example.com",
+        &format!("http://{}", registry.addr),
+    );
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::json!({"default": [{"type": "reject"}], "transports": {"docker": {
+            "registry.example.com": [{"type": "sigstoreSigned", "keyPath": testkit::path("site.pub"),
+                "signedIdentity": {"type": "matchRepository"}}]}}})
+        .to_string(),
+    )
+    .unwrap();
+    let list = dir.path().join("images.txt");
+    std::fs::write(
+        &list,
+        "registry.example.com/team/app:1\nregistry.example.com/team/other:1\n",
+    )
+    .unwrap();
+    let fake = Fake::new();
+    // containerd 1.7: airlift's own client pulls, so the test registry serves the images too.
+    fake.state().version = "1.7.24".into();
+    let asked = crate::service::options::Asked {
+        platforms: vec!["all".into()],
+        hosts_dir: Some(hosts),
+        verify: crate::verify::Settings {
+            policy: Some(policy),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let opts = asked.options().unwrap();
+    let r = list::run(&fake.client(), &list, &opts, &crate::import::Alone)
+        .await
+        .unwrap();
+    let app = fake.image("registry.example.com/team/app:1").unwrap();
+    assert_eq!(app.labels[crate::labels::CRI_PINNED], "pinned");
+    assert!(app.labels[crate::verify::gate::VERIFIED_LABEL].contains("signed by"));
+    let sig = fake
+        .image(&format!("registry.example.com/team/app:{tag}"))
+        .unwrap();
+    assert_eq!(sig.digest, manifest.0.to_string());
+    assert_eq!(sig.labels[crate::labels::CRI_PINNED], "pinned");
+    // The unsigned one was pulled, refused, and taken back: no record, a failure saying why.
+    assert!(fake.image("registry.example.com/team/other:1").is_none());
+    let why = &r.refused["registry.example.com/team/other:1"];
+    assert!(why.contains("A signature was required"), "{why}");
+    assert!(
+        r.failed
+            .iter()
+            .any(|f| f.contains("line 2") && f.contains("refused")),
+        "{:?}",
+        r.failed
+    );
+    assert!(registry.asked().iter().any(|a| a.contains(&format!(
+        "team/other/manifests/sha256-{}",
+        unsigned.index.0.hex()
+    ))));
+}

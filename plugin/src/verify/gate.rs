@@ -73,6 +73,17 @@ pub struct Gate {
     verifiers: Option<Verifiers>,
 }
 
+/// The registry manifest an image recorded under another digest was signed as (a docker-save
+/// image, whose manifest airlift makes: [`crate::import::sidecar`]), with the signatures
+/// carried for it.
+#[derive(Debug, Clone)]
+pub struct SignedAs {
+    /// The registry manifest's descriptor.
+    pub manifest: crate::oci::Descriptor,
+    /// The attachments carried beside the archive (for any subject).
+    pub attachments: std::sync::Arc<Vec<Attachment>>,
+}
+
 /// What the gate decided for one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -129,13 +140,25 @@ impl Gate {
     /// [`Problem::Failed`] saying why. Signatures are those the archive carries for the image's
     /// target, and those containerd holds under its repository's `sha256-<hex>.sig` and
     /// referrers tags. Returns every decision.
-    pub async fn apply(&self, plan: &mut Plan, containerd: &dyn Containerd) -> Vec<Decision> {
+    pub async fn apply(
+        &self,
+        plan: &mut Plan,
+        signed_as: &BTreeMap<Digest, SignedAs>,
+        containerd: &dyn Containerd,
+    ) -> Vec<Decision> {
         let mut decisions = Vec::new();
         let mut refused: BTreeSet<String> = BTreeSet::new();
         for image in plan.images.iter().filter(|i| i.subject.is_none()) {
-            let outcome = self
-                .decide(&image.name, &image.target, &plan.attachments, containerd)
-                .await;
+            let outcome = match signed_as.get(&image.target.digest) {
+                Some(s) => {
+                    self.decide(&image.name, &s.manifest, &s.attachments, containerd)
+                        .await
+                }
+                None => {
+                    self.decide(&image.name, &image.target, &plan.attachments, containerd)
+                        .await
+                }
+            };
             if let Err(why) = &outcome {
                 refused.insert(image.name.clone());
                 plan.problems.push(Problem::Failed {
@@ -162,6 +185,17 @@ impl Gate {
                 _ => true,
             });
         decisions
+    }
+
+    /// One image already in containerd (a pull list's): its signatures those containerd holds
+    /// under its repository's `.sig` and referrers tags.
+    pub async fn decide_stored(
+        &self,
+        name: &str,
+        target: &crate::oci::Descriptor,
+        containerd: &dyn Containerd,
+    ) -> Result<Vec<String>, String> {
+        self.decide(name, target, &[], containerd).await
     }
 
     /// One image: the lock, then the policy, then the verifier plugins.

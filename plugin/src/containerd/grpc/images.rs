@@ -94,6 +94,22 @@ impl Images for Grpc {
         self.update_image(record, paths, "update image").await
     }
 
+    async fn delete_image(&self, name: &str, digest: &str) -> Result<()> {
+        let r = self
+            .images()
+            .delete(self.request(api::DeleteImageRequest {
+                name: name.to_string(),
+                sync: false,
+                target: Some(containerd_client::types::Descriptor {
+                    digest: digest.to_string(),
+                    ..Default::default()
+                }),
+            }))
+            .await;
+        unless(r, Class::NotFound, || format!("delete image {name}"))?;
+        Ok(())
+    }
+
     async fn set_image_labels(&self, image: &ImageRecord, labels: &LabelChanges) -> Result<()> {
         let name = &image.name;
         // The current target is sent along: containerd dereferences it even when only labels

@@ -93,3 +93,38 @@ fn a_line_left_to_an_archive_is_pulled_when_the_archive_goes() {
     assert_eq!(n.target(BUSYBOX), pulled.digest, "pulled by the list");
     assert_eq!(n.pinned(BUSYBOX).unwrap(), list.display().to_string());
 }
+
+/// Under a policy, a refused archive image and a refused pull-list image show in the record
+/// with why, are not pinned, and are judged once per change: no retry, no re-import at resync.
+#[test]
+fn refusals_are_shown_and_judged_once_per_change() {
+    let n = Node::new();
+    let policy = n.dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"default":[{"type":"insecureAcceptAnything"}],"transports":{"docker":{"docker.io/library/a":[{"type":"reject"}],"docker.io/library/busybox":[{"type":"reject"}]}}}"#,
+    )
+    .unwrap();
+    n.fake.add_remote("docker.io/library/a:1", &[b"layer of a"]);
+    let d = n.daemon_with(|c| c.verify.policy = Some(policy.clone()));
+    let archive = n.put("busybox-docker.tar", "busybox.tar");
+    let list = n.images().join("images.txt");
+    std::fs::write(&list, "docker.io/library/a:1\n").unwrap();
+    n.rt.block_on(d.startup());
+    for (path, name) in [(&archive, BUSYBOX), (&list, "docker.io/library/a:1")] {
+        let status = d.archive(path).unwrap();
+        let error = status.record.as_ref().unwrap().last_error.clone();
+        assert!(
+            error.contains(name) && error.contains("rejected by policy"),
+            "{error}"
+        );
+        assert!(n.fake.image(name).is_none(), "{name} is there");
+    }
+    let imports = |p: &Path| d.archive(p).unwrap().record.unwrap().imports;
+    let before = (imports(&archive), imports(&list));
+    // Neither the list's retry nor a resync judges them again.
+    std::thread::sleep(Duration::from_millis(2500));
+    n.reconcile(&d, &archive);
+    n.reconcile(&d, &list);
+    assert_eq!((imports(&archive), imports(&list)), before);
+}

@@ -69,6 +69,26 @@ impl Images for Fake {
         Ok(())
     }
 
+    async fn delete_image(&self, name: &str, digest: &str) -> Result<()> {
+        self.enter("delete_image", name)?;
+        let mut s = self.state();
+        match s.images.get(name) {
+            None => Ok(()),
+            Some(r) if r.digest != digest => Err(ContainerdError::call(
+                format!("delete image {name}"),
+                Class::FailedPrecondition,
+                "image target does not match",
+            )),
+            Some(_) => {
+                s.images.remove(name);
+                s.publish(Event::ImageDeleted {
+                    name: name.to_string(),
+                });
+                Ok(())
+            }
+        }
+    }
+
     async fn set_image_labels(&self, image: &ImageRecord, labels: &LabelChanges) -> Result<()> {
         self.enter("set_image_labels", image.name.clone())?;
         let mut s = self.state();

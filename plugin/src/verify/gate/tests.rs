@@ -376,3 +376,190 @@ fn settings_that_cannot_be_used_stop_before_any_import() {
     assert_eq!(cfg.per_verifier_timeout, Some(Duration::from_secs(90)));
     assert!(toml::from_str::<Settings>("polcy = \"x\"").is_err());
 }
+
+impl Layout {
+    /// A Sigstore bundle referrer of `subject` signed by `key`; its descriptor.
+    fn bundle(&mut self, subject: &serde_json::Value, key: &str) -> serde_json::Value {
+        use crate::verify::signature::testkit::{make_bundle, statement};
+        let st = statement(&digest_of(subject), "https://sigstore.dev/cosign/sign/v1");
+        let Signature::Bundle { bundle, .. } =
+            make_bundle(key, &st, json!({"publicKey": {"hint": ""}}))
+        else {
+            unreachable!()
+        };
+        let layer = self.blob(signature::BUNDLE_MEDIA_TYPE, bundle);
+        let config = self.blob("application/vnd.oci.empty.v1+json", b"{}".to_vec());
+        let m = json!({"schemaVersion": 2, "mediaType": crate::oci::MEDIA_OCI_MANIFEST,
+            "artifactType": signature::BUNDLE_MEDIA_TYPE, "config": config, "layers": [layer],
+            "subject": subject});
+        self.blob(crate::oci::MEDIA_OCI_MANIFEST, m.to_string().into())
+    }
+}
+
+#[test]
+fn bundles_count_in_every_shape_a_layout_carries_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = site_policy(dir.path(), "matchRepository");
+    for shape in ["listed", "unlisted", "referrers tag"] {
+        let mut l = Layout::default();
+        let img = l.image("app");
+        let d = digest_of(&img);
+        let referrer = l.bundle(&img, "site.p8");
+        l.entry(img.clone(), named("registry.example.com/team/app:1"));
+        match shape {
+            "listed" => l.entry(referrer.clone(), json!({})),
+            "unlisted" => {}
+            _ => {
+                let mut child = referrer.clone();
+                child["artifactType"] = json!(signature::BUNDLE_MEDIA_TYPE);
+                let index = json!({"schemaVersion": 2, "mediaType": crate::oci::MEDIA_OCI_INDEX,
+                    "manifests": [child]});
+                let index = l.blob(crate::oci::MEDIA_OCI_INDEX, index.to_string().into());
+                l.entry(
+                    index,
+                    json!({crate::oci::ANNOTATION_REF_NAME: format!("sha256-{}", d.hex())}),
+                );
+            }
+        }
+        let archive = l.write(dir.path(), "bundled.tar");
+        let fake = Fake::new();
+        let r = import(
+            &fake,
+            &archive,
+            Settings {
+                policy: Some(policy.clone()),
+                ..Settings::default()
+            },
+        );
+        assert!(r.refused.is_empty(), "{shape}: {:?}", r.refused);
+        assert!(
+            r.verified["registry.example.com/team/app:1"][0].contains("bundle"),
+            "{shape}: {:?}",
+            r.verified
+        );
+        // The referrers are recorded under the referrers tag, listed with their artifact type.
+        let tag = format!("registry.example.com/team/app:sha256-{}", d.hex());
+        let rec = fake
+            .image(&tag)
+            .unwrap_or_else(|| panic!("{shape}: no {tag}"));
+        let index: serde_json::Value = serde_json::from_slice(
+            &fake.state().blobs[&rec.digest.parse::<Digest>().unwrap()].data,
+        )
+        .unwrap();
+        assert_eq!(
+            index["manifests"][0]["digest"], referrer["digest"],
+            "{shape}"
+        );
+        assert_eq!(
+            index["manifests"][0]["artifactType"],
+            signature::BUNDLE_MEDIA_TYPE,
+            "{shape}"
+        );
+        // Only the image and its referrers index: the bundle is no image of its own.
+        assert_eq!(
+            fake.state().images.len(),
+            2,
+            "{shape}: {:?}",
+            fake.state().images.keys()
+        );
+    }
+    // A bundle by another key does not count.
+    let mut l = Layout::default();
+    let img = l.image("app");
+    let referrer = l.bundle(&img, "leaf.p8");
+    l.entry(img, named("registry.example.com/team/app:1"));
+    l.entry(referrer, json!({}));
+    let archive = l.write(dir.path(), "other-bundle.tar");
+    let fake = Fake::new();
+    let r = import(
+        &fake,
+        &archive,
+        Settings {
+            policy: Some(policy),
+            ..Settings::default()
+        },
+    );
+    assert!(
+        r.refused.contains_key("registry.example.com/team/app:1"),
+        "{r:?}"
+    );
+    assert!(fake.state().images.is_empty());
+}
+
+#[test]
+fn a_docker_save_archive_is_verified_by_the_signatures_file_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = b"an uncompressed layer tar, as docker save keeps it".to_vec();
+    let diff_id = Digest::of(&layer);
+    let config = json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]}})
+    .to_string()
+    .into_bytes();
+    let config_digest = Digest::of(&config);
+    let manifest = json!([{"Config": format!("{}.json", config_digest.hex()),
+        "RepoTags": ["registry.example.com/team/app:1", "registry.example.com/team/unsigned:1"],
+        "Layers": ["l/layer.tar"]}]);
+    let archive = dir.path().join("app.tar");
+    std::fs::write(
+        &archive,
+        tar(&[
+            (
+                "manifest.json".to_string(),
+                manifest.to_string().into_bytes(),
+            ),
+            (format!("{}.json", config_digest.hex()), config.clone()),
+            ("l/layer.tar".to_string(), layer.clone()),
+        ]),
+    )
+    .unwrap();
+    // The registry's manifest: the same config, the layer compressed (any bytes will do: only
+    // the config links the manifest to the archive's content).
+    let mut side = Layout::default();
+    let cfg = side.blob(crate::oci::MEDIA_OCI_CONFIG, config);
+    let gz = side.blob(
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        b"gzip of it".to_vec(),
+    );
+    let m = json!({"schemaVersion": 2, "mediaType": crate::oci::MEDIA_OCI_MANIFEST,
+        "config": cfg, "layers": [gz]});
+    let registry_manifest = side.blob(crate::oci::MEDIA_OCI_MANIFEST, m.to_string().into());
+    let signed = digest_of(&registry_manifest);
+    let sig = side.signature(&signed, "registry.example.com/team/app", "site.p8");
+    side.entry(registry_manifest, named("registry.example.com/team/app:1"));
+    side.entry(
+        sig,
+        json!({crate::oci::ANNOTATION_REF_NAME: format!("sha256-{}.sig", signed.hex())}),
+    );
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        json!({"default": [{"type": "sigstoreSigned", "keyPath": path("site.pub"),
+            "signedIdentity": {"type": "matchRepository"}}]})
+        .to_string(),
+    )
+    .unwrap();
+    let settings = Settings {
+        policy: Some(policy),
+        ..Settings::default()
+    };
+    // Without the signatures file, nothing is signed.
+    let fake = Fake::new();
+    let r = import(&fake, &archive, settings.clone());
+    assert_eq!(r.refused.len(), 2, "{r:?}");
+    assert!(fake.state().images.is_empty());
+    // With it, the name the signature is for gets in; the other name of the image does not.
+    side.write(dir.path(), "app.tar.sigs");
+    let r = import(&fake, &archive, settings);
+    assert!(
+        r.verified.contains_key("registry.example.com/team/app:1"),
+        "{r:?}"
+    );
+    let why = &r.refused["registry.example.com/team/unsigned:1"];
+    assert!(
+        why.contains("signed for registry.example.com/team/app"),
+        "{why}"
+    );
+    let names: Vec<String> = fake.state().images.keys().cloned().collect();
+    assert_eq!(names, ["registry.example.com/team/app:1"]);
+    assert!(crate::daemon::ignored("app.tar.sigs"));
+}
