@@ -343,6 +343,54 @@ fn bundle_through_tag_index_accepted() {
     );
 }
 
+/// A docker-save archive with its signatures file beside it (`<archive>.sigs`): the chain
+/// from the signed registry manifest to the archive's config and layers holds, so accepted;
+/// the same archive without the file is refused.
+#[test]
+fn docker_save_with_signatures_file() {
+    let Some(set) = signed::provisioned(Version::V2) else {
+        return;
+    };
+    let ctd = Containerd::start(Version::V2).unwrap();
+    let dir = scratch();
+    let policy = policy(set, dir.path());
+    let out = run(
+        &ctd,
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            set.docker_save_bare.arg(),
+        ],
+    );
+    // The recorded image is not the signed manifest: check by name only.
+    let bare = Archive {
+        digest: String::new(),
+        ..set.docker_save_bare.clone()
+    };
+    assert_refused(&out, &bare, &["signature"]);
+    let rt = rt();
+    assert_eq!(image_pairs(&rt, &ctd, NS), vec![]);
+
+    let out = run(
+        &ctd,
+        &["--policy", policy.to_str().unwrap(), set.docker_save.arg()],
+    );
+    assert_ok(&out);
+    let record = images(&rt, &ctd, NS)
+        .into_iter()
+        .find(|i| i.name == signed::SIMPLE)
+        .unwrap_or_else(|| panic!("{} not imported", signed::SIMPLE));
+    assert_eq!(
+        record
+            .labels
+            .get("io.cri-containerd.pinned")
+            .map(String::as_str),
+        Some("pinned"),
+        "{:?}",
+        sorted(&record.labels)
+    );
+}
+
 /// A `cosign save` layout (no ref names; the bundle's referrer manifest unlisted among the
 /// blobs), its image named by a lock line: accepted, the referrers recorded.
 #[test]

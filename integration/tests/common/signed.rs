@@ -111,6 +111,13 @@ pub struct Signed {
     /// (g) one layout holding (a) and (d): [`SIMPLE`] with its `.sig`, and [`UNSIGNED`]. Its
     /// `Archive` describes [`SIMPLE`]; [`UNSIGNED`] is [`Signed::unsigned`]'s image.
     pub mixed: Archive,
+    /// (h) [`SIMPLE`]'s image as `docker save` writes it (`skopeo copy` to a docker-archive),
+    /// in a directory of its own, with its signatures file `<archive>.sigs` beside it: the
+    /// layout of (a), the registry manifest cosign signed and its `.sig`. `digest` is the
+    /// registry manifest's; the image airlift records has another (docker save keeps none).
+    pub docker_save: Archive,
+    /// (h) The same docker-save archive in another directory, with no `.sigs` file.
+    pub docker_save_bare: Archive,
 }
 
 /// The cosign binary `integration/provision.sh` recorded (`COSIGN=` in
@@ -404,6 +411,30 @@ impl Maker {
         })?;
         let mixed_archive = archive(&simple, SIMPLE, path, vec![simple_sig.clone()]);
 
+        // (h) the simple image saved as docker save does, with and without its signatures
+        // file.
+        let mut docker = Vec::new();
+        for (sub, sigs) in [("docker-save", true), ("docker-save-bare", false)] {
+            let dir = self.dir.join("archives").join(sub);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let path = dir.join("simple.tar");
+            self.run(self.skopeo_cmd().args([
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                &format!("docker://{}", simple.by_digest()),
+                &format!("docker-archive:{}:{SIMPLE}", path.display()),
+            ]))?;
+            if sigs {
+                let sidecar = dir.join("simple.tar.sigs");
+                std::fs::copy(&simple_archive.path, &sidecar)
+                    .map_err(|e| format!("{}: {e}", sidecar.display()))?;
+            }
+            docker.push(archive(&simple, SIMPLE, path, vec![simple_sig.clone()]));
+        }
+        let docker_save_bare = docker.pop().unwrap();
+        let docker_save = docker.pop().unwrap();
+
         Ok(Signed {
             dir: self.dir.clone(),
             site_pub: keys.join("site.pub"),
@@ -417,6 +448,8 @@ impl Maker {
             misnamed: misnamed_archive,
             swapped: swapped_archive,
             mixed: mixed_archive,
+            docker_save,
+            docker_save_bare,
         })
     }
 
