@@ -4,7 +4,8 @@
 //! An archive travels a straight line through it: [`decode`] (compression by magic bytes; a
 //! large zstd window spilled to a file by [`spill`], decoding ahead on its own thread in
 //! [`readahead`]) → [`walk`] (tar entries, refusing escapes) → [`understand`] (OCI layout /
-//! docker save → a plan of images and labels). Beside them, the value types every station of
+//! docker save → a plan of images and labels, and of the signatures and referrers carried for
+//! them, [`understand::attached`]). Beside them, the value types every station of
 //! airlift shares: [`digest`], [`reference`](mod@reference), [`platform`], the image formats
 //! ([`oci`]), paths as text ([`escape`]), and the two system calls the archive side makes
 //! ([`sys`]). The `airlift` crate re-exports each under its old path (`airlift::digest`,

@@ -6,7 +6,9 @@
 //! blob containerd holds that no served image reaches, 200 connections at once, slow clients),
 //! ranges, TLS with client certificates, `serve = "all"`, blobs from airlift's own store in content
 //! proxy mode and through the Content API when containerd's content root is not on the daemon's
-//! filesystem, and the counters in `/metrics`.
+//! filesystem, the counters in `/metrics`, and signatures: cosign's `.sig` tag and the referrers
+//! tag recorded beside an image, served as tags and through `GET /v2/<name>/referrers/<digest>`
+//! (and, when cosign is installed, `cosign verify` against the endpoint).
 
 mod common;
 
@@ -977,3 +979,321 @@ on_containerd!(pull_list_from_the_command_line {
     pull_list_from_the_command_line_containerd_2: Version::V2;
     pull_list_from_the_command_line_containerd_17: Version::V17;
 });
+
+const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Puts blobs into `ctd`'s `k8s.io` namespace under the lease `lease` (created here, so no
+/// garbage collection takes them) with `put`, and records image names with `record`.
+struct Recorder<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    client: airlift::containerd::Client,
+    store: airlift::store::stream::StreamStore,
+}
+
+impl<'a> Recorder<'a> {
+    fn new(rt: &'a tokio::runtime::Runtime, ctd: &Containerd, lease: &str) -> Recorder<'a> {
+        let client = client(rt, ctd, "k8s.io");
+        rt.block_on(client.create_lease(lease, Default::default(), None))
+            .unwrap();
+        let store = airlift::store::stream::StreamStore::new(
+            client.with_lease(Some(lease)),
+            rt.handle().clone(),
+            lease.into(),
+        );
+        Recorder { rt, client, store }
+    }
+
+    /// Stores `data`; its digest and size.
+    fn put(&self, data: &[u8]) -> (String, u64) {
+        let put =
+            airlift::store::ContentStore::put(&self.store, &mut &data[..], data.len() as u64, None)
+                .unwrap();
+        (put.digest.to_string(), put.size)
+    }
+
+    /// Records `name` → the manifest or index `data` (stored here) of `media_type`, labelled
+    /// with the image it signs.
+    fn record(&self, name: &str, media_type: &str, data: &[u8], subject: &str) -> String {
+        let (digest, size) = self.put(data);
+        let labels = std::collections::BTreeMap::from([(
+            airlift::labels::SUBJECT.to_string(),
+            subject.to_string(),
+        )]);
+        self.rt
+            .block_on(self.client.put_image(
+                &airlift::containerd::ImageTarget {
+                    name: name.into(),
+                    media_type: media_type.into(),
+                    digest: digest.clone(),
+                    size: size as i64,
+                    annotations: Default::default(),
+                },
+                &labels,
+            ))
+            .unwrap();
+        digest
+    }
+}
+
+/// cosign's simple-signing payload for `subject` named `reference`.
+fn sig_payload(reference: &str, subject: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"critical": {
+        "identity": {"docker-reference": reference},
+        "image": {"docker-manifest-digest": subject},
+        "type": "cosign container image signature"}, "optional": null}))
+    .unwrap()
+}
+
+/// A `.sig` manifest as cosign writes it, of `payload` signed `signature` (base64): its
+/// payload's digest and the manifest.
+fn sig_manifest(rec: &Recorder, payload: &[u8], signature: &str) -> (String, Vec<u8>) {
+    let (payload_digest, payload_size) = rec.put(payload);
+    let config = serde_json::json!({"architecture": "", "created": "0001-01-01T00:00:00Z",
+        "os": "", "rootfs": {"type": "layers", "diff_ids": [payload_digest]}, "config": {}});
+    let config = serde_json::to_vec(&config).unwrap();
+    let (config_digest, config_size) = rec.put(&config);
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "size": config_size, "digest": config_digest},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "size": payload_size, "digest": payload_digest,
+                    "annotations": {"dev.cosignproject.cosign/signature": signature}}]});
+    (payload_digest, serde_json::to_vec(&manifest).unwrap())
+}
+
+#[test]
+fn signatures_are_served_as_tags_and_referrers() {
+    let ctd = Containerd::start(Version::V2).unwrap();
+    let rt = rt();
+    let (d, addr) = serving(&ctd, "");
+    let subject = client(&rt, &ctd, "k8s.io");
+    let subject = rt.block_on(subject.get_image(BUSYBOX)).unwrap().unwrap();
+    assert_eq!(subject.digest, INDEX_2D8E);
+    let hex = INDEX_2D8E.strip_prefix("sha256:").unwrap();
+    let rec = Recorder::new(&rt, &ctd, "signatures-test");
+
+    // A `.sig` manifest, under cosign's tag.
+    let payload = sig_payload("docker.io/library/busybox", INDEX_2D8E);
+    let (payload, sig) = sig_manifest(&rec, &payload, "MEUCIQ==");
+    let sig_tag = format!("sha256-{hex}.sig");
+    let sig_digest = rec.record(
+        &format!("docker.io/library/busybox:{sig_tag}"),
+        OCI_MANIFEST,
+        &sig,
+        INDEX_2D8E,
+    );
+    // A Sigstore bundle referring to the image, and the referrers tag's index listing it.
+    let (empty, _) = rec.put(b"{}");
+    let (layer, layer_size) =
+        rec.put(br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}"#);
+    let annotations = serde_json::json!({
+        "dev.sigstore.bundle.content": "dsse-envelope",
+        "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1"});
+    let bundle = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+        "mediaType": OCI_MANIFEST, "artifactType": BUNDLE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
+        "layers": [{"mediaType": BUNDLE, "size": layer_size, "digest": layer}],
+        "annotations": annotations,
+        "subject": {"mediaType": OCI_INDEX, "size": subject.size, "digest": INDEX_2D8E}}))
+    .unwrap();
+    let (bundle_digest, bundle_size) = rec.put(&bundle);
+    let listed = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": bundle_digest,
+        "size": bundle_size, "artifactType": BUNDLE, "annotations": annotations});
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [listed]});
+    let referrers_tag = format!("sha256-{hex}");
+    rec.record(
+        &format!("docker.io/library/busybox:{referrers_tag}"),
+        OCI_INDEX,
+        &serde_json::to_vec(&index).unwrap(),
+        INDEX_2D8E,
+    );
+
+    // The `.sig` tag, as skopeo and any client fetch it; its payload; the tags.
+    let raw = run(
+        skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{addr}/library/busybox:{sig_tag}")),
+        &d,
+    );
+    assert_eq!(raw.as_bytes(), sig.as_slice());
+    let r = get(addr, &format!("/v2/library/busybox/manifests/{sig_tag}"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("docker-content-digest"), Some(sig_digest.as_str()));
+    assert_eq!(r.header("content-type"), Some(OCI_MANIFEST));
+    let r = get(addr, &format!("/v2/library/busybox/blobs/{payload}"));
+    assert_eq!((r.status, sha256(&r.body)), (200, payload.clone()));
+    let r = get(addr, "/v2/library/busybox/tags/list");
+    let tags: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let tags: Vec<&str> = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    for tag in ["1.35", &referrers_tag, &sig_tag] {
+        assert!(tags.contains(&tag), "{tag} not in {tags:?}");
+    }
+
+    // The referrers, unfiltered and filtered.
+    let target = format!("/v2/library/busybox/referrers/{INDEX_2D8E}");
+    let r = get(addr, &target);
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    assert_eq!(r.header("content-type"), Some(OCI_INDEX));
+    assert_eq!(r.header("oci-filters-applied"), None);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body, index);
+    let r = get(
+        addr,
+        &format!("{target}?artifactType={}", BUNDLE.replace('+', "%2B")),
+    );
+    assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body, index);
+    let r = get(
+        addr,
+        &format!("{target}?artifactType=application/spdx%2Bjson"),
+    );
+    assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["manifests"], serde_json::json!([]));
+    // What a client fetches next: the bundle manifest by digest, its layer.
+    let r = get(
+        addr,
+        &format!("/v2/library/busybox/manifests/{bundle_digest}"),
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, bundle.as_slice()));
+    let r = get(addr, &format!("/v2/library/busybox/blobs/{layer}"));
+    assert_eq!((r.status, sha256(&r.body)), (200, layer.clone()));
+    // Nothing refers to the layer; a malformed digest is refused.
+    let r = get(addr, &format!("/v2/library/busybox/referrers/{layer}"));
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (r.status, &body["manifests"]),
+        (200, &serde_json::json!([]))
+    );
+    let r = get(addr, "/v2/library/busybox/referrers/sha256:123");
+    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+}
+
+/// cosign, when installed: on `PATH`, or unpacked from Debian's package under `/tmp/vr`.
+fn cosign() -> Option<std::path::PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("cosign"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        ["/tmp/vr/usr/bin/cosign", "/tmp/vr/cosign/usr/bin/cosign"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+    })
+}
+
+/// Runs openssl in `dir`; its stdout.
+fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    out.stdout
+}
+
+#[test]
+fn cosign_verifies_a_signature_served_by_the_endpoint() {
+    let Some(cosign) = cosign() else {
+        eprintln!(
+            "skipped: cosign is neither on PATH nor at /tmp/vr/usr/bin/cosign or \
+             /tmp/vr/cosign/usr/bin/cosign"
+        );
+        return;
+    };
+    let ctd = Containerd::start(Version::V2).unwrap();
+    let rt = rt();
+    let (d, addr) = serving(&ctd, "");
+    let hex = INDEX_2D8E.strip_prefix("sha256:").unwrap();
+    // A key pair of openssl's, the payload signed as cosign signs it (ECDSA P-256, SHA-256,
+    // DER, base64), the `.sig` manifest recorded beside the image.
+    let keys = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "k.pem",
+        ][..],
+        &["ec", "-in", "k.pem", "-pubout", "-out", "k.pub"],
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "other.pem",
+        ],
+        &["ec", "-in", "other.pem", "-pubout", "-out", "other.pub"],
+    ] {
+        openssl(keys.path(), args);
+    }
+    let reference = format!("{addr}/library/busybox");
+    let payload = sig_payload(&reference, INDEX_2D8E);
+    std::fs::write(keys.path().join("payload"), &payload).unwrap();
+    openssl(
+        keys.path(),
+        &[
+            "dgst", "-sha256", "-sign", "k.pem", "-out", "sig", "payload",
+        ],
+    );
+    let signature = openssl(keys.path(), &["base64", "-A", "-in", "sig"]);
+    let signature = String::from_utf8(signature).unwrap();
+    let rec = Recorder::new(&rt, &ctd, "cosign-test");
+    let (_, sig) = sig_manifest(&rec, &payload, &signature);
+    rec.record(
+        &format!("docker.io/library/busybox:sha256-{hex}.sig"),
+        OCI_MANIFEST,
+        &sig,
+        INDEX_2D8E,
+    );
+
+    let verify = |key: &str| {
+        Command::new(&cosign)
+            .env("HOME", keys.path())
+            .args(["verify", "--key", key, "--insecure-ignore-tlog"])
+            .args(["--allow-http-registry", "--allow-insecure-registry"])
+            .arg(format!("{reference}@{INDEX_2D8E}"))
+            .output()
+            .unwrap()
+    };
+    let out = verify(&keys.path().join("k.pub").display().to_string());
+    assert!(
+        out.status.success(),
+        "cosign verify: {}\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+        d.log()
+    );
+    let claims: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        claims[0]["critical"]["image"]["docker-manifest-digest"], INDEX_2D8E,
+        "{claims}"
+    );
+    // cosign asked the referrers API for bundles first (an empty list), then read the tag.
+    let log = d.log();
+    assert!(
+        log.contains(&format!("/v2/library/busybox/referrers/{INDEX_2D8E}"))
+            && log.contains(&format!("/v2/library/busybox/manifests/sha256-{hex}.sig")),
+        "{log}"
+    );
+    // Another key does not verify it: cosign checked the signature it fetched.
+    let out = verify(&keys.path().join("other.pub").display().to_string());
+    assert!(!out.status.success(), "{out:?}");
+}

@@ -9,6 +9,9 @@ use std::path::Path;
 pub const PINNED: &str = "airlift.io/pinned";
 /// The label naming the archive an image came from (and, on leases, the archive they hold).
 pub const ARCHIVE: &str = "airlift.io/archive";
+/// The label on a signature's image record (a `.sig` manifest's, or a referrers-tag index's)
+/// naming the image target it signs, `sha256:<hex>`.
+pub const SUBJECT: &str = "airlift.io/subject";
 /// The CRI plugin's pin label, respected by kubelet's image garbage collection.
 pub const CRI_PINNED: &str = "io.cri-containerd.pinned";
 /// The CRI plugin's label marking images it manages.

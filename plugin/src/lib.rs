@@ -27,14 +27,17 @@
 //!   the archive is still read ([`unpack::scheduler`]); also, later, from containerd's content;
 //! - [`import`] — one source's import and its vocabulary (source, options, report, errors, the
 //!   precedence question): an archive read into the store and planned ([`import::archive`]),
-//!   then the record step ([`import::record`]: labels, the archive's pinned lease, image
-//!   records, last), unpacking beside it when asked;
+//!   then verification's gate between plan and record when asked for ([`verify::gate`]; a
+//!   docker-save archive's signatures from the file beside it, [`import::sidecar`]), then the
+//!   record step ([`import::record`]: labels, the archive's pinned lease, image records, last),
+//!   unpacking beside it when asked;
 //! - [`pull`] — the pull side: `.txt` pull lists ([`pull::list`]: containerd pulls, then the
 //!   archive's record step pins, leases and records), airlift's own client pull for containerd
 //!   1.7 (hosts resolved from the hosts directory as containerd does, [`hosts::read`]; content
 //!   fetched over HTTP(S) with registry tokens by its registry client, [`pull::client`],
 //!   straight into the content store), and `airlift serve --follow URL` ([`pull::follow`]: a
-//!   peer's registry endpoint listed and kept as a pull list of the daemon's own);
+//!   peer's registry endpoint listed and kept as a pull list of the daemon's own); under a
+//!   policy, what a list pulled is verified before it is pinned ([`pull::verified`]);
 //! - [`state`] — what airlift remembers of each archive, and whether (and how) a record still
 //!   stands in containerd ([`state::verify`]);
 //! - [`service`] — the one import flow, for archives and pull lists, whoever asks (`airlift
@@ -70,7 +73,8 @@
 //!   containers-policy.json(5) file ([`verify::policy`]) evaluated against the cosign
 //!   signatures found for the image's digest ([`verify::signature`]: simple signing and
 //!   Sigstore bundles), the digest lock ([`verify::lock`]), and containerd's image verifier
-//!   plugins run as containerd runs them on a pull ([`verify::bindir`]);
+//!   plugins run as containerd runs them on a pull ([`verify::bindir`]); the three loaded from
+//!   `[verify]` or the flags and applied to an import's plan by [`verify::gate`];
 //! - [`visibility`] — what others see of an image: a Spegel-style walk of its content (every
 //!   blob present with its distribution source) and CRI's view (`airlift verify`);
 //! - [`proxy`] — containerd's content service over [`store::local`], for running airlift as

@@ -105,7 +105,13 @@ impl Daemon {
         for path in self.scan() {
             let record = self.archive(&path).and_then(|a| a.record);
             let mut force = false;
-            if let (Some(r), Look::Unchanged(_)) = (&record, look(&path, record.as_ref())) {
+            let judged_otherwise = record
+                .as_ref()
+                .is_some_and(|r| r.fingerprint != self.importer.fingerprint(&client));
+            if judged_otherwise {
+                tracing::info!(archive = %crate::escape::shown(&path), "imported under other verification settings; importing the archive again");
+                force = true;
+            } else if let (Some(r), Look::Unchanged(_)) = (&record, look(&path, record.as_ref())) {
                 if r.intake {
                     // Imported before a crash kept it from being deleted: finish that.
                     let _ = std::fs::remove_file(&path);

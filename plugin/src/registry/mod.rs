@@ -3,7 +3,9 @@
 //! mirror, skopeo, a follower) can pull them from this one.
 //!
 //! The parts: [`names`] (repository names and the registry they mean), [`routes`] (the API),
-//! [`served`] (which images are served and what each reaches — nothing else is), [`range`]
+//! [`served`] (which images are served and what each reaches — nothing else is),
+//! [`signatures`] (the tags signatures are kept under, served with the image they sign),
+//! [`referrers`] (the OCI 1.1 referrers list), [`range`]
 //! (`Range` requests), [`errors`] (the spec's error bodies), [`http`] (HTTP/1.1 framing, with
 //! blobs sent by `sendfile` from the content root), [`tls`] (rustls, optionally requiring
 //! client certificates).
@@ -17,8 +19,10 @@ pub mod errors;
 pub mod http;
 pub mod names;
 pub mod range;
+pub mod referrers;
 pub mod routes;
 pub mod served;
+pub mod signatures;
 pub mod tls;
 
 use crate::containerd::{Client, ContainerdError};

@@ -7,7 +7,12 @@
 //! - `/v2/<name>/manifests/<tag|digest>` — a served image's manifest or index, or one reachable
 //!   from it, as stored (no conversion, whatever `Accept` says);
 //! - `/v2/<name>/blobs/<digest>` — a config or layer reachable from an image of `<name>`, with
-//!   `Range`.
+//!   `Range`;
+//! - `/v2/<name>/referrers/<digest>` — the manifests of `<name>` that refer to `<digest>`
+//!   ([`referrers`](super::referrers)).
+//!
+//! Signatures are served as tags: cosign's `sha256-<hex>.sig` and the referrers tag
+//! `sha256-<hex>` of a served image ([`Listing::of`]).
 //!
 //! `n` and `last` paginate the two lists, with a `Link` header to the next page.
 
@@ -34,6 +39,8 @@ pub enum Route {
     Manifest,
     /// `/v2/<name>/blobs/<digest>`.
     Blob,
+    /// `/v2/<name>/referrers/<digest>`.
+    Referrers,
     /// Anything else.
     Other,
 }
@@ -47,6 +54,7 @@ impl Route {
             Route::Tags => "tags",
             Route::Manifest => "manifest",
             Route::Blob => "blob",
+            Route::Referrers => "referrers",
             Route::Other => "other",
         }
     }
@@ -60,6 +68,7 @@ enum Path<'a> {
     Tags(&'a str),
     Manifest(&'a str, &'a str),
     Blob(&'a str, &'a str),
+    Referrers(&'a str, &'a str),
     Unknown,
 }
 
@@ -89,13 +98,14 @@ fn route(path: &str) -> Path<'_> {
     match kind {
         "manifests" => Path::Manifest(name, last),
         "blobs" => Path::Blob(name, last),
+        "referrers" => Path::Referrers(name, last),
         _ => Path::Unknown,
     }
 }
 
 /// Percent-decodes a path; `None` when an escape is broken or the result is not UTF-8 text
 /// without control characters.
-fn decode(path: &str) -> Option<String> {
+pub(super) fn decode(path: &str) -> Option<String> {
     let b = path.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -161,6 +171,7 @@ impl Registry {
             Path::Tags(_) => Route::Tags,
             Path::Manifest(..) => Route::Manifest,
             Path::Blob(..) => Route::Blob,
+            Path::Referrers(..) => Route::Referrers,
             Path::Unknown => Route::Other,
         };
         if req.method != "GET" && req.method != "HEAD" {
@@ -251,6 +262,14 @@ impl Registry {
                     .with("Docker-Content-Digest", digest.to_string())
                     .with("ETag", format!("\"{digest}\"")))
             }
+            Path::Referrers(name, digest) => {
+                let repo = repository(name)?;
+                let digest = &part(digest);
+                let digest: Digest = digest
+                    .parse()
+                    .map_err(|_| error(Code::DigestInvalid, digest))?;
+                self.referrers(req, &repo, &digest).await
+            }
             Path::Blob(name, digest) => {
                 let repo = repository(name)?;
                 let digest = &part(digest);
@@ -297,7 +316,11 @@ impl Registry {
     }
 
     /// The served listing, or the error response.
-    async fn listing(&self, client: &Client, missed: bool) -> Result<Arc<Listing>, Response> {
+    pub(super) async fn listing(
+        &self,
+        client: &Client,
+        missed: bool,
+    ) -> Result<Arc<Listing>, Response> {
         self.served
             .listing(client, missed)
             .await
@@ -306,7 +329,11 @@ impl Registry {
 
     /// The served images of `repo` (listing again once if it has none): 404 `NAME_UNKNOWN`
     /// when there are none.
-    async fn images(&self, client: &Client, repo: &Repository) -> Result<Vec<Image>, Response> {
+    pub(super) async fn images(
+        &self,
+        client: &Client,
+        repo: &Repository,
+    ) -> Result<Vec<Image>, Response> {
         for missed in [false, true] {
             if let Some(images) = self.listing(client, missed).await?.repositories.get(repo) {
                 return Ok(images.clone());
@@ -326,12 +353,8 @@ impl Registry {
         object: &Object,
     ) -> Result<(Digest, String), Response> {
         if let Object::Tag(t) = object {
-            let image = super::served::within(client.get_image(&format!("{repo}:{t}")))
-                .await
-                .map_err(|e| self.unavailable(&e))?
-                .filter(|i| self.served.serves(i));
-            if let Some(digest) = image.as_ref().and_then(|i| i.digest.parse().ok()) {
-                return Ok((digest, image.unwrap().media_type));
+            if let Some(found) = self.served_tag(client, repo, t).await? {
+                return Ok(found);
             }
             // Which error: whether the repository is served at all.
             self.images(client, repo).await?;
@@ -364,6 +387,40 @@ impl Registry {
             }
         }
         Err(error(Code::NameUnknown, &names::client_name(repo)))
+    }
+
+    /// The target and media type of `repo:tag`, looked up in containerd now; `None` when there
+    /// is no such record or it is not served (by the policy, or as the signature of a served
+    /// image: [`Listing::of`]).
+    pub(super) async fn served_tag(
+        &self,
+        client: &Client,
+        repo: &Repository,
+        tag: &str,
+    ) -> Result<Option<(Digest, String)>, Response> {
+        let record = super::served::within(client.get_image(&format!("{repo}:{tag}")))
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let Ok(digest) = record.digest.parse() else {
+            return Ok(None);
+        };
+        let mut served = self.served.serves(&record);
+        if !served && super::signatures::signs(tag, &record.labels).is_some() {
+            for missed in [false, true] {
+                if self
+                    .listing(client, missed)
+                    .await?
+                    .serves_signature(repo, &record)
+                {
+                    served = true;
+                    break;
+                }
+            }
+        }
+        Ok(served.then_some((digest, record.media_type)))
     }
 
     /// Whether `digest` is reachable from a served image of `repo` (a config or a layer, or a
@@ -420,6 +477,10 @@ mod tests {
             Path::Manifest("quay.io/org/app", "v1")
         );
         assert_eq!(route("/v2/a/blobs/sha256:x"), Path::Blob("a", "sha256:x"));
+        assert_eq!(
+            route("/v2/org/app/referrers/sha256:x"),
+            Path::Referrers("org/app", "sha256:x")
+        );
         for bad in [
             "/",
             "/v2x",

@@ -10,11 +10,13 @@
 //! reading its manifests: an index's `manifests`, a manifest's `config` and `layers`.
 
 use super::names::Repository;
+use super::referrers::{self, Referrer};
+use super::signatures;
 use crate::containerd::{Client, ImageRecord};
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::store::layout::ContentRoot;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,6 +143,9 @@ impl Source {
 pub struct Manifest {
     /// Its media type (the descriptor's that names it).
     pub media_type: String,
+    /// What it refers to (its `subject`) and its descriptor in a referrers list, when it has
+    /// a subject and was there to read.
+    pub referrer: Option<Referrer>,
 }
 
 /// Everything reachable from one image target.
@@ -178,35 +183,79 @@ impl Policy {
 }
 
 impl Listing {
-    /// Groups `records` by repository, keeping those `policy` serves.
+    /// Groups `records` by repository, keeping those `policy` serves, and the signatures of
+    /// the images it serves: a record tagged `sha256-<hex>.sig` or `sha256-<hex>`
+    /// ([`signatures`]) is served when a served image of its repository has the target
+    /// `sha256:<hex>`, whatever its labels (only the signed image's own target counts, not a
+    /// manifest within it).
     pub fn of(records: Vec<ImageRecord>, policy: Policy) -> Listing {
         let mut repositories: BTreeMap<Repository, Vec<Image>> = BTreeMap::new();
+        let mut signed = Vec::new();
         for r in records {
-            if !policy.serves(&r) {
-                continue;
-            }
-            let (Ok(name), Ok(digest)) = (Reference::parse_normalized(&r.name), r.digest.parse())
-            else {
+            let Some((repository, image)) = parsed(&r) else {
                 continue;
             };
-            // A name containerd normalises differently is not what it says.
-            if name.to_string() != r.name {
-                continue;
+            if policy.serves(&r) {
+                repositories.entry(repository).or_default().push(image);
+            } else if let Some(subject) = image
+                .tag
+                .as_deref()
+                .and_then(|t| signatures::signs(t, &r.labels))
+            {
+                signed.push((repository, image, subject));
             }
-            repositories
-                .entry(Repository::of(&name))
-                .or_default()
-                .push(Image {
-                    tag: name.tag().map(str::to_string),
-                    digest,
-                    media_type: r.media_type,
-                });
+        }
+        let targets: HashSet<(Repository, Digest)> = repositories
+            .iter()
+            .flat_map(|(r, images)| images.iter().map(|i| (r.clone(), i.digest.clone())))
+            .collect();
+        for (repository, image, subject) in signed {
+            if targets.contains(&(repository.clone(), subject)) {
+                repositories.entry(repository).or_default().push(image);
+            }
         }
         for images in repositories.values_mut() {
             images.sort_by(|a, b| a.tag.cmp(&b.tag));
         }
         Listing { repositories }
     }
+
+    /// Whether `record` (of `repository`, which `policy` does not serve) is served as the
+    /// signature of an image this listing serves: the rule of [`Listing::of`].
+    pub fn serves_signature(&self, repository: &Repository, record: &ImageRecord) -> bool {
+        let Some((_, image)) = parsed(record) else {
+            return false;
+        };
+        let Some(subject) = image
+            .tag
+            .as_deref()
+            .and_then(|t| signatures::signs(t, &record.labels))
+        else {
+            return false;
+        };
+        self.repositories
+            .get(repository)
+            .is_some_and(|images| images.iter().any(|i| i.digest == subject))
+    }
+}
+
+/// A record's repository and image; `None` when its name or target is not one (or is a name
+/// containerd normalises differently, which is not what it says).
+fn parsed(r: &ImageRecord) -> Option<(Repository, Image)> {
+    let (Ok(name), Ok(digest)) = (Reference::parse_normalized(&r.name), r.digest.parse()) else {
+        return None;
+    };
+    if name.to_string() != r.name {
+        return None;
+    }
+    Some((
+        Repository::of(&name),
+        Image {
+            tag: name.tag().map(str::to_string),
+            digest,
+            media_type: r.media_type.clone(),
+        },
+    ))
 }
 
 /// The served set, cached.
@@ -311,6 +360,7 @@ async fn walk(
             digest.clone(),
             Manifest {
                 media_type: media_type.to_string(),
+                referrer: None,
             },
         );
         return Ok(false);
@@ -325,6 +375,7 @@ async fn walk(
         digest.clone(),
         Manifest {
             media_type: media_type.to_string(),
+            referrer: referrers::referrer(digest, media_type, data.len() as u64, &json),
         },
     );
     let descriptor = |v: &serde_json::Value| -> Option<(Digest, String)> {

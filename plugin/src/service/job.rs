@@ -123,9 +123,13 @@ impl Importer {
         previous: Option<&Record>,
     ) -> Option<Record> {
         match (result, self.remember) {
-            (Ok(report), Remember::Everything) => {
-                Some(Record::after_import(path, identity, report, previous, ""))
-            }
+            (Ok(report), Remember::Everything) => Some(Record::after_import(
+                path,
+                identity,
+                report,
+                previous,
+                &self.fingerprint(client),
+            )),
             (Ok(report), Remember::Successes) if report.ok() => Some(Record::after_import(
                 path,
                 identity,

@@ -77,11 +77,20 @@ impl Importer {
     /// What must be equal for a previous import to stand for this one: nothing for the daemon
     /// (its options are fixed by its configuration), the socket, the namespace and the options
     /// for `airlift import` (unpacking asked for now, not last time, imports again and unpacks).
-    pub(super) fn fingerprint(&self, client: &Client) -> String {
+    pub fn fingerprint(&self, client: &Client) -> String {
+        // Verification is part of both: an import judged under other settings, or under none,
+        // does not stand for one judged under these (the daemon imports such archives again at
+        // startup).
+        let verify = self
+            .options
+            .verify
+            .as_ref()
+            .map(|g| format!("|verify:{}", g.fingerprint()))
+            .unwrap_or_default();
         match self.remember {
-            super::Remember::Everything => String::new(),
+            super::Remember::Everything => verify,
             super::Remember::Successes => format!(
-                "{}|{}|{:?}|{:?}|{}|{:?}",
+                "{}|{}|{:?}|{:?}|{}|{:?}{verify}",
                 crate::escape::shown(&client.address()),
                 client.namespace(),
                 self.options.plan,

@@ -153,7 +153,8 @@ impl Record {
     /// The record after an import read the archive (taken at `identity`) and reported `report`.
     /// After a partial failure the images the previous import provided stay in the record (and
     /// keep their pins) while the archive still names them: nothing is given up because one
-    /// image broke.
+    /// image broke. A name verification refused is the exception: what it was before is not
+    /// kept, since no image under that name may stay pinned against the policy.
     pub fn after_import(
         path: &Path,
         identity: Identity,
@@ -170,6 +171,7 @@ impl Record {
                     .images
                     .iter()
                     .filter(|i| !now.contains(i.name.as_str()))
+                    .filter(|i| !report.refused.contains_key(&i.name))
                     .cloned()
                     .collect();
                 images.extend(kept);

@@ -68,6 +68,9 @@ pub enum GateError {
 /// Verification, loaded: every key read, every lock line parsed.
 #[derive(Debug)]
 pub struct Gate {
+    /// What was loaded, as a fingerprint: an import made under other settings (another policy,
+    /// lock or verifier directory, or the same files changed) does not stand for this one.
+    fingerprint: String,
     policy: Option<(String, Policy)>,
     lock: Option<Lock>,
     verifiers: Option<Verifiers>,
@@ -123,11 +126,33 @@ impl Gate {
             }
             None => None,
         };
+        let file = |p: &Option<PathBuf>| match p {
+            Some(p) => format!(
+                "{}@{}",
+                crate::escape::shown(p),
+                std::fs::read(p)
+                    .map(|b| Digest::of(&b).to_string())
+                    .unwrap_or_default()
+            ),
+            None => String::new(),
+        };
+        let fingerprint = format!(
+            "policy={}|lock={}|verifiers={:?}",
+            file(&settings.policy),
+            file(&settings.lock),
+            verifiers
+        );
         Ok(Some(Gate {
+            fingerprint,
             policy,
             lock,
             verifiers,
         }))
+    }
+
+    /// What was loaded, to tell imports made under other settings apart.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Names for images an archive leaves unnamed: the lock's, by digest.

@@ -128,3 +128,36 @@ fn refusals_are_shown_and_judged_once_per_change() {
     n.reconcile(&d, &list);
     assert_eq!((imports(&archive), imports(&list)), before);
 }
+
+/// A restart under other verification settings judges again what was imported under the old
+/// ones (an image the new policy refuses is released: unpinned, no longer leased); a restart
+/// under the same ones reads nothing.
+#[test]
+fn a_new_policy_judges_again_at_restart() {
+    let n = Node::new();
+    let archive = n.put("busybox-docker.tar", "busybox.tar");
+    {
+        let d = n.daemon();
+        n.rt.block_on(d.startup());
+        assert_eq!(n.pinned(BUSYBOX).unwrap(), archive.display().to_string());
+    }
+    let policy = n.dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"default":[{"type":"reject"}]}"#).unwrap();
+    let writes = {
+        let d = n.daemon_with(|c| c.verify.policy = Some(policy.clone()));
+        n.rt.block_on(d.startup());
+        let record = d.archive(&archive).unwrap().record.unwrap();
+        assert_eq!(record.imports, 2);
+        assert!(
+            record.last_error.contains("rejected by policy"),
+            "{record:?}"
+        );
+        assert!(record.images.is_empty(), "{record:?}");
+        assert_eq!(n.pinned(BUSYBOX).unwrap(), "unpinned");
+        n.fake.count("write")
+    };
+    let d = n.daemon_with(|c| c.verify.policy = Some(policy.clone()));
+    n.rt.block_on(d.startup());
+    assert_eq!(d.archive(&archive).unwrap().record.unwrap().imports, 2);
+    assert_eq!(n.fake.count("write"), writes, "the archive was read again");
+}

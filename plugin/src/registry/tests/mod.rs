@@ -1,5 +1,5 @@
 //! The endpoint over a real socket, on the containerd fake: a server on a temporary port, and
-//! requests written and read as bytes. What is served ([`serving`]) and how connections are
+//! requests written and read as bytes. What is served ([`serving`]), signatures and referrers ([`signatures`]), and how connections are
 //! kept and refused ([`connections`]).
 
 use super::*;
@@ -192,3 +192,4 @@ async fn get(addr: std::net::SocketAddr, target: &str) -> Got {
 
 mod connections;
 mod serving;
+mod signatures;
