@@ -653,17 +653,23 @@ fn no_policy_imports_everything() {
     assert_imported(&ctd, &set.unsigned, &[]);
 }
 
-/// `airlift serve` with `[verify]`: an archive of an unsigned image shows as refused in
-/// `airlift ls` with the reason, its image absent; a signed archive beside it is imported.
-#[test]
-fn daemon_refuses() {
+/// `airlift serve` with `[verify]` in its configuration, or `--policy`: an archive of an
+/// unsigned image shows as refused in `airlift ls` with the reason, its image absent; a signed
+/// archive beside it is imported.
+fn daemon_refuses(flag: bool) {
     let Some(set) = signed::provisioned(Version::V2) else {
         return;
     };
     let ctd = Containerd::start(Version::V2).unwrap();
     let dir = scratch();
     let policy = policy(set, dir.path());
-    let mut d = Daemon::new(&ctd, &format!("[verify]\npolicy = {:?}\n", policy));
+    let mut d = if flag {
+        let mut d = Daemon::new(&ctd, "");
+        d.args = vec!["--policy".into(), policy.display().to_string()];
+        d
+    } else {
+        Daemon::new(&ctd, &format!("[verify]\npolicy = {:?}\n", policy))
+    };
     let simple = d.images().join("simple.tar");
     let unsigned = d.images().join("unsigned.tar");
     std::fs::copy(&set.simple.path, &simple).unwrap();
@@ -694,4 +700,14 @@ fn daemon_refuses() {
         ..set.unsigned.clone()
     };
     assert_absent(&ctd, &moved);
+}
+
+#[test]
+fn daemon_refuses_by_config() {
+    daemon_refuses(false)
+}
+
+#[test]
+fn daemon_refuses_by_flag() {
+    daemon_refuses(true)
 }
