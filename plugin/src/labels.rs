@@ -11,7 +11,7 @@ pub const PINNED: &str = "airlift.io/pinned";
 pub const ARCHIVE: &str = "airlift.io/archive";
 /// The label on a signature's image record (a `.sig` manifest's, or a referrers-tag index's)
 /// naming the image target it signs, `sha256:<hex>`.
-pub const SUBJECT: &str = "airlift.io/subject";
+pub const SUBJECT: &str = crate::archive::understand::attached::SUBJECT_LABEL;
 /// The CRI plugin's pin label, respected by kubelet's image garbage collection.
 pub const CRI_PINNED: &str = "io.cri-containerd.pinned";
 /// The CRI plugin's label marking images it manages.

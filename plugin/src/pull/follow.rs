@@ -203,13 +203,18 @@ async fn paged(
     }
 }
 
-/// Every image (normalised reference) the peer at `peer` serves.
+/// Every image (normalised reference) the peer at `peer` serves, signature tags left out.
 pub async fn catalog(peer: &Host) -> Result<Vec<String>, FollowError> {
     let registry = client::Registry::default();
     let mut refs = Vec::new();
     for repo in paged(&registry, peer, "/v2/_catalog", "repositories").await? {
         let target = format!("/v2/{repo}/tags/list");
         for tag in paged(&registry, peer, &target, "tags").await? {
+            // Signatures (`sha256-<hex>.sig`, referrers tags) are no images of their own: they
+            // come with the image they sign when the follower verifies it.
+            if crate::archive::understand::attached::tag_subject(&tag).is_some() {
+                continue;
+            }
             // The endpoint names docker.io repositories as Docker Hub does, others with their
             // registry: normalising maps both back.
             if let Ok(r) = Reference::parse_normalized(&format!("{repo}:{tag}")) {
