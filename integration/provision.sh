@@ -6,16 +6,21 @@
 #   * two containerd releases, unpacked (not installed) into the cache dir:
 #       $CACHE/containerd-2/    containerd 2.x  from Debian sid
 #       $CACHE/containerd-1.7/  containerd 1.7.x from Debian trixie
-#     fetched with a private apt configuration (own sources list, state and
+#   * cosign 3.x (a static binary), unpacked the same way, for the signature
+#     verification tests:
+#       $CACHE/cosign/          cosign from Debian sid
+#     all fetched with a private apt configuration (own sources list, state and
 #     cache dirs under $CACHE/apt) so the system's apt setup is never touched.
 #
 # CACHE is $AIRLIFT_CACHE (relative paths are taken from the repo root), or
 # <repo root>/.cache by default.
-# Prints CONTAINERD_2=<bin dir> and CONTAINERD_17=<bin dir> and writes the same
-# lines into $CACHE/containerd.env, which the test harness reads.
+# Prints CONTAINERD_2=<bin dir>, CONTAINERD_17=<bin dir> and COSIGN=<binary>
+# and writes the same lines into $CACHE/containerd.env, which the test harness
+# reads. containerd is required; cosign is not: when it cannot be fetched the
+# script warns, leaves COSIGN= out, and the verification tests skip.
 #
 # Idempotent: once everything is in place, a rerun does no network access.
-# Set AIRLIFT_REFRESH=1 to fetch the newest containerd packages again, and
+# Set AIRLIFT_REFRESH=1 to fetch the newest containerd and cosign packages again, and
 # AIRLIFT_DEBIAN_MIRROR to override the Debian mirror (default: the one the
 # system's apt sources use).
 set -euo pipefail
@@ -28,6 +33,7 @@ mkdir -p "$CACHE"
 CACHE="$(cd "$CACHE" && pwd)"
 
 log() { printf 'provision: %s\n' "$*" >&2; }
+warn() { printf 'provision: warning: %s\n' "$*" >&2; }
 die() { printf 'provision: error: %s\n' "$*" >&2; exit 1; }
 
 export DEBIAN_FRONTEND=noninteractive
@@ -100,7 +106,14 @@ debian_mirror() {
     echo "${uri:-http://deb.debian.org/debian}" | sed 's:/*$::'
 }
 
-fetch_containerd() {
+# The private apt configuration's options, once apt_setup has run.
+apt_opts=()
+apt_dir="$CACHE/apt"
+
+# apt_setup: write the private apt configuration (sid and trixie) and fetch its
+# package lists, once per run.
+apt_setup() {
+    ((${#apt_opts[@]})) && return
     local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
     # sid and trixie are signed with the trixie archive keys; bookworm's
     # keyring package ships them since 2023.3+deb12u1.
@@ -110,9 +123,8 @@ fetch_containerd() {
         apt-get install -y -qq debian-archive-keyring >/dev/null
     fi
 
-    local mirror apt_dir
+    local mirror
     mirror="$(debian_mirror)"
-    apt_dir="$CACHE/apt"
     mkdir -p "$apt_dir/etc" "$apt_dir/state/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
     cat >"$apt_dir/etc/sources.list" <<EOF
 deb [signed-by=$keyring] $mirror sid main
@@ -138,8 +150,12 @@ EOF
     log "fetching package lists for sid and trixie from $mirror"
     apt-get "${opts[@]}" -qq update ||
         die "apt-get update for sid/trixie failed (if signatures could not be verified, upgrade debian-archive-keyring)"
+    apt_opts=("${opts[@]}")
+}
 
-    local v2 v17
+fetch_containerd() {
+    apt_setup
+    local opts=("${apt_opts[@]}") v2 v17
     v2="$(apt-cache "${opts[@]}" madison containerd | awk -F' *[|] *' '$3 ~ / sid\/main / {print $2; exit}')"
     v17="$(apt-cache "${opts[@]}" madison containerd | awk -F' *[|] *' '$3 ~ / trixie\/main / {print $2; exit}')"
     [[ -n "$v2" ]] || die "no containerd package in sid"
@@ -174,7 +190,41 @@ if [[ "${AIRLIFT_REFRESH:-0}" == 1 ]] || ! have_tree "$bin_2" || ! have_tree "$b
 fi
 
 # ---------------------------------------------------------------------------
-# 3. Verify and publish
+# 3. cosign
+# ---------------------------------------------------------------------------
+dir_cosign="$CACHE/cosign"
+cosign="$dir_cosign/usr/bin/cosign"
+
+# fetch_cosign: sid's cosign 3.x unpacked into $dir_cosign (atomically
+# replaced); returns nonzero (after a warning) when it cannot.
+fetch_cosign() {
+    apt_setup
+    local opts=("${apt_opts[@]}") v deb tmp="$dir_cosign.tmp.$$"
+    v="$(apt-cache "${opts[@]}" madison cosign | awk -F' *[|] *' '$3 ~ / sid\/main / {print $2; exit}')"
+    [[ -n "$v" ]] || { warn "no cosign package in sid"; return 1; }
+    [[ "$v" == 3.* ]] || { warn "sid has cosign $v, expected 3.x"; return 1; }
+    log "downloading cosign $v (sid)"
+    rm -f "$apt_dir/debs/"*.deb
+    (cd "$apt_dir/debs" && apt-get "${opts[@]}" -qq download "cosign=$v") ||
+        { warn "apt-get download cosign=$v failed"; return 1; }
+    deb="$(echo "$apt_dir/debs/cosign_${v//:/%3a}_"*.deb)"
+    [[ -f "$deb" ]] || { warn "missing download $deb"; return 1; }
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    dpkg-deb -x "$deb" "$tmp"
+    rm -f "$apt_dir/debs/"*.deb
+    [[ -x "$tmp/usr/bin/cosign" ]] || { warn "$deb has no usr/bin/cosign"; rm -rf "$tmp"; return 1; }
+    echo "$v" >"$tmp/debian-version"
+    rm -rf "$dir_cosign"
+    mv "$tmp" "$dir_cosign"
+}
+
+if [[ "${AIRLIFT_REFRESH:-0}" == 1 ]] || [[ ! -x "$cosign" ]]; then
+    fetch_cosign || warn "cosign not provisioned: the signature verification tests will skip"
+fi
+
+# ---------------------------------------------------------------------------
+# 4. Verify and publish
 # ---------------------------------------------------------------------------
 check_version() {
     local bin="$1" want="$2" out
@@ -190,6 +240,15 @@ check_version "$bin_17" 1.7.
 env_file="$CACHE/containerd.env"
 env_content="CONTAINERD_2=$bin_2
 CONTAINERD_17=$bin_17"
+if [[ -x "$cosign" ]]; then
+    # Debian's build reports "GitVersion: devel": the package's version says which it is.
+    "$cosign" version >/dev/null 2>&1 || die "$cosign version failed"
+    cosign_version="$(cat "$dir_cosign/debian-version" 2>/dev/null || true)"
+    [[ "$cosign_version" == 3.* ]] || die "$cosign is not 3.x: ${cosign_version:-no $dir_cosign/debian-version}"
+    log "cosign $cosign_version"
+    env_content+="
+COSIGN=$cosign"
+fi
 if [[ ! -f "$env_file" ]] || [[ "$(cat "$env_file")" != "$env_content" ]]; then
     printf '%s\n' "$env_content" >"$env_file.tmp.$$"
     mv "$env_file.tmp.$$" "$env_file"

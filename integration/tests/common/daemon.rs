@@ -17,6 +17,8 @@ pub struct Daemon {
     pub config: String,
     /// Extra environment for the daemon.
     pub env: Vec<(String, String)>,
+    /// Extra arguments of `airlift serve`, after `--config FILE`.
+    pub args: Vec<String>,
     /// A command the daemon is started under (`unshare ... sh -c '...; exec "$@"' sh`), which
     /// must exec it in the end; none when empty.
     pub wrapper: Vec<String>,
@@ -44,6 +46,7 @@ impl Daemon {
             address: PathBuf::new(),
             config: config.to_string(),
             env: Vec::new(),
+            args: Vec::new(),
             wrapper: Vec::new(),
             child: None,
         }
@@ -135,6 +138,7 @@ impl Daemon {
         let child = cmd
             .args(["serve", "--config"])
             .arg(&cfg)
+            .args(&self.args)
             .env("AIRLIFT_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())

@@ -19,6 +19,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 pub mod daemon;
+pub mod signed;
 
 #[allow(unused_imports)]
 pub use airlift_integration::golden::*;
