@@ -1178,21 +1178,6 @@ fn signatures_are_served_as_tags_and_referrers() {
     assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
 }
 
-/// cosign, when installed: on `PATH`, or unpacked from Debian's package under `/tmp/vr`.
-fn cosign() -> Option<std::path::PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("cosign"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
-        ["/tmp/vr/usr/bin/cosign", "/tmp/vr/cosign/usr/bin/cosign"]
-            .into_iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.is_file())
-    })
-}
-
 /// Runs openssl in `dir`; its stdout.
 fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = Command::new("openssl")
@@ -1206,11 +1191,7 @@ fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
 
 #[test]
 fn cosign_verifies_a_signature_served_by_the_endpoint() {
-    let Some(cosign) = cosign() else {
-        eprintln!(
-            "skipped: cosign is neither on PATH nor at /tmp/vr/usr/bin/cosign or \
-             /tmp/vr/cosign/usr/bin/cosign"
-        );
+    let Some(cosign) = common::signed::cosign_or_skip() else {
         return;
     };
     let ctd = Containerd::start(Version::V2).unwrap();
