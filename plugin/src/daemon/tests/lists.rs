@@ -120,6 +120,11 @@ fn refusals_are_shown_and_judged_once_per_change() {
         );
         assert!(n.fake.image(name).is_none(), "{name} is there");
     }
+    let metrics = d.metrics.encode();
+    assert!(
+        metrics.contains("airlift_verifications_total{result=\"refused\"} 2"),
+        "{metrics}"
+    );
     let imports = |p: &Path| d.archive(p).unwrap().record.unwrap().imports;
     let before = (imports(&archive), imports(&list));
     // Neither the list's retry nor a resync judges them again.

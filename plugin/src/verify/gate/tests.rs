@@ -563,3 +563,35 @@ fn a_docker_save_archive_is_verified_by_the_signatures_file_beside_it() {
     assert_eq!(names, ["registry.example.com/team/app:1"]);
     assert!(crate::daemon::ignored("app.tar.sigs"));
 }
+
+#[test]
+fn a_signature_containerd_already_holds_counts_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = site_policy(dir.path(), "matchRepository");
+    let settings = Settings {
+        policy: Some(policy),
+        ..Settings::default()
+    };
+    // First the image with its signature, then an archive of the same image without it.
+    let mut l = Layout::default();
+    let img = l.image("app");
+    let d = digest_of(&img);
+    let sig = l.signature(&d, "registry.example.com/team/app", "site.p8");
+    l.entry(img.clone(), named("registry.example.com/team/app:1"));
+    l.entry(sig, json!({crate::oci::ANNOTATION_REF_NAME: format!("sha256-{}.sig", d.hex())}));
+    let signed = l.write(dir.path(), "signed.tar");
+    let mut l = Layout::default();
+    let again = l.image("app");
+    assert_eq!(digest_of(&again), d);
+    l.entry(again, named("registry.example.com/team/app:2"));
+    let bare = l.write(dir.path(), "bare.tar");
+    let fake = Fake::new();
+    // Alone, the bare archive is refused.
+    let r = import(&fake, &bare, settings.clone());
+    assert_eq!(r.refused.len(), 1, "{r:?}");
+    let r = import(&fake, &signed, settings.clone());
+    assert!(r.refused.is_empty(), "{r:?}");
+    let r = import(&fake, &bare, settings);
+    assert!(r.refused.is_empty(), "{r:?}");
+    assert!(fake.image("registry.example.com/team/app:2").is_some());
+}
