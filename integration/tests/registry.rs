@@ -333,14 +333,28 @@ fn bad_requests_get_4xx_and_never_stop_it() {
     // image reaches.
     let stray = b"a blob in containerd that no image reaches";
     let stray_digest = sha256(stray);
-    let mut ingest = ctd.ctr();
-    ingest
-        .args(["-n", "k8s.io", "content", "ingest", "stray"])
-        .stdin(std::process::Stdio::piped());
-    let mut child = ingest.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stray).unwrap();
-    assert!(child.wait().unwrap().success());
-    assert!(blob(&rt, &ctd, "k8s.io", &stray_digest).is_some());
+    // Nothing holds it, so a garbage collection (the daemon's imports trigger them) may take
+    // it before it is labelled a GC root: written again until it stays.
+    for attempt in 0.. {
+        let mut ingest = ctd.ctr();
+        ingest
+            .args(["-n", "k8s.io", "content", "ingest", "stray"])
+            .stdin(std::process::Stdio::piped());
+        let mut child = ingest.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stray).unwrap();
+        assert!(child.wait().unwrap().success());
+        let labelled = ctd
+            .ctr()
+            .args(["-n", "k8s.io", "content", "label", &stray_digest])
+            .arg("containerd.io/gc.root=stray")
+            .status()
+            .unwrap()
+            .success();
+        if labelled && blob(&rt, &ctd, "k8s.io", &stray_digest).is_some() {
+            break;
+        }
+        assert!(attempt < 5, "the stray blob never stayed");
+    }
     // An image imported by someone else (ctr): not airlift's, so not served by default.
     ctd.ctr_output(&[
         "-n",

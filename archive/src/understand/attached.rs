@@ -72,11 +72,9 @@ pub struct Attachment {
 /// `.sig`/`.att`/`.sbom` suffix, and the suffix.
 pub fn tag_subject(tag: &str) -> Option<(Digest, &str)> {
     let rest = tag.strip_prefix("sha256-")?;
-    let (hex, suffix) = rest.split_at(rest.len().min(64));
+    // `get`, not slicing: a tag is the archive's text, and need not be ASCII.
+    let (hex, suffix) = (rest.get(..64)?, rest.get(64..)?);
     if !matches!(suffix, "" | ".sig" | ".att" | ".sbom") {
-        return None;
-    }
-    if hex.len() != 64 {
         return None;
     }
     Digest::from_hex(hex).map(|d| (d, suffix))
@@ -378,4 +376,34 @@ pub fn referrers_index(children: &[Descriptor]) -> Vec<u8> {
         "manifests": children,
     });
     serde_json::to_vec(&index).expect("an index serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_subject;
+
+    #[test]
+    fn tags_of_the_cosign_and_referrers_schemas_name_their_subject() {
+        let hex = "2d8e3c3af836a2e8c6aec90af2c7547315fb88586cb38645e32b1e8657585fbd";
+        for (tag, suffix) in [
+            ("", ""),
+            (".sig", ".sig"),
+            (".att", ".att"),
+            (".sbom", ".sbom"),
+        ] {
+            let t = format!("sha256-{hex}{tag}");
+            let (d, s) = tag_subject(&t).unwrap();
+            assert_eq!((d.hex(), s), (hex, suffix));
+        }
+        for tag in [
+            "1.36".to_string(),
+            format!("sha256-{hex}.tar"),
+            format!("sha256-{}", &hex[1..]),
+            format!("sha256-{}é{}", &hex[..63], ".sig"),
+            format!("sha256-{}", "é".repeat(40)),
+            format!("sha512-{hex}"),
+        ] {
+            assert!(tag_subject(&tag).is_none(), "{tag}");
+        }
+    }
 }

@@ -578,7 +578,10 @@ fn a_signature_containerd_already_holds_counts_too() {
     let d = digest_of(&img);
     let sig = l.signature(&d, "registry.example.com/team/app", "site.p8");
     l.entry(img.clone(), named("registry.example.com/team/app:1"));
-    l.entry(sig, json!({crate::oci::ANNOTATION_REF_NAME: format!("sha256-{}.sig", d.hex())}));
+    l.entry(
+        sig,
+        json!({crate::oci::ANNOTATION_REF_NAME: format!("sha256-{}.sig", d.hex())}),
+    );
     let signed = l.write(dir.path(), "signed.tar");
     let mut l = Layout::default();
     let again = l.image("app");
