@@ -166,3 +166,29 @@ fn a_new_policy_judges_again_at_restart() {
     assert_eq!(d.archive(&archive).unwrap().record.unwrap().imports, 2);
     assert_eq!(n.fake.count("write"), writes, "the archive was read again");
 }
+
+/// A policy the daemon cannot use stops it at start, naming the file and the key.
+#[test]
+fn a_policy_that_cannot_be_used_stops_the_daemon() {
+    let n = Node::new();
+    let policy = n.dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"default":[{"type":"sigstoreSigned","keyPath":"/nonexistent/site.pub"}]}"#,
+    )
+    .unwrap();
+    let mut cfg = Config {
+        images_dirs: vec![n.images()],
+        state_dir: n.dir.path().join("state"),
+        ..Config::default()
+    };
+    cfg.verify.policy = Some(policy.clone());
+    let e = match Daemon::with_connector(cfg, Box::new(n.fake.clone())) {
+        Ok(_) => panic!("the daemon started with a key it cannot read"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains(&policy.display().to_string()) && e.contains("/nonexistent/site.pub"),
+        "{e}"
+    );
+}
