@@ -12,6 +12,14 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+# Installation: install.sh into temporary roots and systemd-analyze verify of every unit and
+# drop-in of config/ (about 5 s), the Kubernetes manifests validated offline (about 5 s; the first
+# run installs kubernetes-validate into .cache, about 30 s).
+echo "== integration/install-test.sh" >&2
+bash integration/install-test.sh
+echo "== integration/manifests-test.sh" >&2
+bash integration/manifests-test.sh
+
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check
 cargo fmt --all --check --manifest-path fuzz/Cargo.toml
