@@ -13,8 +13,9 @@ if ! command -v cargo >/dev/null; then
 fi
 
 # Installation: install.sh into temporary roots and systemd-analyze verify of every unit and
-# drop-in of config/ (about 5 s), the Kubernetes manifests validated offline (about 5 s; the first
-# run installs kubernetes-validate into .cache, about 30 s).
+# drop-in of config/ (3 s of CPU; 5-20 s on a loaded 2-core machine), the Kubernetes manifests
+# validated offline (2.5 s of CPU, 5-12 s; the first run installs kubernetes-validate into .cache,
+# about 30 s).
 echo "== integration/install-test.sh" >&2
 bash integration/install-test.sh
 echo "== integration/manifests-test.sh" >&2
