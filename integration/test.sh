@@ -42,3 +42,8 @@ cargo test --workspace --locked "${features[@]}" "$@"
 # reproducers are replayed by the cargo test above.
 echo "== fuzz/run.sh ${FUZZ_SECONDS:-10}" >&2
 bash fuzz/run.sh "${FUZZ_SECONDS:-10}"
+# The container image run as the DaemonSet runs it (14 s: 12 s of it building the image twice),
+# with the static binary when one was built (dist.sh builds
+# target/x86_64-unknown-linux-gnu/release/airlift); it says SKIP otherwise.
+echo "== integration/image-test.sh" >&2
+bash integration/image-test.sh
