@@ -6,7 +6,9 @@
 # completions); then `systemd-analyze verify --root` checks every unit and drop-in of config/
 # and those install.sh wrote, and fails on any warning.
 #
-#   bash integration/install-test.sh [BINARY]   # the binary in the tarball; default: a stub (install.sh never runs it)
+#   bash integration/install-test.sh [BINARY]   # the binary in the tarball; default: a stub (install.sh
+#                                               # never runs it); a real one also checks that
+#                                               # `airlift serve` takes the configs written
 #
 # Needs systemd-analyze (Debian's systemd) and sha256sum; shellcheck when installed.
 set -euo pipefail
@@ -65,6 +67,17 @@ lacks() { ! grep -qF -- "$2" "$1" || fail "$1 has: $2"; }
 exists() { for f in "$@"; do [[ -e "$f" ]] || fail "missing $f"; done; }
 gone() { for f in "$@"; do [[ ! -e "$f" ]] || fail "still there: $f"; done; }
 
+# accepted CFG: when a real binary was given, `airlift serve` takes the config install.sh wrote
+# (it gets as far as waiting for containerd, which is absent; an unknown key or bad value would
+# stop it at once).
+accepted() {
+    [[ -n "$bin" ]] || return 0
+    sed "s|\"/var/lib/airlift|\"$tmp/state-check|" "$1" >"$tmp/check.toml"
+    timeout 2 "$bin" serve --config "$tmp/check.toml" --socket "$tmp/check.sock" >"$tmp/serve" 2>&1 || true
+    grep -q 'waiting for containerd' "$tmp/serve" || { cat "$tmp/serve" >&2; fail "airlift serve refused $1"; }
+    rm -rf "$tmp/state-check" "$tmp/check.sock"
+}
+
 stub_unit() {
     mkdir -p "$(dirname "$1")"
     printf '[Unit]\nDescription=stub\n[Service]\nExecStart=/usr/bin/true\n[Install]\nWantedBy=multi-user.target\n' >"$1"
@@ -113,6 +126,7 @@ has "$cfg" 'images_dirs = ["/var/lib/rancher/k3s/agent/images"]'
 has "$cfg" 'hosts_dir = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"'
 has "$cfg" 'namespace = "k8s.io"'
 has "$cfg" 'state_dir = "/var/lib/airlift"'
+accepted "$cfg"
 exists "$r/usr/local/bin/airlift" "$r/etc/systemd/system/airlift.service" \
     "$r/etc/systemd/system/k3s.service.d/airlift.conf" \
     "$r/usr/local/share/airlift/config/airlift.toml" "$r/usr/local/share/airlift/install.sh" \
@@ -189,6 +203,7 @@ has "$cfg" 'address = "/run/containerd/containerd.sock"'
 has "$cfg" 'images_dirs = ["/var/lib/airlift/images"]'
 has "$cfg" '# hosts_dir = "/etc/containerd/certs.d"'
 lacks "$cfg" 'rancher'
+accepted "$cfg"
 exists "$r/usr/bin/airlift" "$r/etc/systemd/system/kubelet.service.d/airlift-wait.conf" "$r/var/lib/airlift/images"
 gone "$r/usr/local/bin/airlift" "$r/etc/systemd/system/k3s.service.d"
 has "$r/etc/systemd/system/airlift.service" "ExecStart=/usr/bin/airlift serve"

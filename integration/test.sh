@@ -16,8 +16,10 @@ fi
 # drop-in of config/ (3 s of CPU; 5-20 s on a loaded 2-core machine), the Kubernetes manifests
 # validated offline (2.5 s of CPU, 5-12 s; the first run installs kubernetes-validate into .cache,
 # about 30 s).
+# With the static binary (when built), the configs install.sh writes are also run by airlift serve.
 echo "== integration/install-test.sh" >&2
-bash integration/install-test.sh
+static="$PWD/target/x86_64-unknown-linux-gnu/release/airlift"
+if [[ -x "$static" ]]; then bash integration/install-test.sh "$static"; else bash integration/install-test.sh; fi
 echo "== integration/manifests-test.sh" >&2
 bash integration/manifests-test.sh
 
