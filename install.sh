@@ -203,7 +203,8 @@ uninstall() {
             info "dry run: would remove $ROOT$MANIFEST"
         else
             rm -f "$ROOT$MANIFEST"
-            rmdir "$ROOT$SHARE_DIR/config" "$ROOT$SHARE_DIR" 2>/dev/null || true
+            rmdir "$ROOT$SHARE_DIR/config/kubernetes/k3s" "$ROOT$SHARE_DIR/config/kubernetes" \
+                "$ROOT$SHARE_DIR/config" "$ROOT$SHARE_DIR" 2>/dev/null || true
         fi
         systemctl_run daemon-reload
     fi
@@ -349,16 +350,11 @@ else
     write_file "$CONFIG" 0644 <"$WORK/config.toml"
 fi
 
-for f in "$SRC"/config/*; do
-    [ -f "$f" ] || continue
-    install_file "$f" "$SHARE_DIR/config/$(basename "$f")" 0644
-done
-if [ -d "$SRC/config/kubernetes" ]; then
-    for f in "$SRC"/config/kubernetes/*; do
-        [ -f "$f" ] || continue
-        install_file "$f" "$SHARE_DIR/config/kubernetes/$(basename "$f")" 0644
-    done
-fi
+# The documented example configuration, the units and the manifests, as the release has them.
+(cd "$SRC/config" && find . -type f | sed 's:^\./::' | sort) >"$WORK/config-files"
+while read -r f; do
+    install_file "$SRC/config/$f" "$SHARE_DIR/config/$f" 0644
+done <"$WORK/config-files"
 # Kept so that `sh /usr/local/share/airlift/install.sh --uninstall` works once the tarball is gone.
 if [ -f "$0" ]; then
     install_file "$0" "$SHARE_DIR/install.sh" 0755

@@ -130,6 +130,7 @@ accepted "$cfg"
 exists "$r/usr/local/bin/airlift" "$r/etc/systemd/system/airlift.service" \
     "$r/etc/systemd/system/k3s.service.d/airlift.conf" \
     "$r/usr/local/share/airlift/config/airlift.toml" "$r/usr/local/share/airlift/install.sh" \
+    "$r/usr/local/share/airlift/config/kubernetes/k3s/airlift.yaml" \
     "$r/usr/local/share/airlift/install.files" "$r/usr/local/share/man/man1/airlift-serve.1" \
     "$r/usr/local/share/bash-completion/completions/airlift" \
     "$r/usr/local/share/zsh/site-functions/_airlift" \
