@@ -52,8 +52,9 @@ cleanup() {
         wait "$ctd_pid" 2>/dev/null || true
     fi
     # What the snapshotter or runc may still have mounted under the temporary root.
-    grep -o " $tmp/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $tmp/[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     [[ -n "${KEEP:-}" ]] || rm -rf "$tmp"
+    true
 }
 trap cleanup EXIT
 
