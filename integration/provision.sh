@@ -59,6 +59,13 @@ declare -A system_packages=(
     [openssl]=openssl
     # Network namespaces and veth links: several nodes on one machine.
     [iproute2]=ip
+    # Installation tests: unit files verified, install.sh linted, the image written, the
+    # Kubernetes manifests validated (kubernetes-validate in a venv), static linking checked.
+    [systemd]=systemd-analyze
+    [shellcheck]=shellcheck
+    [python3]=python3
+    [python3-venv]=-
+    [file]=file
 )
 
 missing=()
