@@ -287,7 +287,7 @@ fn signed_digest(layer: &Layer) -> Option<Digest> {
 }
 
 /// The repository part of an image name (`docker.io/library/nginx:1` → `docker.io/library/nginx`).
-fn repository(name: &str) -> Option<String> {
+pub fn repository(name: &str) -> Option<String> {
     Reference::parse_normalized(name)
         .ok()
         .map(|r| r.repository())

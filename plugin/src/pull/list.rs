@@ -193,8 +193,11 @@ pub async fn run(
             }
         }
         match client.get_image(&name).await.map_err(cd_err)? {
-            Some(r) if opts.verify.is_some() => {
-                let gate = opts.verify.as_deref().expect("checked");
+            Some(r) => {
+                let Some(gate) = opts.verify.as_deref() else {
+                    images.push(ImageTarget::of(r));
+                    continue;
+                };
                 let from = |r: &Reference| peer.as_ref().map(|p| on_peer(&p.host, r));
                 let checked =
                     super::verified::check(gate, &leased, &pull, reference, &r, from).await;
@@ -209,11 +212,13 @@ pub async fn run(
                             )]),
                         );
                         verified.insert(name.clone(), met);
+                        // Every signature record names the image it signs (not the record
+                        // pushed before it).
+                        let subject = r.digest.clone();
                         images.push(ImageTarget::of(r));
                         for a in checked.attachments {
-                            let subject = crate::archive::understand::attached::SUBJECT_LABEL;
-                            let of = images.last().map(|i| i.digest.clone()).unwrap_or_default();
-                            own.insert(a.name.clone(), BTreeMap::from([(subject.to_string(), of)]));
+                            let label = (labels::SUBJECT.to_string(), subject.clone());
+                            own.insert(a.name.clone(), BTreeMap::from([label]));
                             images.push(a);
                         }
                     }
@@ -226,7 +231,6 @@ pub async fn run(
                     }
                 }
             }
-            Some(r) => images.push(ImageTarget::of(r)),
             None => failed.push(format!(
                 "{archive}: line {line}: {name}: pulled, but its image record is gone (removed by someone meanwhile)"
             )),

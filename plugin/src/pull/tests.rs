@@ -516,6 +516,21 @@ async fn signed_registry(signed_repo: &str, unsigned_repo: &str, identity: &str)
         );
     }
     served.extend([blob(&config.0, &config.1), blob(&Digest::of(&p), &p)]);
+    // Its referrers tag too (an index listing none), as registries without the referrers API
+    // keep it.
+    let referrers = json(
+        serde_json::json!({"schemaVersion": 2, "mediaType": oci::MEDIA_OCI_INDEX,
+        "manifests": []}),
+    );
+    for object in [
+        format!("sha256-{}", signed.index.0.hex()),
+        referrers.0.to_string(),
+    ] {
+        served.insert(
+            format!("/v2/{signed_repo}/manifests/{object}"),
+            (oci::MEDIA_OCI_INDEX.to_string(), referrers.1.clone()),
+        );
+    }
     let registry = start(Content {
         files: served,
         ..Default::default()
@@ -590,6 +605,17 @@ async fn a_pull_list_pins_only_what_the_policy_allows() {
     assert_eq!(sig.digest, sr.signature.to_string());
     assert_eq!(sig.labels[crate::labels::CRI_PINNED], "pinned");
     assert_eq!(sig.labels[crate::labels::SUBJECT], sr.signed.to_string());
+    // The referrers tag, fetched after the `.sig`, names the image too.
+    let referrers = fake
+        .image(&format!(
+            "registry.example.com/team/app:sha256-{}",
+            sr.signed.hex()
+        ))
+        .unwrap();
+    assert_eq!(
+        referrers.labels[crate::labels::SUBJECT],
+        sr.signed.to_string()
+    );
     // The unsigned one was pulled, refused, and taken back: no record, a failure saying why.
     assert!(fake.image("registry.example.com/team/other:1").is_none());
     let why = &r.refused["registry.example.com/team/other:1"];

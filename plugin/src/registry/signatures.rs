@@ -4,6 +4,7 @@
 //! containerd as image records of the signed image's repository, labelled
 //! [`crate::labels::SUBJECT`].
 
+use crate::archive::understand::attached::tag_subject;
 use crate::digest::Digest;
 use std::collections::HashMap;
 
@@ -16,12 +17,13 @@ pub enum Kind {
     Referrers,
 }
 
-/// The image a signature tag names and which tag it is; `None` for any other tag.
+/// The image a signature tag names and which tag it is; `None` for any other tag (the
+/// archive side's reading of the schema, [`tag_subject`], of which these two are served).
 pub fn subject(tag: &str) -> Option<(Digest, Kind)> {
-    let hex = tag.strip_prefix("sha256-")?;
-    match hex.strip_suffix(".sig") {
-        Some(hex) => Digest::from_hex(hex).map(|d| (d, Kind::Sig)),
-        None => Digest::from_hex(hex).map(|d| (d, Kind::Referrers)),
+    match tag_subject(tag)? {
+        (d, ".sig") => Some((d, Kind::Sig)),
+        (d, "") => Some((d, Kind::Referrers)),
+        _ => None,
     }
 }
 

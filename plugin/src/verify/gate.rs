@@ -5,7 +5,7 @@
 //! the plan, with its attachments, and becomes a failure naming why.
 
 use super::{Candidate, Lock, LockError, Policy, PolicyError, Signature, Verdict, Verifiers};
-use crate::archive::understand::attached::{Attachment, Kind};
+use crate::archive::understand::attached::{repository, Attachment, Kind};
 use crate::archive::understand::{Plan, Problem};
 use crate::containerd::Containerd;
 use crate::digest::Digest;
@@ -288,13 +288,6 @@ pub fn summary(met: &[String]) -> String {
         s.push('…');
     }
     s
-}
-
-/// The repository of an image name.
-fn repository(name: &str) -> Option<String> {
-    Reference::parse_normalized(name)
-        .ok()
-        .map(|r| r.repository())
 }
 
 /// The signatures an archive carries for `digest`: the simple-signing layers of its `.sig`
