@@ -35,7 +35,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Check what others see of the images airlift provides (or those named): kubelet through
     /// CRI (present, pinned, its repo digests naming the target) and a peer such as Spegel (every blob present and
-    /// labelled with its distribution source). Exits non-zero listing what is missing.
+    /// labelled with its distribution source), and for images verified at import what each
+    /// met. Exits non-zero listing what is missing.
     Verify(VerifyArgs),
     /// Write containerd's registry hosts configuration (hosts.toml) from a k3s-style
     /// registries.yaml and other nodes' airlift registry endpoints (`--remove` undoes it).
