@@ -6,6 +6,8 @@
 # `cargo test -p airlift --test fuzz_regressions` replays it).
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]      e.g. fuzz/run.sh 600 archive
+#   fuzz/run.sh --build-only                build the targets and stop (integration/test.sh builds
+#                                           them beside the end-to-end tests, then runs them)
 #   FUZZ_PROFILE=dev fuzz/run.sh 10 config  an unoptimised build (quicker to build, slower to run)
 #
 # Installs cargo-fuzz when it is missing. The sanitizer flags cargo-fuzz passes are unstable
@@ -16,6 +18,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
+build_only=0
+if [ "${1:-}" = --build-only ]; then
+    build_only=1
+    shift
+fi
 seconds=${1:-60}
 shift || true
 all=(archive understand reference platform filters config proxy_write)
@@ -51,6 +58,7 @@ else
     dir=release
 fi
 bin=${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/$dir
+[ "$build_only" = 0 ] || exit 0
 
 # Smaller quarantine: freed memory is held back less, so the RSS limit measures airlift.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=64:detect_leaks=1}

@@ -13,10 +13,13 @@
 #
 # STATIC_BINARY: default target/x86_64-unknown-linux-gnu/release/airlift, the static build
 # (RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked
-# --target x86_64-unknown-linux-gnu -p airlift); without one the test says so and skips.
+# --target x86_64-unknown-linux-gnu -p airlift); without one the test says so and skips (a
+# binary named and missing fails).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$PWD"
+# shellcheck source=integration/containerd.sh
+. integration/containerd.sh
 
 fail() {
     printf 'image-test: FAIL: %s\n' "$*" >&2
@@ -27,6 +30,7 @@ fail() {
 ok() { printf 'image-test: ok: %s\n' "$*" >&2; }
 
 bin="${1:-$repo/target/x86_64-unknown-linux-gnu/release/airlift}"
+[[ $# -eq 0 || -x "$bin" ]] || fail "no airlift at $bin"
 if [[ ! -x "$bin" ]]; then
     echo "image-test: SKIP: no static airlift at $bin (build it with RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --locked --target x86_64-unknown-linux-gnu -p airlift)" >&2
     exit 0
@@ -71,30 +75,10 @@ ok "$(basename "$image"): $(du -h "$image" | cut -f1), built twice byte for byte
 # --- a throwaway containerd 2.x, its socket where a node has it ---------------------------------
 mkdir -p "$tmp/root" "$tmp/state" "$tmp/run/containerd" "$tmp/run/airlift" "$tmp/images" "$tmp/airlift-state" "$tmp/etc"
 sock="$tmp/run/containerd/containerd.sock"
-cat >"$tmp/containerd.toml" <<EOF
-version = 3
-root = "$tmp/root"
-state = "$tmp/state"
-disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox"]
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$tmp/opt"
-EOF
-PATH="$ctd_bin:$PATH" "$ctd_bin/containerd" --config "$tmp/containerd.toml" >"$tmp/containerd.log" 2>&1 &
-ctd_pid=$!
+containerd_start "$ctd_bin" "$tmp" "$sock" || fail "containerd did not start"
+ctd_pid="$containerd_pid"
 export CONTAINERD_ADDRESS="$sock" CONTAINERD_NAMESPACE=k8s.io
 ctr() { "$ctd_bin/ctr" "$@"; }
-for _ in $(seq 100); do
-    ctr version >/dev/null 2>&1 && break
-    kill -0 "$ctd_pid" 2>/dev/null || fail "containerd exited"
-    sleep 0.1
-done
-ctr version >/dev/null || fail "containerd did not answer"
 
 # --- airlift imports its own image --------------------------------------------------------------
 "$bin" import --address "$sock" --namespace k8s.io "$image" >"$tmp/import.out" 2>&1 || { cat "$tmp/import.out" >&2; fail "airlift import of the image"; }

@@ -46,8 +46,8 @@ rm -rf "$rel"
 cp install.sh "$tmp/release/install.sh"
 
 if command -v shellcheck >/dev/null; then
-    shellcheck install.sh integration/install-test.sh
-    ok "shellcheck install.sh"
+    shellcheck -x install.sh integration/*.sh
+    ok "shellcheck install.sh integration/*.sh"
 fi
 
 # snapshot ROOT: every path with its type, mode and content hash.

@@ -110,7 +110,9 @@ debian_mirror() {
                 sed -n 's/^[[:space:]]*deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\).*/\2/p'
         } | grep -E '^(https?|file)://[^ ]*/debian/?$' | head -n1 || true
     )"
-    echo "${uri:-http://deb.debian.org/debian}" | sed 's:/*$::'
+    uri="${uri:-http://deb.debian.org/debian}"
+    while [[ "$uri" == */ ]]; do uri="${uri%/}"; done
+    echo "$uri"
 }
 
 # The private apt configuration's options, once apt_setup has run.

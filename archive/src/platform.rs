@@ -160,6 +160,29 @@ impl PlatformPolicy {
         }
     }
 
+    /// The platforms a node serves, as `--serve-platform` (repeated) and the daemon's
+    /// `serve_platforms` key give them: none is none (not the host's), `all` alone is every
+    /// platform, anything else exactly those. `host` means nothing here and is refused.
+    pub fn parse_served<S: AsRef<str>>(list: &[S]) -> Result<PlatformPolicy, InvalidPlatform> {
+        match list {
+            [] => Ok(PlatformPolicy::Only(Vec::new())),
+            [one] if one.as_ref() == "all" => Ok(PlatformPolicy::All),
+            list => list
+                .iter()
+                .map(|p| match p.as_ref() {
+                    "host" | "all" => Err(InvalidPlatform(p.as_ref().to_string())),
+                    p => Platform::parse(p),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(PlatformPolicy::Only),
+        }
+    }
+
+    /// Whether this selects no platform at all (no served platforms).
+    pub fn is_none(&self) -> bool {
+        matches!(self, PlatformPolicy::Only(list) if list.is_empty())
+    }
+
     /// Whether content for `p` is wanted.
     pub fn matches(&self, p: &Platform) -> bool {
         match self {
@@ -172,6 +195,27 @@ impl PlatformPolicy {
     /// Whether this is the default host policy (skips are then informational).
     pub fn is_host_default(&self) -> bool {
         matches!(self, PlatformPolicy::Host)
+    }
+}
+
+/// How well a machine of platform `want` runs images built for `image`, as containerd's
+/// platform ordering ranks an index's manifests (lower is better: the exact platform first,
+/// then older variants of its architecture, newest first, then the other architectures it
+/// runs); `None` when it does not run them at all. A node pulling an index takes the one
+/// best-ranked manifest, which is what a node serving `want` keeps for it.
+pub fn preference(want: &Platform, image: &Platform) -> Option<u32> {
+    let image = image.clone().normalized();
+    if !runs_on(want, &image) {
+        return None;
+    }
+    if *want == image {
+        return Some(0);
+    }
+    let older = 100 - variant_number(&image.variant).unwrap_or(0).min(99);
+    if want.architecture == image.architecture {
+        Some(older)
+    } else {
+        Some(1000 + older)
     }
 }
 
@@ -230,6 +274,48 @@ mod tests {
             PlatformPolicy::parse(&["linux/amd64", "linux//x"]),
             Err(InvalidPlatform("linux//x".into()))
         );
+    }
+
+    #[test]
+    fn served_platforms_from_lists() {
+        let none: [&str; 0] = [];
+        let served = PlatformPolicy::parse_served(&none).unwrap();
+        assert!(served.is_none());
+        assert!(!served.matches(&Platform::host()));
+        assert_eq!(
+            PlatformPolicy::parse_served(&["all"]),
+            Ok(PlatformPolicy::All)
+        );
+        assert_eq!(
+            PlatformPolicy::parse_served(&["linux/arm64"]),
+            Ok(PlatformPolicy::Only(vec![Platform::new(
+                "linux", "arm64", ""
+            )]))
+        );
+        assert_eq!(
+            PlatformPolicy::parse_served(&["host"]),
+            Err(InvalidPlatform("host".into()))
+        );
+        assert_eq!(
+            PlatformPolicy::parse_served(&["linux/arm64", "all"]),
+            Err(InvalidPlatform("all".into()))
+        );
+    }
+
+    #[test]
+    fn the_best_manifest_for_a_platform_as_containerd_ranks_them() {
+        let arm64 = Platform::new("linux", "arm64", "");
+        let rank = |s: &str| preference(&arm64, &Platform::parse(s).unwrap());
+        assert_eq!(rank("linux/arm64/v8"), Some(0));
+        assert!(rank("linux/arm/v7").unwrap() < rank("linux/arm/v6").unwrap());
+        assert_eq!(rank("linux/amd64"), None);
+        let v7 = Platform::new("linux", "arm", "v7");
+        let rank = |s: &str| preference(&v7, &Platform::parse(s).unwrap());
+        assert_eq!(rank("linux/arm/v7"), Some(0));
+        assert!(rank("linux/arm/v6").unwrap() < rank("linux/arm/v5").unwrap());
+        assert_eq!(rank("linux/arm64"), None);
+        let amd64 = Platform::new("linux", "amd64", "");
+        assert!(preference(&amd64, &Platform::new("linux", "386", "")).unwrap() > 0);
     }
 
     #[test]

@@ -349,6 +349,33 @@ pub fn docker_save(path: &Path, layers: &[LayerSpec], images: &[ImageSpec]) -> i
     Ok(())
 }
 
+/// Writes a small docker-save archive to `path`, for tests that need images rather than bytes:
+/// `layers` (name, seed) each a text file of `size` bytes, `images` (name, layer names).
+pub fn small(
+    path: &Path,
+    size: u64,
+    layers: &[(&str, u64)],
+    images: &[(&str, &[&str])],
+) -> io::Result<()> {
+    let layers: Vec<LayerSpec> = layers
+        .iter()
+        .map(|&(name, seed)| LayerSpec {
+            name: name.into(),
+            size,
+            content: Content::Text,
+            seed,
+        })
+        .collect();
+    let images: Vec<ImageSpec> = images
+        .iter()
+        .map(|&(name, layers)| ImageSpec {
+            name: name.into(),
+            layers: layers.iter().map(|l| l.to_string()).collect(),
+        })
+        .collect();
+    docker_save(path, &layers, &images)
+}
+
 /// Writes a docker-save archive to `path` holding one image, `name`, whose one layer holds
 /// `size` bytes of random content made from `seed`: an import that takes a while.
 pub fn one_image(path: &Path, name: &str, size: u64, seed: u64) -> io::Result<()> {

@@ -7,7 +7,8 @@
 //! log), so any number of instances can run side by side; dropping one kills
 //! the daemon and removes the directory.
 //!
-//! Made-up image archives (for tests and the benchmark) come from [`archives`].
+//! Made-up image archives (for tests and the benchmark) come from [`archives`]; the golden
+//! state directories (what an airlift of each state format left on a node) from [`state`].
 //!
 //! ```no_run
 //! use airlift_integration::{Containerd, Version};
@@ -34,6 +35,9 @@ use tempfile::TempDir;
 pub mod archives;
 pub mod golden;
 pub mod netns;
+pub mod spegel;
+pub mod state;
+pub mod tools;
 
 /// How long [`Containerd::start`] and [`Containerd::restart`] wait for the
 /// daemon to serve requests. A start takes well under a second on an idle
@@ -121,12 +125,19 @@ pub struct Options {
     /// Use airlift, listening on this socket, as the content store: the built-in content
     /// plugin is disabled and a `[proxy_plugins.airlift]` entry of type `content` added.
     pub content_proxy: Option<PathBuf>,
+    /// With [`Options::content_proxy`]: the store's directory, exported by the proxy plugin as
+    /// `root` (`exports = { root = "…" }`, as `config/containerd-content-proxy.toml` has it),
+    /// so containerd's introspection reports it as its content root.
+    pub content_proxy_root: Option<PathBuf>,
     /// Put containerd's root (its content store among it) on a filesystem of its own of this
     /// many MiB ([`small_filesystem`]), for tests of a full disk.
     pub root_mib: Option<u64>,
     /// Run containerd (and `ctr`) in this network namespace ([`netns::Net`]): its pulls go
     /// out from there.
     pub netns: Option<String>,
+    /// A `.tar.zst` of another containerd's root, unpacked into the root before the first
+    /// start: containerd starts on what that one left ([`state::pack_root`] makes them).
+    pub seed_root: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -136,8 +147,10 @@ impl Default for Options {
             cri: true,
             extra_config: String::new(),
             content_proxy: None,
+            content_proxy_root: None,
             root_mib: None,
             netns: None,
+            seed_root: None,
         }
     }
 }
@@ -200,6 +213,9 @@ impl Containerd {
         };
         if let Some(mib) = containerd.options.root_mib {
             small_filesystem(&containerd.root, &containerd.dir.join("root.img"), mib)?;
+        }
+        if let Some(tar) = &containerd.options.seed_root {
+            state::unpack_root(tar, &containerd.root)?;
         }
         for sub in ["cni/bin", "cni/conf", "opt"] {
             fs::create_dir_all(containerd.dir.join(sub))
@@ -352,6 +368,18 @@ impl Containerd {
     /// does.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
+        self.spawn()
+    }
+
+    /// Upgrades in place, as a node does: stops the daemon, then starts the release whose
+    /// binaries are in `bin_dir` (configured as `version` is: 1.7 → 2.x rewrites the
+    /// configuration in 2.x's format) on the same root, state and socket.
+    pub fn upgrade(&mut self, version: Version, bin_dir: &Path) -> Result<()> {
+        self.stop();
+        self.version = version;
+        self.bin_dir = bin_dir.to_path_buf();
+        fs::write(&self.config, self.config_toml())
+            .with_context(|| format!("writing {}", self.config.display()))?;
         self.spawn()
     }
 
@@ -538,6 +566,8 @@ disabled_plugins = [{disabled}]
 
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
+  # Compressed layers stay after unpacking, so peers (Spegel) can be served them.
+  discard_unpacked_layers = false
 
 [plugins."io.containerd.cri.v1.runtime".cni]
   bin_dirs = [{cni_bin}]
@@ -570,6 +600,9 @@ disabled_plugins = [{disabled}]
                 "\n[proxy_plugins.airlift]\n  type = \"content\"\n  address = {}\n",
                 q(socket)
             ));
+            if let Some(root) = &self.options.content_proxy_root {
+                config.push_str(&format!("  exports = {{ root = {} }}\n", q(root)));
+            }
         }
         if !self.options.extra_config.is_empty() {
             config.push_str("\n# Options::extra_config\n");

@@ -16,6 +16,18 @@ pub struct Net {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// This run's part of every namespace's name: the process id and the start time, so that the
+/// namespaces a crashed run left behind (with a process id used again) never stand in the way.
+fn run() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("{}-{:x}", std::process::id(), now.as_millis() & 0xff_ffff)
+    })
+}
+
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
@@ -35,12 +47,16 @@ impl Net {
     /// Whether namespaces can be made here (root and iproute2); `false` where they cannot
     /// (the tests then say so and rely on their loopback variants).
     pub fn available() -> bool {
-        let name = format!("airlift-probe-{}", std::process::id());
-        let made = ip(&["netns", "add", &name]).is_ok();
-        if made {
-            let _ = ip(&["netns", "del", &name]);
-        }
-        made
+        // Asked once per process: tests running side by side must not race for the probe.
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            let name = format!("airlift-probe-{}", run());
+            let made = ip(&["netns", "add", &name]).is_ok();
+            if made {
+                let _ = ip(&["netns", "del", &name]);
+            }
+            made
+        })
     }
 
     /// No namespaces yet.
@@ -53,7 +69,7 @@ impl Net {
     /// A new namespace (its loopback up); returns its name.
     pub fn add(&mut self, tag: &str) -> Result<String> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("airlift-{}-{n}-{tag}", std::process::id());
+        let name = format!("airlift-{}-{n}-{tag}", run());
         ip(&["netns", "add", &name])?;
         self.namespaces.push(name.clone());
         ip(&["-n", &name, "link", "set", "lo", "up"])?;
@@ -74,6 +90,36 @@ impl Net {
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
         Ok((da, db))
+    }
+
+    /// A bridge (`br0`) in namespace `ns`: the switch of a network of several nodes, each
+    /// joined to it by [`Net::attach`].
+    pub fn bridge(&self, ns: &str) -> Result<String> {
+        ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", ns, "link", "set", "br0", "up"])?;
+        Ok("br0".into())
+    }
+
+    /// A veth link from namespace `ns` (address `addr` on a /24) to the bridge `bridge` of
+    /// namespace `switch` ([`Net::bridge`]); returns the device name in `ns`.
+    pub fn attach(&self, ns: &str, addr: &str, switch: &str, bridge: &str) -> Result<String> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:x}", (std::process::id() << 8) ^ n);
+        let (dn, ds) = (format!("vn{id}"), format!("vs{id}"));
+        ip(&["link", "add", &dn, "type", "veth", "peer", "name", &ds])?;
+        let moved = ip(&["link", "set", &dn, "netns", ns])
+            .and_then(|()| ip(&["link", "set", &ds, "netns", switch]));
+        if let Err(e) = moved {
+            // A pair still (partly) in the host's namespace goes with either end.
+            let _ = ip(&["link", "del", &dn]);
+            let _ = ip(&["link", "del", &ds]);
+            return Err(e);
+        }
+        ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", &dn])?;
+        ip(&["-n", ns, "link", "set", &dn, "up"])?;
+        ip(&["-n", switch, "link", "set", &ds, "master", bridge])?;
+        ip(&["-n", switch, "link", "set", &ds, "up"])?;
+        Ok(dn)
     }
 
     /// Takes a device of namespace `ns` down (the host behind it is gone: its packets are

@@ -387,3 +387,89 @@ fn ready_before_containerd() {
         "startup cannot be done without containerd"
     );
 }
+
+/// The proxy plugin's table as `config/containerd-content-proxy.toml` has it, with
+/// `exports = { root = … }`: containerd's introspection lists the plugin under its key with
+/// airlift's store as its `root` (where Spegel and other readers of the content directory look),
+/// and airlift's own imports, finding the store there, write into it directly.
+fn exports_root(version: Version) {
+    let (mut daemon, root) = Daemon::content_proxy();
+    let ctd = Containerd::start_with(
+        version,
+        Options {
+            cri: false,
+            content_proxy: Some(daemon.socket()),
+            content_proxy_root: Some(root.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    daemon.address = ctd.address().to_path_buf();
+    daemon.start();
+    daemon.wait();
+    let listed = ctr_ok(&ctd, &["plugins", "ls", "--detailed", "id==airlift"]);
+    assert!(
+        listed.contains("io.containerd.content.v1")
+            && listed.contains(&format!("{}", root.display())),
+        "the proxy plugin's exports:\n{listed}"
+    );
+    let rt = rt();
+    assert_eq!(
+        rt.block_on(client(&rt, &ctd, "k8s.io").content_root())
+            .unwrap(),
+        Some(root.clone()),
+        "containerd's introspection of its content plugin"
+    );
+    let bundle = fixtures_dir().join("bundle-ctr-export.tar");
+    let report = import_ok(
+        &ctd,
+        "k8s.io",
+        &["--all-platforms", bundle.to_str().unwrap()],
+    );
+    assert_eq!(report["mode"], "direct", "{report}");
+    for (name, digest) in expected("bundle-ctr-export.tar") {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        assert!(
+            root.join("blobs/sha256").join(hex).is_file(),
+            "{name}: {digest} is not in airlift's store {}",
+            root.display()
+        );
+    }
+}
+
+on_containerd!(exports_root {
+    proxy_plugin_exports_its_root_containerd_2: Version::V2;
+    proxy_plugin_exports_its_root_containerd_17: Version::V17;
+});
+
+/// A proxy plugin cannot take the ID `content` (what newer Spegel looks up when it is not told
+/// the content directory): the built-in content plugin is registered under it whether or not it
+/// is disabled, and containerd refuses the second registration at startup.
+fn proxy_named_content_is_refused(version: Version) {
+    let (daemon, root) = Daemon::content_proxy();
+    let started = Containerd::start_with(
+        version,
+        Options {
+            cri: false,
+            extra_config: format!(
+                "[proxy_plugins.content]\n  type = \"content\"\n  address = {:?}\n  exports = {{ root = {:?} }}\n",
+                daemon.socket(),
+                root
+            ),
+            ..Options::default()
+        },
+    );
+    let err = format!(
+        "{:#}",
+        started.expect_err("containerd started with a proxy named content")
+    );
+    assert!(
+        err.contains("io.containerd.content.v1.content: plugin: id already registered"),
+        "{err}"
+    );
+}
+
+on_containerd!(proxy_named_content_is_refused {
+    a_proxy_plugin_named_content_is_refused_containerd_2: Version::V2;
+    a_proxy_plugin_named_content_is_refused_containerd_17: Version::V17;
+});

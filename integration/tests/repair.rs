@@ -75,23 +75,6 @@ fn ctr(ctd: &Containerd, args: &[&str]) {
         .unwrap_or_else(|e| panic!("ctr {args:?}: {e}"));
 }
 
-fn status_json(d: &Daemon) -> serde_json::Value {
-    let out = d.cli(&["status", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Waits until the daemon follows containerd's events (repairs are then immediate).
-fn until_following(d: &Daemon) {
-    d.until("the daemon to follow containerd's events", || {
-        status_json(d)["following_events"] == true
-    });
-}
-
 /// Every actor that undoes what airlift did, each repair timed.
 fn each_actor_is_undone(version: Version) {
     let ctd = Containerd::start(version).unwrap();
@@ -104,7 +87,7 @@ fn each_actor_is_undone(version: Version) {
         .to_string();
     d.start();
     d.wait();
-    until_following(&d);
+    d.until_following();
     let good = |name: &str, target: &str| {
         state(&rt, &ctd, name).is_some_and(|(t, pinned, a)| t == target && pinned && a == archive)
     };
@@ -149,8 +132,18 @@ fn each_actor_is_undone(version: Version) {
         timed("the image to be back", &d, || good(BUSYBOX, INDEX_2D8E)),
     ));
 
-    // Another importer re-tags the name.
-    ctr(&ctd, &["images", "tag", "--force", TOOLS, BUSYBOX]);
+    // Another importer re-tags the name. containerd 1.7's `ctr images tag --force` deletes the
+    // name, then creates it: airlift may restore the name in between, and ctr's create then
+    // finds it "already exists" — the actor lost the race, so it tries again, as a script would.
+    let mut tries = 0;
+    while let Err(e) = ctd.ctr_output(&["-n", "k8s.io", "images", "tag", "--force", TOOLS, BUSYBOX])
+    {
+        tries += 1;
+        assert!(
+            version == Version::V17 && tries < 20 && e.to_string().contains("already exists"),
+            "ctr images tag --force (try {tries}): {e}"
+        );
+    }
     times.push((
         "re-tag",
         timed("the name to point back", &d, || good(BUSYBOX, INDEX_2D8E)),
@@ -164,7 +157,7 @@ fn each_actor_is_undone(version: Version) {
         // About a second is the promise; 5 s leaves room for a loaded machine.
         assert!(*t < Duration::from_secs(5), "{actor}: {t:?}\n{}", d.log());
     }
-    let s = status_json(&d);
+    let s = d.status_json();
     let count = |what: &str| s["repairs"][what].as_u64().unwrap_or(0);
     assert!(count("unpinned") >= 1 && count("deleted") >= 2, "{s}");
     // `ctr images tag --force` deletes and creates the name on 1.7: the repair may find it
@@ -211,7 +204,7 @@ fn a_fighting_actor_does_not_make_airlift_spin() {
     copy_fixture("busybox-docker.tar", &d.images().join("a.tar"));
     d.start();
     d.wait();
-    until_following(&d);
+    d.until_following();
     let cpu_before = cpu_seconds(d.pid());
     let started = Instant::now();
     let mut strips = 0;
@@ -229,7 +222,7 @@ fn a_fighting_actor_does_not_make_airlift_spin() {
         }
     }
     let cpu = cpu_seconds(d.pid()) - cpu_before;
-    let repairs = status_json(&d)["repairs"]["unpinned"].as_u64().unwrap_or(0);
+    let repairs = d.status_json()["repairs"]["unpinned"].as_u64().unwrap_or(0);
     println!(
         "fight: {strips} strips in 6 s, {repairs} repairs, daemon CPU {cpu:.2} s, slowest status {:.0} ms",
         slowest_status.as_secs_f64() * 1e3
@@ -281,7 +274,7 @@ fn restart_while_deleted(version: Version) {
     d.start();
     d.wait();
     // Restarting before the first subscription would test the first subscription instead.
-    until_following(&d);
+    d.until_following();
     ctd.restart().unwrap();
     // Deleted right after containerd is back: before airlift has subscribed again, most likely.
     ctr(&ctd, &["images", "rm", BUSYBOX, TOOLS]);

@@ -116,15 +116,7 @@ fn assert_imported(ctd: &Containerd, archive: &Archive, records: &[(String, Opti
         if let Some(digest) = digest {
             assert_eq!(image.digest, digest, "{name}");
         }
-        assert_eq!(
-            image
-                .labels
-                .get("io.cri-containerd.pinned")
-                .map(String::as_str),
-            Some("pinned"),
-            "{name} not pinned: {:?}",
-            sorted(&image.labels)
-        );
+        assert_pinned(image);
     }
 }
 

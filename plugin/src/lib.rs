@@ -10,7 +10,8 @@
 //! - [`archive`] — the archive side: [`archive::decode`] (compression by magic bytes; a large
 //!   zstd window spilled to a file by [`archive::spill`], decoding ahead on its own thread in
 //!   [`archive::readahead`]) → [`archive::walk`] (tar entries, refusing escapes) →
-//!   [`archive::understand`] (OCI layout / docker save → a plan of images and labels). It is the
+//!   [`archive::understand`] (OCI layout / docker save → a plan of images and labels, of the
+//!   platforms the node runs and of those it only serves to others). It is the
 //!   `airlift-archive` crate (`archive/`), with [`oci`] and the value types below: a crate that
 //!   does not depend on this one, so nothing on the archive side can talk to containerd; each
 //!   of its modules is re-exported here under its old path;
@@ -22,9 +23,10 @@
 //!   content root's layout ([`store::layout`]);
 //! - [`ingest`] — drives an archive through decode and walk into the store, producing the
 //!   inventory the plan is made from (and telling an observer of each blob as it is stored);
-//! - [`unpack`] — the images of the selected platforms unpacked into a snapshotter through
-//!   containerd's snapshot and diff services, each chain as soon as its layer is stored, while
-//!   the archive is still read ([`unpack::scheduler`]); also, later, from containerd's content;
+//! - [`unpack`] — the images of the selected platforms (never one only served) unpacked into a
+//!   snapshotter through containerd's snapshot and diff services, each chain as soon as its
+//!   layer is stored, while the archive is still read ([`unpack::scheduler`]); also, later,
+//!   from containerd's content;
 //! - [`import`] — one source's import and its vocabulary (source, options, report, errors, the
 //!   precedence question): an archive read into the store and planned ([`import::archive`]),
 //!   then verification's gate between plan and record when asked for ([`verify::gate`]; a
@@ -38,8 +40,9 @@
 //!   straight into the content store), and `airlift serve --follow URL` ([`pull::follow`]: a
 //!   peer's registry endpoint listed and kept as a pull list of the daemon's own); under a
 //!   policy, what a list pulled is verified before it is pinned ([`pull::verified`]);
-//! - [`state`] — what airlift remembers of each archive, and whether (and how) a record still
-//!   stands in containerd ([`state::verify`]);
+//! - [`state`] — what airlift remembers of each archive, in a numbered state format (a record
+//!   of a newer one is refused and left alone), and whether (and how) a record still stands in
+//!   containerd ([`state::verify`]);
 //! - [`service`] — the one import flow, for archives and pull lists, whoever asks (`airlift
 //!   import`, the daemon, through it the API): containerd reached or waited for
 //!   ([`service::connection`]), where blobs may be written and what dead processes left there
@@ -81,7 +84,7 @@
 //!   containerd's content proxy plugin;
 //! - [`cli`] — the command line, a thin adapter over [`service`], [`daemon`] and [`api`]; the
 //!   daemon is one too, between its own parts (import slots, the rule for shared names,
-//!   repairs);
+//!   repairs); its man pages and shell completions are made from it ([`cli::generate`]);
 //! - `testkit` (compiled for the crate's tests and with the `testkit` feature, which
 //!   `integration/` and `fuzz/` turn on; never shipped) — what the tests share: the in-memory
 //!   containerd fake, the behaviour suite that holds it to real containerd 2.x and 1.7, the

@@ -2,11 +2,15 @@
 //! (every blob present, each with the `containerd.io/distribution.source.<registry>` label
 //! naming its repository, without which a peer cannot advertise it) and kubelet's view through
 //! CRI (present, pinned, with a repo digest). `airlift verify` reports both; the tests that
-//! prove imports shareable use the walk.
+//! prove imports shareable use the walk. Served platforms (`serve_platforms`) are walked like
+//! the rest, and asked for ([`walk_serving`]), the manifest a node of each would pull must be
+//! there.
 
+use crate::archive::understand::PlanOptions;
 use crate::containerd::{Containerd, ImageRecord};
 use crate::digest::Digest;
-use crate::oci::{self, Index, Manifest};
+use crate::oci::{self, ImageConfig, Index, Manifest};
+use crate::platform::{Platform, PlatformPolicy};
 use crate::reference::Reference;
 use std::collections::BTreeSet;
 
@@ -20,18 +24,63 @@ const MAX_DEPTH: usize = 8;
 /// index's manifests that are absent are platforms not imported, as for containerd; every blob
 /// of a manifest that is there must be.
 pub async fn walk(client: &dyn Containerd, image: &ImageRecord) -> Vec<String> {
-    let mut problems = Vec::new();
+    walk_serving(client, image, &PlatformPolicy::Only(Vec::new()))
+        .await
+        .problems
+}
+
+/// What a walk found.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// What is wrong (nothing: a peer can serve all of it).
+    pub problems: Vec<String>,
+    /// The platforms of the manifests present (by their index entry, else their config).
+    pub platforms: Vec<Platform>,
+}
+
+impl Walked {
+    /// Whether a manifest this host runs is present (or no manifest names a platform): what
+    /// CRI needs to list the image. An image of other platforms alone is held to serve them.
+    pub fn runs_here(&self) -> bool {
+        self.platforms.is_empty()
+            || self
+                .platforms
+                .iter()
+                .any(|p| PlatformPolicy::Host.matches(p))
+    }
+}
+
+/// [`walk`], where of every index the manifest a node of each `serve` platform would pull (see
+/// [`PlanOptions::select`]) must be present too; it also tells the platforms present.
+pub async fn walk_serving(
+    client: &dyn Containerd,
+    image: &ImageRecord,
+    serve: &PlatformPolicy,
+) -> Walked {
+    let mut walked = Walked::default();
+    let problems = &mut walked.problems;
     let reference = match Reference::parse_normalized(&image.name) {
         Ok(r) => r,
-        Err(e) => return vec![format!("its name is not a reference: {e}")],
+        Err(e) => {
+            problems.push(format!("its name is not a reference: {e}"));
+            return walked;
+        }
     };
     let key = format!("containerd.io/distribution.source.{}", reference.domain());
     let Ok(target) = image.digest.parse::<Digest>() else {
-        return vec![format!("its target digest {:?} is not valid", image.digest)];
+        problems.push(format!("its target digest {:?} is not valid", image.digest));
+        return walked;
     };
-    let mut todo = vec![(target, image.media_type.clone(), 0usize, false)];
+    // Of an index, the children a node of a served platform would pull.
+    let serving = PlanOptions {
+        platforms: PlatformPolicy::Only(Vec::new()),
+        serve: serve.clone(),
+        ..PlanOptions::default()
+    };
+    let mut todo: Vec<(Digest, String, usize, bool, Option<Platform>)> =
+        vec![(target, image.media_type.clone(), 0usize, false, None)];
     let mut seen = BTreeSet::new();
-    while let Some((digest, media_type, depth, optional)) = todo.pop() {
+    while let Some((digest, media_type, depth, optional, platform)) = todo.pop() {
         if !seen.insert(digest.clone()) {
             continue;
         }
@@ -43,8 +92,12 @@ pub async fn walk(client: &dyn Containerd, image: &ImageRecord) -> Vec<String> {
             }
         };
         let Some(info) = info else {
-            if !optional {
-                problems.push(format!("blob {digest} ({media_type}) is missing"));
+            match (&platform, optional) {
+                (Some(p), false) if oci::is_manifest(&media_type) => problems.push(format!(
+                    "blob {digest} (the {p} manifest, a served platform) is missing: nodes of {p} cannot pull it from here"
+                )),
+                (_, false) => problems.push(format!("blob {digest} ({media_type}) is missing")),
+                _ => {}
             }
             continue;
         };
@@ -76,8 +129,11 @@ pub async fn walk(client: &dyn Containerd, image: &ImageRecord) -> Vec<String> {
         if is_index {
             match serde_json::from_slice::<Index>(&data) {
                 Ok(index) => {
+                    let served = serving.select(&index.manifests);
                     for m in index.manifests {
-                        todo.push((m.digest, m.media_type, depth + 1, true));
+                        let required = served.iter().any(|(c, s)| *s && *c == m);
+                        let platform = m.platform.clone().map(Platform::normalized);
+                        todo.push((m.digest, m.media_type, depth + 1, !required, platform));
                     }
                 }
                 Err(e) => problems.push(format!("index {digest}: {e}")),
@@ -85,18 +141,34 @@ pub async fn walk(client: &dyn Containerd, image: &ImageRecord) -> Vec<String> {
         } else {
             match serde_json::from_slice::<Manifest>(&data) {
                 Ok(manifest) => {
+                    let platform = match platform {
+                        Some(p) => Some(p),
+                        None => config_platform(client, &manifest.config.digest).await,
+                    };
+                    walked.platforms.extend(platform);
                     for d in std::iter::once(manifest.config).chain(manifest.layers) {
                         // Foreign layers carry URLs instead of content.
                         let optional = d.media_type.contains("foreign")
                             || d.media_type.contains("nondistributable");
-                        todo.push((d.digest, d.media_type, depth + 1, optional));
+                        todo.push((d.digest, d.media_type, depth + 1, optional, None));
                     }
                 }
                 Err(e) => problems.push(format!("manifest {digest}: {e}")),
             }
         }
     }
-    problems
+    walked
+}
+
+/// The platform a config names, when it is readable and names one.
+async fn config_platform(client: &dyn Containerd, config: &Digest) -> Option<Platform> {
+    let info = client.info(config).await.ok()??;
+    if info.size > MAX_DOCUMENT {
+        return None;
+    }
+    let data = client.read(config, 0, info.size).await.ok()?;
+    let c: ImageConfig = serde_json::from_slice(&data).ok()?;
+    (!c.platform.os.is_empty()).then(|| c.platform.normalized())
 }
 
 #[cfg(test)]
@@ -147,6 +219,37 @@ mod tests {
         // Under another name (another repository), the labels do not name it.
         let other = record("quay.io/y/z:1", &i, oci::MEDIA_OCI_INDEX);
         assert_eq!(walk(c.as_ref(), &other).await.len(), 4);
+        // Serving the other platform, its absent manifest is a problem naming it.
+        let arm64 = PlatformPolicy::parse_served(&["linux/arm64"]).unwrap();
+        let mut index: serde_json::Value = serde_json::from_str(&index).unwrap();
+        index["manifests"][0]["platform"] =
+            serde_json::json!({"os": "linux", "architecture": "s390x"});
+        index["manifests"][1]["platform"] =
+            serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"});
+        let with_platforms = fake.add_blob(index.to_string().as_bytes(), &source);
+        let image = record(
+            "docker.io/library/x:1",
+            &with_platforms,
+            oci::MEDIA_OCI_INDEX,
+        );
+        let walked = walk_serving(c.as_ref(), &image, &arm64).await;
+        assert_eq!(walked.problems.len(), 1, "{:?}", walked.problems);
+        assert!(
+            walked.problems[0].contains(&absent.to_string())
+                && walked.problems[0].contains("linux/arm64"),
+            "{:?}",
+            walked.problems
+        );
+        // What is present is s390x alone: not this node's platform, so held only to serve.
+        assert_eq!(walked.platforms, [Platform::new("linux", "s390x", "")]);
+        assert_eq!(walked.runs_here(), Platform::host().architecture == "s390x");
+        let none = walk_serving(
+            c.as_ref(),
+            &image,
+            &PlatformPolicy::parse_served::<&str>(&[]).unwrap(),
+        )
+        .await;
+        assert!(none.problems.is_empty(), "{:?}", none.problems);
         // A missing layer of a present manifest is a problem.
         fake.state().blobs.remove(&layer);
         let problems = walk(c.as_ref(), &image).await;

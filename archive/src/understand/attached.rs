@@ -332,6 +332,7 @@ pub fn attach(plan: &mut super::Plan) {
                     manifests: Vec::new(),
                     subject: Some(subject.clone()),
                     labels: subject_label(&subject),
+                    served_only: false,
                 });
             }
         }
@@ -361,6 +362,7 @@ pub fn attach(plan: &mut super::Plan) {
                 manifests: Vec::new(),
                 subject: Some(subject.clone()),
                 labels: subject_label(&subject),
+                served_only: false,
             });
         }
     }

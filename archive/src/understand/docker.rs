@@ -68,11 +68,19 @@ impl DockerPlanner<'_> {
                         }
                         index_entries.push(e);
                     }
-                    if let Some(p) = &platform {
-                        if !self.opts.platforms.matches(p) {
+                    match platform.as_ref().map(|p| (p, self.opts.keep(p))) {
+                        Some((p, None)) => {
                             res.manifests = 0;
                             res.other_platforms.insert(p.to_string());
                         }
+                        Some((p, Some(true))) => {
+                            res.run = 0;
+                            res.served.push(p.clone());
+                            for (_, m) in &mut res.layered {
+                                m.served = true;
+                            }
+                        }
+                        _ => {}
                     }
                     if res.manifests > 0 {
                         b.plan.synthesized.insert(desc.digest.clone(), bytes);
@@ -89,7 +97,7 @@ impl DockerPlanner<'_> {
             .filter(|e| {
                 e.platform
                     .as_ref()
-                    .is_none_or(|p| self.opts.platforms.matches(p))
+                    .is_none_or(|p| self.opts.keep(p).is_some())
             })
             .cloned()
             .collect();
@@ -185,6 +193,7 @@ impl DockerPlanner<'_> {
         res.labels
             .insert(desc.digest.clone(), oci::gc_labels(&children));
         res.manifests = 1;
+        res.run = 1;
         res.layered.push((
             desc.digest.clone(),
             ManifestPlan::new(config_desc, layers, config_bytes),

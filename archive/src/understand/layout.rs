@@ -7,6 +7,7 @@ use super::{
 };
 use crate::digest::Digest;
 use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest};
+use crate::platform::Platform;
 use crate::reference::{InvalidReference, Reference};
 use std::collections::BTreeSet;
 
@@ -32,8 +33,11 @@ impl OciPlanner<'_> {
             if b.take_attachment(self.inv, entry) {
                 continue;
             }
+            let mut served = false;
             if let Some(p) = &entry.platform {
-                if !self.opts.platforms.matches(p) {
+                if let Some(s) = self.opts.keep(p) {
+                    served = s;
+                } else {
                     let (names, _) = b.names_from_annotations(&entry.annotations);
                     let subject = subject_of(&names, i, entry);
                     b.plan.problems.push(Problem::Skipped {
@@ -59,7 +63,7 @@ impl OciPlanner<'_> {
             let subject = subject_of(&names, i, entry);
             let mut res = Resolved::default();
             let outcome = self
-                .resolve(entry, true, &mut res, &mut BTreeSet::new(), 0)
+                .resolve(entry, true, served, &mut res, &mut BTreeSet::new(), 0)
                 .map(|_| res);
             b.add(&subject, entry.clone(), names, unnamed, outcome);
         }
@@ -103,12 +107,15 @@ impl OciPlanner<'_> {
         serde_json::from_slice(data).map_err(|e| fail(path, format!("invalid JSON: {e}")))
     }
 
-    /// Resolves one descriptor and everything below it into `res`; `indexes` are those resolved
-    /// already for this root, `depth` how many indexes lead here.
+    /// Resolves one descriptor and everything below it into `res`; `served`: it is kept only to
+    /// serve another platform; `indexes` are those resolved already for this root, `depth` how
+    /// many indexes lead here.
+    #[allow(clippy::too_many_arguments)]
     fn resolve(
         &self,
         desc: &Descriptor,
         top: bool,
+        served: bool,
         res: &mut Resolved,
         indexes: &mut BTreeSet<Digest>,
         depth: usize,
@@ -130,26 +137,29 @@ impl OciPlanner<'_> {
                 return Err(fail(path, "index blob is missing from the archive"));
             }
             let index: Index = self.json(desc)?;
-            let mut kept = Vec::new();
+            let selected = self.opts.select(&index.manifests);
             for child in &index.manifests {
                 if let Some(p) = &child.platform {
-                    if !self.opts.platforms.matches(p) {
+                    if !selected.iter().any(|(c, _)| c == child) {
                         res.other_platforms
                             .insert(p.clone().normalized().to_string());
-                        continue;
                     }
                 }
-                kept.push(child.clone());
             }
-            for child in &kept {
+            let kept: Vec<Descriptor> = selected.iter().map(|(c, _)| c.clone()).collect();
+            for (child, child_served) in &selected {
                 // A selected manifest absent from the archive was not exported (`ctr export
                 // --platform`): skip it. Present but broken is an error.
                 if oci::is_manifest(&child.media_type) && self.blob(child)?.is_none() {
                     continue;
                 }
-                self.resolve(child, false, res, indexes, depth + 1)?;
+                let served = served || *child_served;
+                self.resolve(child, false, served, res, indexes, depth + 1)?;
             }
             res.blobs.insert(desc.digest.clone());
+            // References are only ever added, as containerd adds them: children another
+            // import kept (k3s imports every platform; an earlier import served more) stay
+            // referred to while the index is there.
             res.labels
                 .entry(desc.digest.clone())
                 .or_default()
@@ -160,13 +170,19 @@ impl OciPlanner<'_> {
                 return Err(fail(path, "manifest blob is missing from the archive"));
             }
             let manifest: Manifest = self.json(desc)?;
+            let mut served = served;
             if top && desc.platform.is_none() {
                 // A single-platform image: its platform is in its config.
                 if let Ok(config) = self.json::<ImageConfig>(&manifest.config) {
                     let p = config.platform.normalized();
-                    if !p.os.is_empty() && !self.opts.platforms.matches(&p) {
-                        res.other_platforms.insert(p.to_string());
-                        return Ok(());
+                    if !p.os.is_empty() {
+                        match self.opts.keep(&p) {
+                            None => {
+                                res.other_platforms.insert(p.to_string());
+                                return Ok(());
+                            }
+                            Some(s) => served = s,
+                        }
                     }
                 }
             }
@@ -205,10 +221,15 @@ impl OciPlanner<'_> {
                 .json
                 .get(&manifest.config.digest)
                 .map_or(&[][..], Vec::as_slice);
-            res.layered.push((
-                desc.digest.clone(),
-                ManifestPlan::new(manifest.config, manifest.layers, config_json),
-            ));
+            let mut plan = ManifestPlan::new(manifest.config, manifest.layers, config_json);
+            plan.served = served;
+            if served {
+                let p = desc.platform.clone().or_else(|| plan.platform.clone());
+                res.served.extend(p.map(Platform::normalized));
+            } else {
+                res.run += 1;
+            }
+            res.layered.push((desc.digest.clone(), plan));
             Ok(())
         } else {
             Err(fail(

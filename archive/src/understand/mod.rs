@@ -12,7 +12,7 @@ mod names;
 
 use crate::digest::Digest;
 use crate::oci::{self, ChainError, Descriptor, OciLayout};
-use crate::platform::PlatformPolicy;
+use crate::platform::{Platform, PlatformPolicy};
 use crate::reference::{InvalidReference, Reference};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -68,10 +68,15 @@ pub struct Inventory {
 }
 
 /// How to build the plan.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PlanOptions {
-    /// Which platforms to import.
+    /// Which platforms to import: the platforms the node runs.
     pub platforms: PlatformPolicy,
+    /// Which platforms the node serves to others without running them (`serve_platforms`):
+    /// their manifests, configs and layers are stored, labelled and held like the rest, but not
+    /// unpacked; of an index, the one manifest a node of each such platform would pull. None by
+    /// default.
+    pub serve: PlatformPolicy,
     /// Repository for tag-only names (`--base-name`).
     pub base_name: Option<String>,
     /// Also name the whole index (`--index-name`).
@@ -83,15 +88,111 @@ pub struct PlanOptions {
     pub named: BTreeMap<Digest, Vec<String>>,
 }
 
+/// As derived, but `serve` only when something is served: `airlift import` keeps this text in
+/// its records' fingerprints, and records made before `serve` existed must still stand (an
+/// upgraded airlift reads no archive again).
+impl std::fmt::Debug for PlanOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = f.debug_struct("PlanOptions");
+        s.field("platforms", &self.platforms);
+        if !self.serve.is_none() {
+            s.field("serve", &self.serve);
+        }
+        s.field("base_name", &self.base_name)
+            .field("index_name", &self.index_name)
+            .field("digest_refs", &self.digest_refs)
+            .field("named", &self.named)
+            .finish()
+    }
+}
+
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             platforms: PlatformPolicy::Host,
+            serve: PlatformPolicy::Only(Vec::new()),
             base_name: None,
             index_name: None,
             digest_refs: false,
             named: BTreeMap::new(),
         }
+    }
+}
+
+impl PlanOptions {
+    /// Whether a manifest of platform `p`, standing alone (not among an index's others), is
+    /// kept: `Some(false)` to run, `Some(true)` only to serve, `None` not at all. A platform
+    /// both run and served is run.
+    pub fn keep(&self, p: &Platform) -> Option<bool> {
+        if self.platforms.matches(p) {
+            Some(false)
+        } else if self.serve.matches(p) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    /// The children of an index kept, each with whether it is kept only to serve: those
+    /// without a platform and those the node runs, then for each served platform the one a
+    /// node of that platform would pull (the best-ranked that it runs, as containerd ranks
+    /// them), or, serving every platform, all of them.
+    pub fn select(&self, children: &[Descriptor]) -> Vec<(Descriptor, bool)> {
+        let mut kept: Vec<Option<bool>> = children
+            .iter()
+            .map(|c| match &c.platform {
+                None => Some(false),
+                Some(p) => self.platforms.matches(p).then_some(false),
+            })
+            .collect();
+        match &self.serve {
+            PlatformPolicy::Only(wants) => {
+                for want in wants {
+                    let best = children
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, c)| {
+                            let p = c.platform.as_ref()?;
+                            Some((crate::platform::preference(want, p)?, i))
+                        })
+                        .min();
+                    if let Some((_, i)) = best {
+                        kept[i].get_or_insert(true);
+                    }
+                }
+            }
+            PlatformPolicy::All | PlatformPolicy::Host => {
+                for (i, c) in children.iter().enumerate() {
+                    if c.platform.as_ref().is_some_and(|p| self.serve.matches(p)) {
+                        kept[i].get_or_insert(true);
+                    }
+                }
+            }
+        }
+        children
+            .iter()
+            .zip(kept)
+            .filter_map(|(c, k)| k.map(|served| (c.clone(), served)))
+            .collect()
+    }
+
+    /// The served platforms none of `stored` (the platforms an image's content was kept for)
+    /// gives a node of: what a node of those platforms cannot pull of the image from here.
+    /// Platforms the node runs are not counted (their absence is no skip of serving).
+    pub fn unserved(&self, stored: &[Platform]) -> Vec<Platform> {
+        let PlatformPolicy::Only(wants) = &self.serve else {
+            return Vec::new();
+        };
+        wants
+            .iter()
+            .filter(|w| !self.platforms.matches(w))
+            .filter(|w| {
+                !stored
+                    .iter()
+                    .any(|p| crate::platform::preference(w, p).is_some())
+            })
+            .cloned()
+            .collect()
     }
 }
 
@@ -122,6 +223,9 @@ pub struct ImagePlan {
     pub subject: Option<Digest>,
     /// Labels of this image record alone (beside those every image of the import gets).
     pub labels: BTreeMap<String, String>,
+    /// Every manifest it reaches was kept only to serve other platforms (`serve_platforms`):
+    /// recorded, pinned and held, but not an image this node runs.
+    pub served_only: bool,
 }
 
 /// One image manifest the plan keeps, as unpacking needs it: the config, the layers in order
@@ -132,6 +236,8 @@ pub struct ManifestPlan {
     pub config: Descriptor,
     /// The layers, base first.
     pub layers: Vec<Descriptor>,
+    /// Kept only to serve another platform (`serve_platforms`): never unpacked.
+    pub served: bool,
     /// The config's platform (what containerd's unpacker matches), when it names one.
     pub platform: Option<crate::platform::Platform>,
     /// The config's `rootfs.diff_ids`, or why they cannot be used (not a layer chain, not
@@ -157,6 +263,7 @@ impl ManifestPlan {
         ManifestPlan {
             config,
             layers,
+            served: false,
             platform,
             diff_ids,
         }
@@ -203,6 +310,9 @@ pub struct Plan {
     pub manifests: BTreeMap<Digest, ManifestPlan>,
     /// The signatures, attestations and referrers the archive carries for its images.
     pub attachments: Vec<attached::Attachment>,
+    /// Served platforms an image has no manifest for (`IMAGE: linux/arm64, …`): nothing of it
+    /// to serve to nodes of those platforms.
+    pub unserved: Vec<String>,
 }
 
 /// Why the archive as a whole cannot be understood.
@@ -257,6 +367,10 @@ struct Resolved {
     labels: BTreeMap<Digest, BTreeMap<String, String>>,
     /// Manifests that matched the platform policy and are present.
     manifests: usize,
+    /// Of those, the manifests kept to run (the others are kept only to serve).
+    run: usize,
+    /// The platforms of the manifests kept only to serve.
+    served: Vec<Platform>,
     /// Platforms that were not selected (for the skip message).
     other_platforms: BTreeSet<String>,
     /// The manifests kept, as unpacking needs them.
@@ -391,6 +505,14 @@ impl<'a> Builder<'a> {
             }
         }
         self.all_blobs.extend(res.blobs.iter().cloned());
+        let served_only = res.run == 0;
+        let unserved = self.opts.unserved(&res.served);
+        if !unserved.is_empty() {
+            let list: Vec<String> = unserved.iter().map(Platform::to_string).collect();
+            self.plan
+                .unserved
+                .push(format!("{subject}: {}", list.join(", ")));
+        }
         let manifests: Vec<Digest> = res.layered.iter().map(|(d, _)| d.clone()).collect();
         for (d, m) in res.layered {
             self.plan.manifests.insert(d, m);
@@ -413,6 +535,7 @@ impl<'a> Builder<'a> {
                 manifests: manifests.clone(),
                 subject: None,
                 labels: BTreeMap::new(),
+                served_only,
             });
         }
     }
@@ -448,6 +571,8 @@ impl<'a> Builder<'a> {
                         self.plan.synthesized.insert(index.digest.clone(), bytes);
                     }
                     let manifests = self.plan.manifests.keys().cloned().collect();
+                    let served_only = !self.plan.manifests.is_empty()
+                        && self.plan.manifests.values().all(|m| m.served);
                     self.plan.images.push(ImagePlan {
                         name: r.to_string(),
                         target: index,
@@ -455,10 +580,31 @@ impl<'a> Builder<'a> {
                         manifests,
                         subject: None,
                         labels: BTreeMap::new(),
+                        served_only,
                     });
                 }
             }
         }
         self.plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_options_read_as_before_when_nothing_is_served() {
+        // The text airlift import's records were fingerprinted with before `serve` existed.
+        assert_eq!(
+            format!("{:?}", PlanOptions::default()),
+            "PlanOptions { platforms: Host, base_name: None, index_name: None, \
+             digest_refs: false, named: {} }"
+        );
+        let served = PlanOptions {
+            serve: PlatformPolicy::All,
+            ..PlanOptions::default()
+        };
+        assert!(format!("{served:?}").contains("serve: All"), "{served:?}");
     }
 }

@@ -22,6 +22,8 @@ pub struct Daemon {
     /// A command the daemon is started under (`unshare ... sh -c '...; exec "$@"' sh`), which
     /// must exec it in the end; none when empty.
     pub wrapper: Vec<String>,
+    /// The airlift binary `serve` runs (none: this build's, [`airlift_bin`]).
+    pub bin: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -48,6 +50,7 @@ impl Daemon {
             env: Vec::new(),
             args: Vec::new(),
             wrapper: Vec::new(),
+            bin: None,
             child: None,
         }
     }
@@ -134,7 +137,8 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("airlift.log"))
             .unwrap();
-        let mut cmd = super::wrapped(&self.wrapper, airlift_bin());
+        let bin = self.bin.clone().unwrap_or_else(airlift_bin);
+        let mut cmd = super::wrapped(&self.wrapper, bin);
         let child = cmd
             .args(["serve", "--config"])
             .arg(&cfg)
@@ -213,6 +217,24 @@ impl Daemon {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
             .collect()
+    }
+
+    /// `airlift status --json`; panics when the daemon does not answer.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits until the daemon follows containerd's events (repairs are then immediate).
+    pub fn until_following(&self) {
+        self.until("the daemon to follow containerd's events", || {
+            self.status_json()["following_events"] == true
+        });
     }
 
     /// Whether the daemon is idle right now: its startup import is done, and no file is

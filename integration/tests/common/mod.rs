@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+pub mod cluster;
 pub mod daemon;
 pub mod signed;
 
@@ -417,4 +418,44 @@ pub fn ctr_pull(
     }
     args.extend(["--all-platforms", "--hosts-dir", hosts_dir, name]);
     ctd.ctr_output(&args)
+}
+
+/// `ctr snapshots ls` of `overlayfs` (a header line, then one line a snapshot).
+#[allow(dead_code)]
+pub fn snapshot_list(ctd: &Containerd) -> String {
+    ctd.ctr_output(&[
+        "-n",
+        "k8s.io",
+        "snapshots",
+        "--snapshotter",
+        "overlayfs",
+        "ls",
+    ])
+    .unwrap()
+}
+
+/// The committed snapshots of `overlayfs`, by key.
+#[allow(dead_code)]
+pub fn committed(ctd: &Containerd) -> Vec<String> {
+    let out = snapshot_list(ctd);
+    out.lines()
+        .skip(1)
+        .filter(|l| l.contains("Committed"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Asserts that `image` carries CRI's pin, naming it and its labels otherwise.
+#[allow(dead_code)]
+pub fn assert_pinned(image: &ImageRecord) {
+    assert_eq!(
+        image
+            .labels
+            .get("io.cri-containerd.pinned")
+            .map(String::as_str),
+        Some("pinned"),
+        "{} not pinned: {:?}",
+        image.name,
+        sorted(&image.labels)
+    );
 }

@@ -8,9 +8,13 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// What `airlift --version` says after the name: the version and the commit it was built from
+/// (`0.1.0 (0123456789ab)`; the build script's `AIRLIFT_COMMIT`, "unknown" outside git).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("AIRLIFT_COMMIT"), ")");
+
 /// Imports container image archives into containerd with minimal copying.
 #[derive(Parser, Debug)]
-#[command(name = "airlift", version, about, long_about = None)]
+#[command(name = "airlift", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -41,6 +45,37 @@ pub enum Command {
     /// Write containerd's registry hosts configuration (hosts.toml) from a k3s-style
     /// registries.yaml and other nodes' airlift registry endpoints (`--remove` undoes it).
     Mirrors(MirrorsArgs),
+    /// Write the man pages or a shell's completions (for packaging; hidden).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+/// `airlift generate`: files made from this command line, for the release tarball and the
+/// .deb (`integration/dist.sh`). Hidden: a packaged airlift installs them already.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// What to write.
+    #[command(subcommand)]
+    pub what: Generate,
+}
+
+/// What `airlift generate` writes.
+#[derive(Subcommand, Debug)]
+pub enum Generate {
+    /// A man page per command (airlift.1, airlift-import.1, …) into DIR.
+    Man {
+        /// The directory (created if missing).
+        dir: PathBuf,
+    },
+    /// SHELL's completions into DIR (airlift.bash, _airlift, airlift.fish, …), or to standard
+    /// output without DIR.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+        /// The directory (created if missing).
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `airlift verify`.
@@ -48,6 +83,23 @@ pub enum Command {
 pub struct VerifyArgs {
     /// Images to check (default: every image labelled by airlift in the namespace).
     pub images: Vec<String>,
+    /// containerd's socket and namespace (CRI is asked in k8s.io only).
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// A platform this node serves (as `serve_platforms`; os/arch[/variant], or `all`):
+    /// of every multi-arch image, the manifest a node of that platform would pull must be here,
+    /// with its config and layers, each labelled. Repeatable.
+    #[arg(long, value_name = "PLATFORM")]
+    pub serve_platform: Vec<String>,
+}
+
+/// containerd's socket and namespace, as `ctr` takes them (`--address`, `--namespace` and the
+/// same environment variables), for the commands that talk to containerd themselves.
+#[derive(Args, Debug, Clone)]
+pub struct ContainerdArgs {
     /// containerd's socket, which also serves CRI (k3s: /run/k3s/containerd/containerd.sock).
     #[arg(
         long,
@@ -56,7 +108,7 @@ pub struct VerifyArgs {
         default_value = "/run/containerd/containerd.sock"
     )]
     pub address: PathBuf,
-    /// containerd namespace (CRI's is k8s.io; in any other, CRI is not asked).
+    /// containerd namespace (kubelet's, and CRI's, is k8s.io).
     #[arg(
         long,
         short = 'n',
@@ -64,9 +116,6 @@ pub struct VerifyArgs {
         default_value = "k8s.io"
     )]
     pub namespace: String,
-    /// Print the findings as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `airlift mirrors`.
@@ -241,28 +290,22 @@ pub struct ServeArgs {
 pub struct ImportArgs {
     /// The archive, a `.txt` pull list (one image reference per line), or `-` for standard input.
     pub file: String,
-    /// containerd's socket (k3s: /run/k3s/containerd/containerd.sock).
-    #[arg(
-        long,
-        short = 'a',
-        env = "CONTAINERD_ADDRESS",
-        default_value = "/run/containerd/containerd.sock"
-    )]
-    pub address: PathBuf,
-    /// containerd namespace (kubelet's is k8s.io).
-    #[arg(
-        long,
-        short = 'n',
-        env = "CONTAINERD_NAMESPACE",
-        default_value = "k8s.io"
-    )]
-    pub namespace: String,
+    /// containerd's socket and namespace.
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
     /// Import this platform (os/arch[/variant]); repeatable. Default: what this host runs.
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Vec<String>,
     /// Import every platform in the archive.
     #[arg(long, conflicts_with = "platform")]
     pub all_platforms: bool,
+    /// Also store this platform's content (os/arch[/variant], or `all`) to serve it to other
+    /// nodes (through Spegel or airlift's registry endpoint) without running it: of a multi-arch
+    /// index, the manifest a node of that platform would pull, with its config and layers —
+    /// held, labelled and pinned like the rest, never unpacked; an image of served platforms
+    /// alone is not counted as this node's. Repeatable. A platform this host runs is run.
+    #[arg(long, value_name = "PLATFORM")]
+    pub serve_platform: Vec<String>,
     /// Repository for tag-only names (`1.35` becomes `<base-name>:1.35`).
     #[arg(long, value_name = "NAME")]
     pub base_name: Option<String>,
@@ -320,6 +363,7 @@ impl ImportArgs {
         };
         Ok(Asked {
             platforms,
+            serve_platforms: self.serve_platform.clone(),
             base_name: self.base_name.clone(),
             index_name: self.index_name.clone(),
             digest_refs: self.digest_refs,
@@ -461,6 +505,113 @@ mod tests {
         assert!(Cli::try_parse_from(["airlift", "import", "x", "--mode", "fast"]).is_err());
     }
 
+    fn import(args: &[&str]) -> ImportArgs {
+        match Cli::try_parse_words(args).unwrap().command {
+            Command::Import(a) => a,
+            c => panic!("not an import: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn unpack_takes_a_snapshotter_with_a_space_an_equals_sign_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().join("overlayfs");
+        std::fs::write(&existing, b"").unwrap();
+        let existing = existing.to_str().unwrap();
+        // (command line after `airlift import`, snapshotter, archive)
+        let cases: &[(&[&str], Option<&str>, &str)] = &[
+            (&["--unpack", "native", "x.tar"], Some("native"), "x.tar"),
+            (&["--unpack=native", "x.tar"], Some("native"), "x.tar"),
+            (
+                &["--unpack", "fuse-overlayfs", "x.tar"],
+                Some("fuse-overlayfs"),
+                "x.tar",
+            ),
+            (&["--unpack", "x.tar"], Some("overlayfs"), "x.tar"),
+            (&["x.tar", "--unpack"], Some("overlayfs"), "x.tar"),
+            (
+                &["--unpack", "images/x.tar.zst"],
+                Some("overlayfs"),
+                "images/x.tar.zst",
+            ),
+            (&["--unpack", "-"], Some("overlayfs"), "-"),
+            (
+                &["--unpack", "--no-pin", "x.tar"],
+                Some("overlayfs"),
+                "x.tar",
+            ),
+            // An existing file is the archive, whatever its name.
+            (&["--unpack", existing], Some("overlayfs"), existing),
+            (&["x.tar"], None, "x.tar"),
+            // After `--`, a word is never the snapshotter.
+            (&["--unpack", "--", "native"], Some("overlayfs"), "native"),
+        ];
+        for (words, snapshotter, file) in cases {
+            let argv = [&["airlift", "import"][..], *words].concat();
+            let a = import(&argv);
+            assert_eq!(a.unpack.snapshotter.as_deref(), *snapshotter, "{words:?}");
+            assert_eq!(a.file, *file, "{words:?}");
+        }
+        // A snapshotter's name and no archive: the archive is missing, said by clap.
+        assert!(Cli::try_parse_words(["airlift", "import", "--unpack", "native"]).is_err());
+        let Command::Serve(s) = Cli::try_parse_words(["airlift", "serve", "--unpack", "native"])
+            .unwrap()
+            .command
+        else {
+            panic!("not serve")
+        };
+        assert_eq!(s.unpack.snapshotter.as_deref(), Some("native"));
+    }
+
+    #[test]
+    fn version_names_the_commit() {
+        let e = Cli::try_parse_from(["airlift", "--version"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        let said = e.render().to_string();
+        let want = format!("airlift {} (", env!("CARGO_PKG_VERSION"));
+        assert!(said.starts_with(&want), "{said}");
+        let commit = said.trim_end().strip_prefix(&want).unwrap();
+        let commit = commit.strip_suffix(')').unwrap();
+        assert!(
+            commit == "unknown"
+                || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit()))
+                || Some(commit) == option_env!("AIRLIFT_COMMIT"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn snapshotter_words() {
+        for w in ["overlayfs", "native", "fuse-overlayfs", "zfs", "my_snap2"] {
+            assert!(is_snapshotter_word(w), "{w}");
+        }
+        for w in ["", "-", "x.tar", "a/b", "Overlay", "2fs", "-x", "/tmp"] {
+            assert!(!is_snapshotter_word(w), "{w}");
+        }
+    }
+
+    #[test]
+    fn import_and_verify_share_the_containerd_flags() {
+        let a = import(&[
+            "airlift",
+            "import",
+            "-a",
+            "/run/k3s.sock",
+            "-n",
+            "ns",
+            "x.tar",
+        ]);
+        assert_eq!(a.containerd.address, PathBuf::from("/run/k3s.sock"));
+        assert_eq!(a.containerd.namespace, "ns");
+        let Command::Verify(v) = parse(&["airlift", "verify", "--address", "/s", "img"]).command
+        else {
+            panic!("not verify")
+        };
+        assert_eq!(v.containerd.address, PathBuf::from("/s"));
+        assert_eq!(v.containerd.namespace, "k8s.io");
+        assert_eq!(v.images, ["img"]);
+    }
+
     #[test]
     fn serve_flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -524,11 +675,15 @@ impl VerifyArg {
     }
 }
 
-/// `--unpack[=SNAPSHOTTER]`, for `import` and `serve`.
+/// `--unpack[=SNAPSHOTTER]`, for `import` and `serve`; `--unpack SNAPSHOTTER` too, by the
+/// rule of [`unpack_words`].
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct UnpackArg {
     /// Unpack the images into containerd's snapshotter as they are imported (overlayfs unless
-    /// named: --unpack=native), so that containers start without unpacking.
+    /// named: --unpack=native or --unpack native), so that containers start without unpacking.
+    /// The word after a bare --unpack is the snapshotter only if it is a snapshotter's name
+    /// (lowercase letters, digits, '-' and '_', starting with a letter) and no file of that
+    /// name exists: `--unpack images.tar` takes images.tar as the archive.
     #[arg(
         long = "unpack",
         num_args = 0..=1,
@@ -537,4 +692,61 @@ pub struct UnpackArg {
         value_name = "SNAPSHOTTER"
     )]
     pub snapshotter: Option<String>,
+}
+
+/// Whether `word` names a snapshotter rather than an archive: lowercase letters, digits, `-` and
+/// `_`, starting with a letter (containerd's snapshotters: overlayfs, native, btrfs, zfs,
+/// devmapper, erofs, fuse-overlayfs, stargz, nydus, soci…), and no file of that name here.
+/// An archive's name has a dot, a slash or is `-` almost always; one that has none is still
+/// an archive when it exists.
+pub fn is_snapshotter_word(word: &str) -> bool {
+    let mut chars = word.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && std::fs::symlink_metadata(word).is_err()
+}
+
+/// The command line as clap should read it: `--unpack WORD`, as `ctr --snapshotter overlayfs`
+/// is written, becomes `--unpack=WORD` when WORD [names a snapshotter](is_snapshotter_word);
+/// otherwise `--unpack` stays bare (the default snapshotter) and WORD is read as what it is
+/// (`airlift import --unpack images.tar`: the archive). clap itself cannot decide this: an
+/// optional value is taken or not by position, never by what it is. Nothing after `--` is
+/// touched.
+pub fn unpack_words<I, T>(args: I) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString>,
+{
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    let mut words = args.into_iter().map(Into::into).peekable();
+    while let Some(word) = words.next() {
+        if word == "--" {
+            out.push(word);
+            out.extend(words);
+            break;
+        }
+        if word == "--unpack" {
+            if let Some(next) = words.peek().and_then(|n| n.to_str()) {
+                if is_snapshotter_word(next) {
+                    let joined = format!("--unpack={next}");
+                    words.next();
+                    out.push(joined.into());
+                    continue;
+                }
+            }
+        }
+        out.push(word);
+    }
+    out
+}
+
+impl Cli {
+    /// The command line parsed, `--unpack WORD` read by the rule of [`unpack_words`].
+    pub fn try_parse_words<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        Self::try_parse_from(unpack_words(args))
+    }
 }

@@ -67,6 +67,7 @@ pub async fn wait(args: WaitArgs) -> ExitCode {
     let deadline = (args.timeout > 0.0)
         .then(|| std::time::Instant::now() + Duration::from_secs_f64(args.timeout));
     let mut missing = Vec::new();
+    let mut served_only = Vec::new();
     loop {
         if let Ok(mut c) = api::connect(&args.socket.socket).await {
             if args.images.is_empty() {
@@ -81,7 +82,11 @@ pub async fn wait(args: WaitArgs) -> ExitCode {
                 };
                 match c.ready(req).await {
                     Ok(r) if r.get_ref().ready => return ExitCode::SUCCESS,
-                    Ok(r) => missing = r.into_inner().missing,
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        missing = r.missing;
+                        served_only = r.served_only;
+                    }
                     Err(e) if e.code() == tonic::Code::InvalidArgument => {
                         eprintln!("airlift: wait: {}", e.message());
                         return ExitCode::from(2);
@@ -94,7 +99,22 @@ pub async fn wait(args: WaitArgs) -> ExitCode {
             let what = if args.images.is_empty() {
                 "did not finish its startup import".to_string()
             } else {
-                format!("has not imported and pinned {}", missing.join(", "))
+                let runs: Vec<&String> = missing
+                    .iter()
+                    .filter(|m| !served_only.contains(m))
+                    .collect();
+                let mut what = Vec::new();
+                if !runs.is_empty() {
+                    let runs: Vec<&str> = runs.iter().map(|s| s.as_str()).collect();
+                    what.push(format!("has not imported and pinned {}", runs.join(", ")));
+                }
+                if !served_only.is_empty() {
+                    what.push(format!(
+                        "holds {} only to serve other platforms (serve_platforms): this node runs none of its platforms",
+                        served_only.join(", ")
+                    ));
+                }
+                what.join(", and ")
             };
             eprintln!(
                 "airlift: wait: the daemon at {} {what} within {} s",

@@ -24,6 +24,14 @@ pub async fn run(args: ImportArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Ok(asked) = args.asked() {
+        for note in asked.platform_notes() {
+            let note = note
+                .replace("platforms = [\"all\"]", "--all-platforms")
+                .replace("serve_platforms", "--serve-platform");
+            eprintln!("airlift: note: {note}");
+        }
+    }
     let source = if args.file == "-" {
         Source::Stdin
     } else {
@@ -38,8 +46,8 @@ pub async fn run(args: ImportArgs) -> ExitCode {
         _ => None,
     };
     let socket = Socket {
-        address: args.address.clone(),
-        namespace: args.namespace.clone(),
+        address: args.containerd.address.clone(),
+        namespace: args.containerd.namespace.clone(),
         timeout: Duration::from_secs(args.connect_timeout),
     };
     let connection = Connection::new(Box::new(socket), Patience::Once, opts.cancel.clone());

@@ -1,10 +1,11 @@
 //! The command line: `airlift import` (modelled on `ctr images import`), `airlift serve`,
 //! `airlift mirrors`, `airlift verify`, and the commands that ask a running daemon. A thin
 //! adapter: [`args`] parses, [`import`], [`daemon`], [`mirrors`] and [`verify`] call the
-//! library, [`output`] prints.
+//! library, [`output`] prints; [`generate`] writes the man pages and completions.
 
 pub mod args;
 pub mod daemon;
+pub mod generate;
 pub mod import;
 pub mod mirrors;
 pub mod output;
@@ -12,13 +13,15 @@ pub mod verify;
 
 use crate::config::LogFormat;
 use args::{Cli, Command, ServeArgs};
-use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse_words(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,6 +45,7 @@ pub fn main() -> ExitCode {
             runtime.block_on(verify::run(args))
         }
         Command::Mirrors(args) => mirrors::run(args),
+        Command::Generate(args) => generate::run(args),
     };
     drop(runtime);
     crate::liveness::release();

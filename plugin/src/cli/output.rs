@@ -44,6 +44,16 @@ pub fn summary(r: &Report) -> String {
     for s in &r.not_selected {
         out.push_str(&format!("not imported (platform not selected): {s}\n"));
     }
+    for s in &r.served_only {
+        out.push_str(&format!(
+            "served only (held for other platforms, not this node's to run): {s}\n"
+        ));
+    }
+    for s in &r.unserved {
+        out.push_str(&format!(
+            "nothing to serve (no manifest in the archive) for {s}\n"
+        ));
+    }
     match r.outcome {
         Outcome::Unchanged | Outcome::Repaired => {
             for w in &r.repaired {
@@ -135,6 +145,7 @@ pub fn archive_json(a: &proto::Archive) -> serde_json::Value {
         "duration_seconds": a.duration_seconds,
         "last_error": a.last_error,
         "unpack_error": a.unpack_error,
+        "served_only": a.served_only,
         "note": a.note,
         "imported_at": a.imported_at,
         "imports": a.imports,
@@ -156,6 +167,7 @@ pub fn status_json(s: &proto::StatusResponse) -> serde_json::Value {
         "repairs": s.repairs.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "archive_bytes_read": s.archive_bytes_read,
         "content_proxy_root": s.content_proxy_root,
+        "refused_records": s.refused_records,
     })
 }
 
@@ -198,6 +210,13 @@ pub fn status_text(s: &proto::StatusResponse) -> String {
     );
     line("restoring:", s.restoring.to_string());
     line("bytes read:", s.archive_bytes_read.to_string());
+    line(
+        "refused records:",
+        match s.refused_records.len() {
+            0 => "0".into(),
+            n => format!("{n} (of a newer state format: `airlift ls` names their archives)"),
+        },
+    );
     out
 }
 
@@ -227,6 +246,11 @@ pub fn archive_table(list: &[proto::Archive]) -> String {
         }
         if !a.unpack_error.is_empty() {
             out.push_str(&format!("           not unpacked: {}\n", a.unpack_error));
+        }
+        for s in &a.served_only {
+            out.push_str(&format!(
+                "           {s}: served only (held for other platforms, not this node's)\n"
+            ));
         }
         if !a.note.is_empty() {
             out.push_str(&format!("           {}\n", a.note));

@@ -16,7 +16,20 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
         eprintln!("airlift verify: {e}");
         ExitCode::FAILURE
     };
-    let grpc = match Grpc::connect(&args.address, &args.namespace, Duration::from_secs(10)).await {
+    let serve = match crate::platform::PlatformPolicy::parse_served(&args.serve_platform) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("airlift verify: --serve-platform: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let grpc = match Grpc::connect(
+        &args.containerd.address,
+        &args.containerd.namespace,
+        Duration::from_secs(10),
+    )
+    .await
+    {
         Ok(g) => g,
         Err(e) => return fail(&e),
     };
@@ -48,18 +61,28 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
         }
         found
     };
-    let cri = args.namespace == "k8s.io";
+    let cri = args.containerd.namespace == "k8s.io";
     let mut findings = Vec::new();
+    let mut served = Vec::new();
     for image in &images {
         let mut problems = Vec::new();
         if image.digest.is_empty() {
             problems.push(format!("containerd has no image {}", image.name));
         } else {
-            problems.extend(crate::visibility::walk(&grpc, image).await);
+            let walked = crate::visibility::walk_serving(&grpc, image, &serve).await;
+            problems.extend(walked.problems.iter().cloned());
             // A signature's record (`sha256-<hex>.sig`, a referrers index) is for registries and
-            // peers, not for kubelet: its content is checked, not CRI's view of it.
+            // peers, not for kubelet: its content is checked, not CRI's view of it. Nor is an
+            // index of other platforms alone (held to serve them): CRI lists an index only with
+            // a manifest of this node's platform. A single manifest of another platform CRI
+            // does list (it checks no platform there), so its pin is checked as any other's.
             let attachment = image.labels.contains_key(SUBJECT_LABEL);
-            if cri && !attachment {
+            let index = crate::oci::is_index(&image.media_type);
+            if !walked.runs_here() {
+                let list: Vec<String> = walked.platforms.iter().map(|p| p.to_string()).collect();
+                served.push((image.name.clone(), list.join(", "), index));
+            }
+            if cri && !attachment && (walked.runs_here() || !index) {
                 problems.extend(cri_problems(&grpc, image).await);
             }
         }
@@ -70,7 +93,8 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
         let out: Vec<_> = findings
             .iter()
             .map(|(name, problems, verified)| {
-                serde_json::json!({"image": name, "problems": problems, "verified": verified})
+                let served_only = served.iter().any(|(n, _, _)| n == name);
+                serde_json::json!({"image": name, "problems": problems, "verified": verified, "served_only": served_only})
             })
             .collect();
         println!(
@@ -88,6 +112,14 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
             for p in problems {
                 println!("MISSING  {name}: {p}");
             }
+        }
+        for (name, platforms, index) in &served {
+            let cri = if *index {
+                "CRI does not list it"
+            } else {
+                "CRI lists it all the same"
+            };
+            println!("served   {name}: {platforms} only, not this node's ({cri})");
         }
         println!(
             "{} image(s) checked{}, {bad} with something missing",

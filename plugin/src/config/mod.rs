@@ -85,6 +85,11 @@ pub struct Config {
     /// Platforms: empty for what the host runs, `["all"]` for everything, or a list such as
     /// `["linux/amd64", "linux/arm64/v8"]`.
     pub platforms: Vec<String>,
+    /// Platforms this node stores and serves to other nodes without running them (a seed of a
+    /// mixed-architecture cluster): `["linux/arm64"]`, `["all"]`; none by default. Their
+    /// content is imported, held and pinned with the rest, but not unpacked, and an image of
+    /// served platforms alone is not one `airlift wait --image` counts as this node's.
+    pub serve_platforms: Vec<String>,
     /// Pin imported images.
     pub pin: bool,
     /// Extra labels for every imported image.
@@ -221,6 +226,7 @@ impl Default for Config {
             concurrency: 2,
             settle_ms: 1000,
             platforms: Vec::new(),
+            serve_platforms: Vec::new(),
             pin: true,
             labels: BTreeMap::new(),
             digest_refs: false,
@@ -399,6 +405,11 @@ impl Config {
             }
         }
         self.platform_policy()?;
+        PlatformPolicy::parse_served(&self.serve_platforms).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "serve_platforms: {e} (\"all\" may only stand alone)"
+            ))
+        })?;
         self.registry.validate()?;
         self.mirrors.validate()?;
         Ok(())

@@ -175,3 +175,42 @@ fn intake_priority_and_resync() {
     // Intake alone is a valid setup.
     Config::parse("images_dirs = []\nintake_dirs = [\"/x\"]").unwrap();
 }
+
+#[test]
+fn served_platforms() {
+    let c = Config::parse("serve_platforms = [\"linux/arm64\", \"linux/arm/v7\"]").unwrap();
+    let asked = crate::service::options::Asked::of_config(&c);
+    let o = asked.options().unwrap();
+    assert_eq!(
+        o.plan.serve,
+        PlatformPolicy::Only(vec![
+            crate::platform::Platform::new("linux", "arm64", ""),
+            crate::platform::Platform::new("linux", "arm", "v7"),
+        ])
+    );
+    assert!(Config::default().serve_platforms.is_empty());
+    assert!(Config::parse("serve_platforms = [\"all\"]").is_ok());
+    for bad in ["[\"all\", \"linux/arm64\"]", "[\"host\"]", "[\"linux//x\"]"] {
+        let e = Config::parse(&format!("serve_platforms = {bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("serve_platforms"), "{bad}: {e}");
+    }
+    // Redundant or overlapping settings are accepted, and said.
+    let c = Config::parse("platforms = [\"all\"]\nserve_platforms = [\"linux/arm64\"]").unwrap();
+    let notes = crate::service::options::Asked::of_config(&c).platform_notes();
+    assert!(notes[0].contains("redundant"), "{notes:?}");
+    let c = Config::parse(
+        "platforms = [\"linux/amd64\"]\nserve_platforms = [\"linux/amd64\", \"linux/arm64\"]",
+    )
+    .unwrap();
+    let notes = crate::service::options::Asked::of_config(&c).platform_notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("linux/amd64 is served and run"),
+        "{notes:?}"
+    );
+    assert!(crate::service::options::Asked::default()
+        .platform_notes()
+        .is_empty());
+}

@@ -169,7 +169,11 @@ impl Daemon {
             "state directory {}",
             crate::escape::shown(&cfg.state_dir)
         )))?;
-        let options = Asked::of_config(&cfg).options()?;
+        let asked = Asked::of_config(&cfg);
+        let options = asked.options()?;
+        for note in asked.platform_notes() {
+            tracing::warn!("{note}");
+        }
         let cancel = options.cancel.clone();
         let (startup, _) = tokio_watch::channel(false);
         Ok(Arc::new(Daemon {

@@ -107,6 +107,12 @@ impl Daemon {
     ) -> Option<super::ArchiveStatus> {
         let lock = self.path_lock(path);
         let _guard = lock.lock().await;
+        // A record of a newer state format: nothing done, for the archive or its images.
+        if let Some(refused) = self.records().refused(path) {
+            tracing::error!("{refused}");
+            self.refuse(path, &refused);
+            return self.archive(path);
+        }
         let record = self.archive(path).and_then(|a| a.record);
         match look(path, record.as_ref()) {
             // An intake archive's file goes once imported; its images stay until `forget`.

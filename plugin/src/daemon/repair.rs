@@ -296,6 +296,14 @@ impl Daemon {
         }
     }
 
+    /// Counts repairs made from the records (at startup or a verification), by what was wrong.
+    pub(super) fn count_repairs(&self, fixes: &[crate::state::verify::Fix]) {
+        for f in fixes {
+            self.repairs.count(f.what);
+            self.metrics.repaired(f.what);
+        }
+    }
+
     /// Verifies every present archive's record against containerd, as at startup: what is
     /// missing is restored from the records (no archive read), and archives whose content is
     /// gone are imported again.
@@ -318,10 +326,7 @@ impl Daemon {
             {
                 Recalled::Stands => {}
                 Recalled::Repaired(what) => {
-                    for w in &what {
-                        self.repairs.count(w.what);
-                        self.metrics.repaired(w.what);
-                    }
+                    self.count_repairs(&what);
                     repaired += what.len();
                 }
                 Recalled::Lost(w) => {

@@ -54,8 +54,21 @@ fn archive(a: &ArchiveStatus, all: &Listing) -> proto::Archive {
             .unwrap_or_default(),
         bytes: r.map_or(0, |r| r.bytes),
         duration_seconds: r.map_or(0.0, |r| r.seconds),
-        last_error: r.map(|r| r.last_error.clone()).unwrap_or_default(),
+        last_error: a
+            .refused
+            .clone()
+            .or_else(|| r.map(|r| r.last_error.clone()))
+            .unwrap_or_default(),
         unpack_error: r.map(|r| r.unpack_error.clone()).unwrap_or_default(),
+        served_only: r
+            .map(|r| {
+                r.served_only
+                    .iter()
+                    .filter(|n| !shadows.contains_key(*n))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default(),
         imported_at: r.map_or(0, |r| r.imported_at),
         imports: r.map_or(0, |r| r.imports),
         shadowed: shadows
@@ -199,6 +212,10 @@ impl Airlift for Service {
         req: Request<proto::ForgetRequest>,
     ) -> Result<Response<proto::ForgetResponse>, Status> {
         let path = requested(&req.get_ref().path)?;
+        // A record of a newer state format: this airlift cannot know what to release.
+        if let Some(refused) = self.0.archive(&path).and_then(|a| a.refused) {
+            return Err(Class::FailedPrecondition.status(refused));
+        }
         let daemon = self.0.clone();
         let p = path.clone();
         let forgotten = self
@@ -235,6 +252,7 @@ impl Airlift for Service {
             importing,
             archives,
             archive_bytes_read: self.0.bytes_read(),
+            refused_records: self.0.refused(),
             content_proxy_root: self
                 .0
                 .config()
@@ -254,13 +272,23 @@ impl Airlift for Service {
         let daemon = self.0.clone();
         let missing = self
             .1
-            .spawn(async move { daemon.not_ready(&names).await })
+            .spawn(async move {
+                let missing = daemon.not_ready(&names).await?;
+                let served = missing
+                    .iter()
+                    .filter(|n| daemon.serving_only(n))
+                    .cloned()
+                    .collect::<Vec<_>>();
+                Ok::<_, crate::reference::InvalidReference>((missing, served))
+            })
             .await
             .map_err(|e| Class::Internal.status(e.to_string()))?
             .map_err(|e| Class::InvalidArgument.status(e.to_string()))?;
+        let (missing, served_only) = missing;
         Ok(Response::new(proto::ReadyResponse {
             ready: missing.is_empty(),
             missing,
+            served_only,
         }))
     }
 }

@@ -86,10 +86,15 @@ impl Daemon {
         };
         self.importer.clean_leftovers(&client).await;
 
-        let records = self.records().load_all().unwrap_or_else(|e| {
+        let loaded = self.records().load_all().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the state directory");
-            Vec::new()
+            Default::default()
         });
+        // Records of a newer state format: shown as failed, their archives left alone.
+        for r in &loaded.refused {
+            self.refuse(r.archive.as_deref().unwrap_or(&r.file), r);
+        }
+        let records = loaded.records;
         self.load(&records);
         // Gone archives first: what they provided is re-pointed at another provider or unpinned.
         // (An intake archive's file is gone by design: it stays until `airlift forget`.)
@@ -109,7 +114,7 @@ impl Daemon {
                 .as_ref()
                 .is_some_and(|r| r.fingerprint != self.importer.fingerprint(&client));
             if judged_otherwise {
-                tracing::info!(archive = %crate::escape::shown(&path), "imported under other verification settings; importing the archive again");
+                tracing::info!(archive = %crate::escape::shown(&path), "imported under other verification or serve_platforms settings; importing the archive again");
                 force = true;
             } else if let (Some(r), Look::Unchanged(_)) = (&record, look(&path, record.as_ref())) {
                 if r.intake {
@@ -121,7 +126,11 @@ impl Daemon {
                     .recall(&client, &self.won(r), &snapshot, Repair::Yes)
                     .await
                 {
-                    Recalled::Stands | Recalled::Repaired(_) => continue,
+                    Recalled::Stands => continue,
+                    Recalled::Repaired(fixes) => {
+                        self.count_repairs(&fixes);
+                        continue;
+                    }
                     Recalled::Lost(why) => {
                         tracing::info!(archive = %crate::escape::shown(&path), "{why}; importing the archive again");
                         force = true;

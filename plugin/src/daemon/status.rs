@@ -47,6 +47,9 @@ pub struct ArchiveStatus {
     pub progress: Arc<AtomicU64>,
     /// Its size, when known.
     pub total: u64,
+    /// Why the daemon leaves it alone: its record is of a newer state format
+    /// ([`crate::state::Refused`]).
+    pub refused: Option<String>,
 }
 
 /// An archive counted as waiting for its import (for `airlift status`), with its place in the
@@ -109,12 +112,34 @@ impl Daemon {
                 provisional: None,
                 progress: Arc::new(AtomicU64::new(0)),
                 total: 0,
+                refused: None,
             });
         entry.state = state;
+        entry.refused = None;
         if let Some(r) = record {
             entry.record = r;
             entry.provisional = None;
         }
+        self.metrics
+            .set_states(inner.archives.values().map(|a| a.state));
+    }
+
+    /// Shows `path` as failed because its record is of a newer state format: not imported, not
+    /// released, its images and lease left as the newer airlift left them.
+    pub(super) fn refuse(&self, path: &Path, refused: &crate::state::Refused) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.archives.insert(
+            path.to_path_buf(),
+            ArchiveStatus {
+                path: path.to_path_buf(),
+                state: State::Failed,
+                record: None,
+                provisional: None,
+                progress: Arc::new(AtomicU64::new(0)),
+                total: 0,
+                refused: Some(refused.to_string()),
+            },
+        );
         self.metrics
             .set_states(inner.archives.values().map(|a| a.state));
     }
@@ -140,6 +165,7 @@ impl Daemon {
                     provisional: None,
                     progress: Arc::new(AtomicU64::new(0)),
                     total: r.identity.size,
+                    refused: None,
                 },
             );
         }
@@ -188,6 +214,16 @@ impl Daemon {
         self.set_state(path, State::Failed, record.map(Some));
     }
 
+    /// The refusals of records of a newer state format (see [`Daemon::refuse`]).
+    pub fn refused(&self) -> Vec<String> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .archives
+            .values()
+            .filter_map(|a| a.refused.clone())
+            .collect()
+    }
+
     /// Whether some image that comes from `path` is being restored.
     pub fn restoring(&self, path: &Path) -> bool {
         self.restoring_among(&self.repairs.pending(), &self.present_records(), path)
@@ -207,9 +243,21 @@ impl Daemon {
         })
     }
 
+    /// Whether `name` (normalised) comes from an archive that holds it only to serve other
+    /// platforms (`serve_platforms`): this node runs none of its platforms.
+    pub fn serving_only(&self, name: &str) -> bool {
+        let records = self.present_records();
+        self.desired_among(&records, name).is_some_and(|d| {
+            records
+                .iter()
+                .any(|r| r.path == d.archive && r.serves_only(name))
+        })
+    }
+
     /// Which of `images` (references, normalised as containerd does) are not yet imported and
     /// pinned: provided by a present archive, and shown by containerd as that archive's (its
-    /// target, its pins). An invalid reference is an error naming it.
+    /// target, its pins) — and one this node runs: an image held only to serve other platforms
+    /// is never ready here. An invalid reference is an error naming it.
     pub async fn not_ready(
         &self,
         images: &[String],
@@ -222,15 +270,16 @@ impl Daemon {
         let mut missing = Vec::new();
         for name in names {
             // Provided by a present archive, and containerd shows it as that archive's.
-            let ready = match (&client, self.desired(&name)) {
-                (Some(c), Some(want)) => {
-                    c.get_image(&name).await.ok().flatten().is_some_and(|have| {
-                        crate::pins::decide(Some(&have), Some(&want), None)
-                            == crate::pins::Change::Leave
-                    })
-                }
-                _ => false,
-            };
+            let ready = !self.serving_only(&name)
+                && match (&client, self.desired(&name)) {
+                    (Some(c), Some(want)) => {
+                        c.get_image(&name).await.ok().flatten().is_some_and(|have| {
+                            crate::pins::decide(Some(&have), Some(&want), None)
+                                == crate::pins::Change::Leave
+                        })
+                    }
+                    _ => false,
+                };
             if !ready {
                 missing.push(name);
             }

@@ -71,6 +71,12 @@ pub async fn watch(
     let tick = (settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
     let mut ticker = tokio::time::interval(tick);
     let mut dir_check = tokio::time::interval(Duration::from_secs(1));
+    for dir in dirs.iter().filter(|d| !d.is_dir()) {
+        tracing::warn!(
+            dir = %crate::escape::shown(dir),
+            "images directory does not exist (yet): watched once it appears"
+        );
+    }
     loop {
         tokio::select! {
             _ = dir_check.tick() => {

@@ -198,6 +198,14 @@ pub struct Report {
     pub skipped: Vec<String>,
     /// Informational skips (other platforms under the host default).
     pub not_selected: Vec<String>,
+    /// Images held only to serve other platforms (`serve_platforms`): recorded, pinned and
+    /// held, not unpacked, and not counted as this node's (`airlift wait --image`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub served_only: Vec<String>,
+    /// Served platforms an image has no manifest for in the archive (`IMAGE: PLATFORM, …`):
+    /// nothing of it to serve to nodes of those platforms.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unserved: Vec<String>,
     /// What a repair restored (image records, pins, the lease).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repaired: Vec<String>,
@@ -247,6 +255,8 @@ impl Report {
             failed,
             skipped,
             not_selected,
+            served_only,
+            unserved,
         } = recorded;
         Report {
             archive,
@@ -262,6 +272,8 @@ impl Report {
             failed,
             skipped,
             not_selected,
+            served_only,
+            unserved,
             repaired: Vec::new(),
             blobs_written: counters.blobs_written,
             blobs_present: counters.blobs_present,
@@ -358,6 +370,15 @@ pub enum ImportError {
         /// The archive.
         archive: String,
     },
+    /// The archive's state record is of a newer state format: it is left alone, and so is the
+    /// archive.
+    #[error("{archive}: {cause}")]
+    Refused {
+        /// The archive.
+        archive: String,
+        /// The record refused.
+        cause: crate::state::Refused,
+    },
     /// Direct mode was asked for but is impossible.
     #[error("{archive}: direct mode unavailable: {cause}")]
     DirectUnavailable {
@@ -427,5 +448,7 @@ pub enum Placement {
     Remote(String),
 }
 
+#[cfg(test)]
+mod seed_tests;
 #[cfg(test)]
 mod tests;

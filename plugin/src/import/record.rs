@@ -35,6 +35,10 @@ pub struct Recorded {
     pub skipped: Vec<String>,
     /// Images of platforms not selected.
     pub not_selected: Vec<String>,
+    /// Images kept only to serve other platforms (not this node's to run).
+    pub served_only: Vec<String>,
+    /// Served platforms images have no manifest for, as `IMAGE: PLATFORM, …`.
+    pub unserved: Vec<String>,
 }
 
 /// Labels content, updates the archive lease and creates the image records (but those
@@ -155,7 +159,28 @@ pub async fn record(
     )
     .await
     .map_err(cd_err)?;
+    let served: BTreeSet<&str> = plan
+        .images
+        .iter()
+        .filter(|i| i.served_only)
+        .map(|i| i.name.as_str())
+        .collect();
+    for name in &served {
+        tracing::info!(
+            archive,
+            image = %name,
+            "held to serve other platforms only: this node runs none of its platforms"
+        );
+    }
+    for u in &plan.unserved {
+        tracing::info!(
+            archive,
+            "nothing to serve for {u}: the archive has no manifest of it"
+        );
+    }
     let mut recorded = Recorded {
+        served_only: served.iter().map(|n| n.to_string()).collect(),
+        unserved: plan.unserved.clone(),
         images,
         shadowed,
         lease: if needed.is_empty() { None } else { lease },

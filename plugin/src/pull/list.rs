@@ -259,6 +259,8 @@ pub async fn run(
         failed,
         skipped,
         not_selected: Vec::new(),
+        served_only: Vec::new(),
+        unserved: Vec::new(),
     };
     let mut report = Report::new(
         archive,

@@ -143,6 +143,15 @@ impl Importer {
         started: Instant,
     ) -> Result<Report, ImportError> {
         let path = source.path();
+        // A record of a newer state format: neither the archive nor the record is touched.
+        if let (Some(records), Some(p)) = (&self.records, &path) {
+            if let Some(cause) = records.refused(p) {
+                return Err(ImportError::Refused {
+                    archive: source.display_name(),
+                    cause,
+                });
+            }
+        }
         let previous = match (&self.records, &path) {
             (Some(records), Some(p)) => records.get(p),
             _ => None,

@@ -15,6 +15,9 @@ use std::path::PathBuf;
 pub struct Asked {
     /// Platforms by name: none for what the host runs, `all` for every platform, or a list.
     pub platforms: Vec<String>,
+    /// Platforms served to other nodes, not run: none, `all`, or a list
+    /// ([`PlatformPolicy::parse_served`]).
+    pub serve_platforms: Vec<String>,
     /// The repository of tag-only names.
     pub base_name: Option<String>,
     /// A name for the archive's whole index.
@@ -46,6 +49,7 @@ impl Default for Asked {
     fn default() -> Self {
         Asked {
             platforms: Vec::new(),
+            serve_platforms: Vec::new(),
             base_name: None,
             index_name: None,
             digest_refs: false,
@@ -104,6 +108,7 @@ impl Asked {
     pub fn of_config(cfg: &Config) -> Asked {
         Asked {
             platforms: cfg.platforms.clone(),
+            serve_platforms: cfg.serve_platforms.clone(),
             base_name: None,
             index_name: None,
             digest_refs: cfg.digest_refs,
@@ -127,6 +132,34 @@ impl Asked {
         PlatformPolicy::parse(&self.platforms)
     }
 
+    /// What is worth saying about the platforms asked for, though it is no error: served
+    /// platforms the node runs anyway (run, so unpacked too), or serving beside importing
+    /// every platform (every platform is imported to run already).
+    pub fn platform_notes(&self) -> Vec<String> {
+        let (Ok(run), Ok(serve)) = (
+            self.platform_policy(),
+            PlatformPolicy::parse_served(&self.serve_platforms),
+        ) else {
+            return Vec::new();
+        };
+        match (&run, &serve) {
+            (_, s) if s.is_none() => Vec::new(),
+            (PlatformPolicy::All, _) => vec![
+                "serve_platforms is redundant with platforms = [\"all\"]: every platform is \
+                 imported as the node's own already (and the host's unpacked)"
+                    .to_string(),
+            ],
+            (_, PlatformPolicy::Only(wants)) => wants
+                .iter()
+                .filter(|w| run.matches(w))
+                .map(|w| {
+                    format!("{w} is served and run by this node: it is run (imported as the node's own and unpacked)")
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Checks what was asked and makes the import options.
     pub fn options(&self) -> Result<ImportOptions, OptionsError> {
         if let Some(sn) = &self.unpack {
@@ -136,6 +169,7 @@ impl Asked {
         Ok(ImportOptions {
             plan: PlanOptions {
                 platforms: self.platform_policy()?,
+                serve: PlatformPolicy::parse_served(&self.serve_platforms)?,
                 base_name: self.base_name.clone(),
                 index_name: self.index_name.clone(),
                 digest_refs: self.digest_refs,

@@ -74,9 +74,10 @@ impl Importer {
         }
     }
 
-    /// What must be equal for a previous import to stand for this one: nothing for the daemon
-    /// (its options are fixed by its configuration), the socket, the namespace and the options
-    /// for `airlift import` (unpacking asked for now, not last time, imports again and unpacks).
+    /// What must be equal for a previous import to stand for this one: for the daemon, the
+    /// verification settings and the served platforms (its other options are fixed by its
+    /// configuration); the socket, the namespace and the options for `airlift import`
+    /// (unpacking asked for now, not last time, imports again and unpacks).
     pub fn fingerprint(&self, client: &Client) -> String {
         // Verification is part of both: an import judged under other settings, or under none,
         // does not stand for one judged under these (the daemon imports such archives again at
@@ -87,8 +88,17 @@ impl Importer {
             .as_ref()
             .map(|g| format!("|verify:{}", g.fingerprint()))
             .unwrap_or_default();
+        // Serving other platforms stores content of theirs: an archive imported serving others
+        // (or none) is imported again, which stores what is served now and lets go of the rest.
+        // None served adds nothing, so records made before the setting existed stand.
+        let serve = &self.options.plan.serve;
+        let serve = if serve.is_none() {
+            String::new()
+        } else {
+            format!("|serve:{serve:?}")
+        };
         match self.remember {
-            super::Remember::Everything => verify,
+            super::Remember::Everything => format!("{verify}{serve}"),
             super::Remember::Successes => format!(
                 "{}|{}|{:?}|{:?}|{}|{:?}{verify}",
                 crate::escape::shown(&client.address()),
@@ -148,6 +158,8 @@ pub fn recalled(
         failed: Vec::new(),
         skipped: Vec::new(),
         not_selected: Vec::new(),
+        served_only: record.served_only.clone(),
+        unserved: Vec::new(),
         repaired,
         blobs_written: 0,
         blobs_present: record.blobs.len() as u64,

@@ -233,3 +233,50 @@ fn placement_follows_what_containerd_reports() {
         Placement::Local(_)
     ));
 }
+
+#[test]
+fn a_record_of_a_newer_format_stops_the_import_and_stays() {
+    let s = setup(Remember::Successes);
+    s.run(Request::default());
+    let records = s.importer.records().unwrap();
+    let file = std::fs::read_dir(s._dir.path().join("state/archives"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("\"format\": 1", "\"format\": 2");
+    std::fs::write(&file, &text).unwrap();
+    let images = s.fake.count("put_image");
+    let err =
+        s.rt.block_on(
+            s.importer
+                .run(&Source::File(s.archive.clone()), &Request::default()),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ImportError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("state format 2"), "{err}");
+    assert_eq!(s.fake.count("put_image"), images, "images written: {err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    assert!(records.get(&s.archive).is_none());
+}
+
+#[test]
+fn the_daemon_imports_again_when_what_it_serves_changes() {
+    let fingerprint = |serve: &[&str]| {
+        let mut opts = all_platforms();
+        opts.plan.serve = crate::platform::PlatformPolicy::parse_served(serve).unwrap();
+        let fake = Fake::new();
+        importer(&fake, opts, None, Remember::Everything).fingerprint(&fake.client())
+    };
+    // Serving nothing adds nothing: records made before serve_platforms existed stand.
+    assert_eq!(fingerprint(&[]), "");
+    assert_ne!(fingerprint(&["linux/arm64"]), fingerprint(&[]));
+    assert_ne!(fingerprint(&["linux/arm64"]), fingerprint(&["all"]));
+    assert_eq!(
+        fingerprint(&["linux/arm64"]),
+        fingerprint(&["linux/arm64/v8"])
+    );
+}

@@ -7,8 +7,16 @@
 //! (temporary file, fsync, rename, directory fsync). The daemon keeps its records in the state
 //! directory itself; `airlift import` keeps its own under `<state dir>/imports`, so an archive
 //! imported from the command line and deleted afterwards keeps its images.
+//!
+//! Every record says its state format (`"format"`, [`FORMAT`]); one without (written before
+//! formats were numbered) is format 1. A record of a newer format than this airlift reads is
+//! [`Refused`]: never read, never overwritten, never removed (see RELIABILITY.md, "Upgrades").
 
+mod format;
 pub mod verify;
+
+use format::{read, Unread, Written};
+pub use format::{Refused, FORMAT};
 
 use crate::containerd::ImageTarget;
 use crate::import::Report;
@@ -108,6 +116,10 @@ pub struct Record {
     /// The snapshotter its images were last unpacked into, all of them; empty when not.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub unpacked_into: String,
+    /// Of its images, those held only to serve other platforms (`serve_platforms`): not this
+    /// node's to run, so never counted as ready for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_only: Vec<String>,
 }
 
 fn now_unix() -> i64 {
@@ -136,7 +148,13 @@ impl Record {
             intake: false,
             unpack_error: String::new(),
             unpacked_into: String::new(),
+            served_only: Vec::new(),
         }
+    }
+
+    /// Whether `name` is, of this record's images, one held only to serve other platforms.
+    pub fn serves_only(&self, name: &str) -> bool {
+        self.served_only.iter().any(|n| n == name)
     }
 
     /// Whether the archive still provides its images: its file is there, or it came through an
@@ -164,6 +182,7 @@ impl Record {
     ) -> Record {
         let ok = report.ok();
         let mut images = report.images.clone();
+        let mut served = report.served_only.clone();
         if !ok {
             if let Some(prev) = previous {
                 let now: BTreeSet<&str> = images.iter().map(|i| i.name.as_str()).collect();
@@ -174,6 +193,11 @@ impl Record {
                     .filter(|i| !report.refused.contains_key(&i.name))
                     .cloned()
                     .collect();
+                served.extend(
+                    kept.iter()
+                        .filter(|i| prev.serves_only(&i.name))
+                        .map(|i| i.name.clone()),
+                );
                 images.extend(kept);
             }
         }
@@ -205,6 +229,7 @@ impl Record {
                 .filter(|u| u.ok())
                 .map(|u| u.snapshotter.clone())
                 .unwrap_or_default(),
+            served_only: served,
         }
     }
 
@@ -244,6 +269,15 @@ impl Record {
     }
 }
 
+/// Every record of a directory that could be read, and those refused.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The records read.
+    pub records: Vec<Record>,
+    /// Records of a newer format, left as they are.
+    pub refused: Vec<Refused>,
+}
+
 /// The record files of one directory.
 #[derive(Debug, Clone)]
 pub struct Records {
@@ -268,18 +302,20 @@ impl Records {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Every record that can be read; unreadable ones are logged with their file and skipped.
-    pub fn load_all(&self) -> io::Result<Vec<Record>> {
-        let mut out = Vec::new();
+    /// Every record that can be read, and those of a newer format (each logged as an error
+    /// once, here); unreadable ones are logged with their file and skipped.
+    pub fn load_all(&self) -> io::Result<Loaded> {
+        let mut out = Loaded::default();
         for e in fs::read_dir(&self.dir)?.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "json") {
-                match fs::read(&p).map(|b| serde_json::from_slice::<Record>(&b)) {
-                    Ok(Ok(r)) => out.push(r),
-                    Ok(Err(err)) => {
-                        tracing::warn!(file = %crate::escape::shown(&p), %err, "ignoring an unreadable state record")
+                match read(&p) {
+                    Ok(r) => out.records.extend(r),
+                    Err(Unread::Refused(refused)) => {
+                        tracing::error!("{refused}");
+                        out.refused.push(refused);
                     }
-                    Err(err) => {
+                    Err(Unread::Broken(err)) => {
                         tracing::warn!(file = %crate::escape::shown(&p), %err, "ignoring an unreadable state record")
                     }
                 }
@@ -288,18 +324,40 @@ impl Records {
         Ok(out)
     }
 
-    /// The record of one archive.
+    /// The record of one archive (none when it cannot be read, or is refused).
     pub fn get(&self, path: &Path) -> Option<Record> {
-        let bytes = fs::read(self.file(path)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        read(&self.file(path)).ok().flatten()
     }
 
-    /// Writes a record atomically.
+    /// The record of `path`, if it is of a newer format than this airlift reads.
+    pub fn refused(&self, path: &Path) -> Option<Refused> {
+        match read(&self.file(path)) {
+            Err(Unread::Refused(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// An error when the record of `path` may not be replaced or removed: it is of a newer
+    /// format.
+    fn guard(&self, path: &Path) -> io::Result<()> {
+        match self.refused(path) {
+            Some(r) => Err(io::Error::other(r)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a record atomically, in this airlift's format ([`FORMAT`]); never over a record
+    /// of a newer format (an error says so).
     pub fn save(&self, r: &Record) -> io::Result<()> {
+        self.guard(&r.path)?;
         let file = self.file(&r.path);
         let tmp = file.with_extension("json.tmp");
         let mut f = fs::File::create(&tmp)?;
-        let json = serde_json::to_vec_pretty(r).expect("record serialises");
+        let json = serde_json::to_vec_pretty(&Written {
+            format: FORMAT,
+            record: r,
+        })
+        .expect("record serialises");
         // A crash point mid-write: half a record in the temporary file.
         fail::fail_point!("record", |_| {
             let _ = f.write_all(&json[..json.len() / 2]);
@@ -312,8 +370,9 @@ impl Records {
         fs::File::open(&self.dir)?.sync_all()
     }
 
-    /// Removes a record.
+    /// Removes a record; never one of a newer format (an error says so).
     pub fn remove(&self, path: &Path) -> io::Result<()> {
+        self.guard(path)?;
         match fs::remove_file(self.file(path)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -321,6 +380,8 @@ impl Records {
     }
 }
 
+#[cfg(test)]
+mod formats;
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +412,8 @@ mod tests {
             failed: failed.iter().map(|s| s.to_string()).collect(),
             skipped: vec![],
             not_selected: vec![],
+            served_only: vec![],
+            unserved: vec![],
             repaired: vec![],
             blobs_written: 0,
             blobs_present: 0,
@@ -383,10 +446,10 @@ mod tests {
         r.lease = Some("l".into());
         records.save(&r).unwrap();
         let all = records.load_all().unwrap();
-        assert_eq!(all, vec![r.clone()]);
+        assert_eq!(all.records, vec![r.clone()]);
         assert_eq!(records.get(&a), Some(r));
         records.remove(&a).unwrap();
-        assert!(records.load_all().unwrap().is_empty());
+        assert!(records.load_all().unwrap().records.is_empty());
     }
 
     #[test]
@@ -448,7 +511,7 @@ mod tests {
         let records = Records::open(dir.path()).unwrap();
         fs::write(dir.path().join("archives/broken.json"), b"{not json").unwrap();
         fs::write(dir.path().join("archives/left.json.tmp"), b"x").unwrap();
-        assert!(records.load_all().unwrap().is_empty());
+        assert!(records.load_all().unwrap().records.is_empty());
         Records::open(dir.path()).unwrap();
         assert!(!dir.path().join("archives/left.json.tmp").exists());
     }

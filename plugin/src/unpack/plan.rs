@@ -71,7 +71,8 @@ pub fn from_plan(
     let mut targets = Vec::new();
     let mut errors = Vec::new();
     for (digest, m) in &plan.manifests {
-        if !m.platform.as_ref().is_some_and(|p| policy.matches(p)) {
+        // A manifest kept only to serve another platform is never unpacked.
+        if m.served || !m.platform.as_ref().is_some_and(|p| policy.matches(p)) {
             continue;
         }
         match target(digest, &m.config.digest, &m.layers, &m.diff_ids) {

@@ -1,12 +1,13 @@
 //! The daemon on the containerd fake: pins follow the archives (and only those that went or
 //! stopped providing an image), and a restart repairs from the records without reading them.
 //!
-//! By subject: [`names`], [`startup`], [`api`], [`repair`], [`lists`].
+//! By subject: [`names`], [`startup`], [`api`], [`repair`], [`lists`], [`seed`].
 
 mod api;
 mod lists;
 mod names;
 mod repair;
+mod seed;
 mod startup;
 
 use super::*;

@@ -57,7 +57,7 @@ fn pins_move_only_for_archives_that_went_or_stopped_providing() {
     assert_eq!(n.pinned(TOOLS).unwrap(), "unpinned");
     assert!(n.fake.state().leases.is_empty());
     assert!(d.archives().is_empty());
-    assert!(d.records().load_all().unwrap().is_empty());
+    assert!(d.records().load_all().unwrap().records.is_empty());
 }
 
 /// Two archives provide busybox:1.35 with different targets: the newer wins, at import, after

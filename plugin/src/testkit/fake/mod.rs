@@ -212,6 +212,16 @@ impl Fake {
         self.state().calls.clone()
     }
 
+    /// What every call of `op` so far was about, in order.
+    pub fn subjects(&self, op: &str) -> Vec<String> {
+        let s = self.state();
+        s.calls
+            .iter()
+            .filter(|c| c.op == op)
+            .map(|c| c.subject.clone())
+            .collect()
+    }
+
     /// The operations called so far, in order (`"put_image"`, …), filtered by `op` prefix.
     pub fn count(&self, op: &str) -> usize {
         self.state().calls.iter().filter(|c| c.op == op).count()

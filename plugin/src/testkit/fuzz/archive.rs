@@ -147,6 +147,7 @@ pub(super) fn plan_options() -> [PlanOptions; 3] {
             index_name: Some("example.com/fuzz/index:all".into()),
             digest_refs: true,
             named: Default::default(),
+            serve: PlatformPolicy::Only(Vec::new()),
         },
         PlanOptions {
             platforms: PlatformPolicy::Only(vec![
@@ -157,6 +158,7 @@ pub(super) fn plan_options() -> [PlanOptions; 3] {
             index_name: None,
             digest_refs: false,
             named: Default::default(),
+            serve: PlatformPolicy::Only(vec![Platform::new("linux", "amd64", "")]),
         },
     ]
 }
