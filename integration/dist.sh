@@ -104,7 +104,9 @@ if [[ "${DIST_NO_DEB:-0}" != 1 ]]; then
     cp -r "$stage/completions" dist/stage/airlift-completions
     if ! cargo deb --version >/dev/null 2>&1; then
         log "installing cargo-deb (cargo install cargo-deb --locked)"
-        cargo install cargo-deb --locked
+        # Without the release build's RUSTFLAGS: with crt-static and no --target, cargo cannot
+        # build the proc-macros cargo-deb depends on.
+        env -u RUSTFLAGS cargo install cargo-deb --locked
     fi
     cargo deb --no-build --no-strip --target "$triple" -p airlift --output dist/ >/dev/null
     log "$(find dist -maxdepth 1 -name '*.deb')"
