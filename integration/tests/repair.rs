@@ -157,6 +157,11 @@ fn each_actor_is_undone(version: Version) {
         // About a second is the promise; 5 s leaves room for a loaded machine.
         assert!(*t < Duration::from_secs(5), "{actor}: {t:?}\n{}", d.log());
     }
+    // A repair is counted once it is finished, which may be a moment after its image is seen
+    // back: the counts are read once nothing is being restored.
+    d.until("the repairs to finish", || {
+        d.status_json()["restoring"].as_u64() == Some(0)
+    });
     let s = d.status_json();
     let count = |what: &str| s["repairs"][what].as_u64().unwrap_or(0);
     assert!(count("unpinned") >= 1 && count("deleted") >= 2, "{s}");

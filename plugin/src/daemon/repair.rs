@@ -248,11 +248,15 @@ impl Daemon {
             Ok(Change::Put(why)) => Some(*why),
             _ => None,
         };
+        // Counted before the name stops being pending: a status that shows nothing restoring
+        // has every finished repair in its counts.
+        if let Some(why) = why {
+            self.repairs.count(why.as_str());
+            self.metrics.repaired(why.as_str());
+        }
         let (first, fighting) = self.repairs.done(name, why.is_some(), Instant::now());
         match (&result, why) {
             (Ok(_), Some(why)) => {
-                self.repairs.count(why.as_str());
-                self.metrics.repaired(why.as_str());
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 let archive = self
                     .desired(name)
