@@ -153,7 +153,7 @@ fn containerd_killed_mid_import(version: Version) {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.tar");
     one_image(&big, "example.com/killed:1", 300 * MIB, 9).unwrap();
-    let child = std::process::Command::new(airlift_bin())
+    let mut child = std::process::Command::new(airlift_bin())
         .args(["import", "--mode", "direct", "--address"])
         .arg(ctd.address())
         .arg("--state-dir")
@@ -162,7 +162,20 @@ fn containerd_killed_mid_import(version: Version) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    // containerd goes once a blob is being written into its content root (a fixed delay raced
+    // the import, which can write the 300 MiB in under 0.4 s).
+    let started = std::time::Instant::now();
+    while leftovers(&ctd).is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the import ended before it was seen writing a blob"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no blob written"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     ctd.stop();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
